@@ -1,0 +1,8 @@
+//! Backend-agnostic logic: everything about a session that does not depend on
+//! how bottles are made real.
+
+pub mod egress;
+pub mod env;
+pub mod pipelock;
+pub mod provision;
+pub mod slug;
