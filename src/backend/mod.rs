@@ -38,9 +38,13 @@ pub trait Plan: fmt::Display {
     fn agent_name(&self) -> &str;
 }
 
-/// A running bottle. Dropping it tears the session down; [`Bottle::close`]
-/// does so explicitly and reports failures.
+/// A bottle session. It exists before any resource does: [`BottleHandle::start`]
+/// creates them and records each in the handle, so dropping an in-flight
+/// `start` (on a signal) still leaves [`BottleHandle::close`] able to remove
+/// everything. Dropping the handle without `close` tears down as a backstop.
 pub trait BottleHandle {
+    /// Creates, provisions and starts the bottle.
+    fn start(&mut self) -> impl Future<Output = Result<(), BackendError>>;
     /// Runs Claude (or `claude remote-control` when the plan asked for it)
     /// with `args`, attached to a terminal when `tty`, and returns its exit code.
     fn exec_claude(
@@ -92,8 +96,8 @@ pub trait Backend {
     /// Host-side only: resolves names, checks skills and identity files, and
     /// writes scratch files. May query the backend, never changes it.
     fn prepare(&self, spec: BottleSpec) -> impl Future<Output = Result<Self::Plan, BackendError>>;
-    /// Creates, provisions and starts the bottle.
-    fn launch(&self, plan: Self::Plan) -> impl Future<Output = Result<Self::Bottle, BackendError>>;
+    /// Opens a session for `plan`. Creates nothing: see [`BottleHandle::start`].
+    fn launch(&self, plan: Self::Plan) -> Self::Bottle;
     fn list_active(&self) -> impl Future<Output = Result<Vec<ActiveBottle>, BackendError>>;
     fn prepare_cleanup(&self) -> impl Future<Output = Result<Self::CleanupPlan, BackendError>>;
     fn cleanup(

@@ -20,6 +20,7 @@ impl Plan for DockerPlan {
 }
 pub struct DockerBottle;
 impl BottleHandle for DockerBottle {
+    async fn start(&mut self) -> Result<(), BackendError> { Err(BackendError::new("not yet")) }
     async fn exec_claude(&mut self, _args: &[String], _tty: bool) -> Result<i32, BackendError> {
         Err(BackendError::new("not yet"))
     }
@@ -49,8 +50,8 @@ impl Backend for DockerBackend {
     async fn prepare(&self, _spec: BottleSpec) -> Result<DockerPlan, BackendError> {
         Err(BackendError::new("not yet"))
     }
-    async fn launch(&self, _plan: DockerPlan) -> Result<DockerBottle, BackendError> {
-        Err(BackendError::new("not yet"))
+    fn launch(&self, _plan: DockerPlan) -> DockerBottle {
+        DockerBottle
     }
     async fn list_active(&self) -> Result<Vec<ActiveBottle>, BackendError> {
         Ok(vec![])
