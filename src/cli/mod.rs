@@ -1,6 +1,110 @@
-//! The command line.
+//! The command line: argument parsing, logging set-up, and one module per
+//! subcommand. `main` maps the result of [`run`] to an exit code.
+
+mod args;
+mod cleanup;
+mod confirm;
+mod error;
+mod init;
+mod list;
+mod logging;
+mod proxy_config;
+mod signals;
+mod start;
+
+use std::io::Write;
 use std::process::ExitCode;
 
+use clap::Parser;
+
+pub use args::{Cli, Command};
+pub use confirm::confirm;
+pub use error::Error;
+
+use crate::manifest::{self, Agent, Manifest};
+use crate::term::RealTerminal;
+
+/// Entry point of the binary.
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = err.print();
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(error::EXIT_USAGE));
+        }
+    };
+    logging::init(cli.verbose);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            let mut stderr = std::io::stderr().lock();
+            let _ = writeln!(stderr, "{}: {err}", logging::error_label());
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// Runs one command and returns the process exit code.
+pub fn run(cli: Cli) -> Result<u8, Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    let mut term = RealTerminal;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Start(args) => start::run(cli.manifest.as_deref(), args, &mut term).await,
+            Command::List(args) => list::run(cli.manifest.as_deref(), args).await,
+            Command::Cleanup(args) => cleanup::run(args, &mut term).await,
+            Command::ProxyConfig(args) => proxy_config::run(cli.manifest.as_deref(), args),
+            Command::Init(args) => init::run(args),
+        }
+    })
+}
+
+/// Picks the agent named on the command line, or the only one.
+pub(crate) fn select_agent<'m>(
+    manifest: &'m Manifest,
+    requested: Option<&str>,
+    command: &'static str,
+) -> Result<(&'m str, &'m Agent), Error> {
+    let known = || {
+        manifest
+            .agents
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match requested {
+        Some(name) => manifest
+            .agents
+            .get_key_value(name)
+            .map(|(k, a)| (k.as_str(), a))
+            .ok_or_else(|| Error::UnknownAgent {
+                name: name.to_owned(),
+                known: known(),
+                source_label: manifest.source.to_string(),
+            }),
+        None => {
+            let mut agents = manifest.agents.iter();
+            match (agents.next(), agents.next()) {
+                (Some((name, agent)), None) => Ok((name.as_str(), agent)),
+                _ => Err(Error::AgentRequired {
+                    command,
+                    count: manifest.agents.len(),
+                    known: known(),
+                    source_label: manifest.source.to_string(),
+                }),
+            }
+        }
+    }
+}
+
+pub(crate) fn load_manifest(explicit: Option<&std::path::Path>) -> Result<Manifest, Error> {
+    let manifest = manifest::load(explicit)?;
+    tracing::debug!(source = %manifest.source, "manifest loaded");
+    Ok(manifest)
 }

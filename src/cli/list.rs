@@ -1,0 +1,178 @@
+//! `list`: the manifest's agents and the backend's active bottles.
+
+use std::fmt::Write as _;
+use std::io::Write;
+
+use serde::Serialize;
+
+use super::args::ListArgs;
+use super::{Error, load_manifest};
+use crate::backend::{self, ActiveBottle, Backend, Selected};
+use crate::manifest::Manifest;
+
+#[derive(Debug, Serialize)]
+struct AgentRow<'a> {
+    name: &'a str,
+    bottle: &'a str,
+    skills: Vec<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct Listing<'a> {
+    manifest: String,
+    agents: Vec<AgentRow<'a>>,
+    active: Vec<ActiveBottle>,
+}
+
+pub async fn run(manifest_path: Option<&std::path::Path>, args: ListArgs) -> Result<u8, Error> {
+    let manifest = load_manifest(manifest_path)?;
+    let active = match backend::select(std::env::var(backend::BACKEND_ENV).ok().as_deref())? {
+        Selected::Docker(docker) => docker.list_active().await?,
+    };
+    let listing = Listing {
+        manifest: manifest.source.to_string(),
+        agents: agent_rows(&manifest),
+        active,
+    };
+    let text = if args.json {
+        let mut json = serde_json::to_string_pretty(&listing).unwrap_or_default();
+        json.push('\n');
+        json
+    } else {
+        render_table(&listing)
+    };
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(Error::Stdout)?;
+    Ok(0)
+}
+
+fn agent_rows(manifest: &Manifest) -> Vec<AgentRow<'_>> {
+    manifest
+        .agents
+        .iter()
+        .map(|(name, agent)| AgentRow {
+            name,
+            bottle: &agent.bottle,
+            skills: agent.skills.iter().map(|s| s.as_str()).collect(),
+        })
+        .collect()
+}
+
+fn render_table(listing: &Listing<'_>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "AGENTS ({})", listing.manifest);
+    let name_w = listing
+        .agents
+        .iter()
+        .map(|a| a.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let bottle_w = listing
+        .agents
+        .iter()
+        .map(|a| a.bottle.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let _ = writeln!(out, "  {:name_w$}  {:bottle_w$}  SKILLS", "AGENT", "BOTTLE");
+    for agent in &listing.agents {
+        let skills = if agent.skills.is_empty() {
+            "-".to_owned()
+        } else {
+            agent.skills.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "  {:name_w$}  {:bottle_w$}  {skills}",
+            agent.name, agent.bottle
+        );
+    }
+    out.push('\n');
+    if listing.active.is_empty() {
+        out.push_str("ACTIVE BOTTLES: none\n");
+        return out;
+    }
+    out.push_str("ACTIVE BOTTLES\n");
+    let ctr_w = listing
+        .active
+        .iter()
+        .map(|b| b.container.len())
+        .max()
+        .unwrap_or(0)
+        .max(9);
+    let agent_w = listing
+        .active
+        .iter()
+        .map(|b| b.agent.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let _ = writeln!(
+        out,
+        "  {:ctr_w$}  {:agent_w$}  {:10}  {:8}  AGE",
+        "CONTAINER", "AGENT", "STATE", "RUNTIME"
+    );
+    for bottle in &listing.active {
+        let state = if bottle.orphaned {
+            format!("{} (orphan)", bottle.state)
+        } else {
+            bottle.state.clone()
+        };
+        let _ = writeln!(
+            out,
+            "  {:ctr_w$}  {:agent_w$}  {state:10}  {:8}  {}",
+            bottle.container,
+            bottle.agent,
+            bottle.runtime,
+            format_age(bottle.age_seconds)
+        );
+    }
+    out
+}
+
+fn format_age(seconds: u64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_are_compact() {
+        assert_eq!(format_age(5), "5s");
+        assert_eq!(format_age(125), "2m");
+        assert_eq!(format_age(3 * 3600 + 120), "3h2m");
+        assert_eq!(format_age(2 * 86_400 + 5), "2d");
+    }
+
+    #[test]
+    fn table_shows_agents_and_active_bottles() {
+        let listing = Listing {
+            manifest: "test".into(),
+            agents: vec![AgentRow {
+                name: "reviewer",
+                bottle: "default",
+                skills: vec!["code-review"],
+            }],
+            active: vec![ActiveBottle {
+                container: "claude-bottle-reviewer".into(),
+                agent: "reviewer".into(),
+                state: "running".into(),
+                runtime: "runc".into(),
+                age_seconds: 61,
+                session: "s1".into(),
+                orphaned: true,
+            }],
+        };
+        insta::assert_snapshot!(render_table(&listing));
+    }
+}

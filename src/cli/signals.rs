@@ -1,0 +1,35 @@
+//! SIGINT, SIGTERM and SIGHUP as a stream. Installing the handlers replaces
+//! the default "die at once" behaviour, so a signal in any phase of `start`
+//! lets the session tear down before the process exits with 128+signal.
+
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use super::Error;
+
+pub struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    pub fn install() -> Result<Self, Error> {
+        let make = |kind| signal(kind).map_err(Error::Signals);
+        Ok(Self {
+            int: make(SignalKind::interrupt())?,
+            term: make(SignalKind::terminate())?,
+            hup: make(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for the next signal and returns it as an error to propagate.
+    pub async fn recv(&mut self) -> Error {
+        let (signal, name) = tokio::select! {
+            _ = self.int.recv() => (libc::SIGINT, "SIGINT"),
+            _ = self.term.recv() => (libc::SIGTERM, "SIGTERM"),
+            _ = self.hup.recv() => (libc::SIGHUP, "SIGHUP"),
+        };
+        tracing::warn!("received {name}; tearing down");
+        Error::Interrupted { signal, name }
+    }
+}
