@@ -13,8 +13,12 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
-pub use discover::{DEFAULT_MANIFEST_JSON, ManifestSource, load, load_from_str};
-pub use error::ManifestError;
+pub use discover::{
+    DEFAULT_MANIFEST_JSON, Discovery, MANIFEST_ENV_VAR, MANIFEST_FILE_NAME, ManifestSource, load,
+    load_from_str,
+};
+pub use error::{JsonPath, ManifestError, NamedBy, Problem, Segment};
+pub use wire::DEFAULT_SSH_PORT;
 
 /// A validated manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
