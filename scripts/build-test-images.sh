@@ -45,18 +45,26 @@ digest() { sha256sum | cut -c1-16; }
 
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
-# Tags REF as NAME:current and prints the NAME=REF line.
+# Tags REF as REPO:current, untags the REPO's older content tags (best effort:
+# an image a container still uses stays), and prints the VAR=REF line.
 publish() {
-    local var=$1 ref=$2
-    docker tag "$ref" "${ref%:*}:current"
+    local var=$1 ref=$2 repo=${2%:*} old
+    docker tag "$ref" "$repo:current"
+    for old in $(docker images --format '{{.Repository}}:{{.Tag}}' "$repo"); do
+        if [[ $old != "$ref" && $old != "$repo:current" ]]; then
+            docker rmi "$old" >/dev/null 2>&1 || true
+        fi
+    done
     printf '%s=%s\n' "$var" "$ref"
 }
 
 # A build context as a deterministic tar stream: sorted names, fixed owner and
-# mtime, so its hash changes only when a file's name, mode or content does.
+# mtime, modes normalized (executables 0755, the rest 0644, whatever the umask
+# of the checkout), so its hash changes only when a name, the executable bit
+# or a content does. COPY keeps these modes.
 context_tar() {
     tar -C "$1" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 \
-        --format=gnu -cf - .
+        --mode=u+rwX,go+rX,go-w --format=gnu -cf - .
 }
 
 command -v docker >/dev/null || die "\`docker\` not found" "install the docker CLI and start a daemon"
@@ -105,7 +113,7 @@ else
         command -v mmdebstrap >/dev/null || die "\`mmdebstrap\` not found" "apt-get install mmdebstrap"
         log "base: mmdebstrap $suite ($packages) from $mirror"
         start=$SECONDS
-        mmdebstrap --quiet "${mmdebstrap_args[@]}" "$tarball.partial" "$mirror" >&2 ||
+        mmdebstrap --quiet --format=tar "${mmdebstrap_args[@]}" "$tarball.partial" "$mirror" >&2 ||
             die "mmdebstrap failed for \`$suite\` from \`$mirror\`" \
                 "check that the mirror is reachable, or set CLAUDE_BOTTLE_TEST_MIRROR"
         mv "$tarball.partial" "$tarball"
