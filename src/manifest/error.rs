@@ -126,7 +126,7 @@ pub enum Problem {
 
     /// `bottles.<name>.runtime`, which PRD 0003 removed.
     #[error(
-        "{path}: this field was removed, expected no `runtime` field: gVisor (`runsc`) is now detected automatically and used when the Docker daemon has it registered\n  hint: delete `runtime` from bottle `{bottle}`"
+        "{path}: the field was removed, so none is expected here: gVisor (`runsc`) is now detected automatically and used whenever the Docker daemon has it registered\n  hint: delete `runtime` from bottle `{bottle}`"
     )]
     RemovedRuntime { path: JsonPath, bottle: String },
 }

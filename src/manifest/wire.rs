@@ -615,7 +615,7 @@ impl Bottle {
                 problems.invalid(
                     entry_path,
                     format!("{} is not a valid variable name", shown(&name)),
-                    "a name matching [A-Za-z_][A-Za-z0-9_]*",
+                    "a name matching `[A-Za-z_][A-Za-z0-9_]*`",
                     None,
                 );
                 continue;
@@ -754,7 +754,7 @@ impl SshEntry {
                 if parsed.is_none() {
                     problems.invalid(
                         path.key("HostName"),
-                        format!("{} is not a DNS name or IP address", shown(raw)),
+                        format!("{} is not a valid host", shown(raw)),
                         SSH_HOSTNAME_EXPECTING,
                         None,
                     );
@@ -767,7 +767,7 @@ impl SshEntry {
                     problems.invalid(
                         host_path.clone(),
                         format!(
-                            "HostName is not set, so it defaults to Host, and {} is not a DNS name or IP address",
+                            "HostName is not set, so it defaults to Host, and {} is not a valid host",
                             shown(alias)
                         ),
                         SSH_HOSTNAME_EXPECTING,
@@ -862,7 +862,8 @@ fn parse_ssh_host_name(raw: &str) -> Option<SshHostName> {
 
 const ALLOW_RULE_EXPECTING: &str =
     "a hostname, `*.` followed by at least two labels (like `*.example.com`), or an IP address";
-const TRUSTED_DOMAIN_EXPECTING: &str = "a hostname such as `git.internal.example.com`";
+const TRUSTED_DOMAIN_EXPECTING: &str =
+    "an exact hostname such as `git.internal.example.com`, without wildcards";
 const CIDR_EXPECTING: &str = "a CIDR such as `10.0.0.0/8`, not `/0`, with no host bits set";
 
 /// Why a list entry was refused: what is wrong, and how to fix it.
@@ -958,13 +959,7 @@ fn parse_allow_rule(raw: &str) -> Result<AllowRule, Refusal> {
 fn parse_trusted_domain(raw: &str) -> Result<Hostname, Refusal> {
     refuse_non_host(raw)?;
     if raw.contains('*') {
-        return Err(refuse(
-            format!(
-                "{} is a wildcard; trusted domains are exact hostnames",
-                shown(raw)
-            ),
-            None,
-        ));
+        return Err(refuse(format!("{} is a wildcard", shown(raw)), None));
     }
     if raw.parse::<IpAddr>().is_ok() {
         return Err(refuse(
@@ -1094,7 +1089,11 @@ impl Agent {
                 Some(skill) => skills.push(skill),
                 None => problems.invalid(
                     path.key("skills").index(index),
-                    format!("{} is not a skill directory name", shown(raw)),
+                    if raw.is_empty() {
+                        "empty skill name".to_owned()
+                    } else {
+                        format!("{} is not a skill directory name", shown(raw))
+                    },
                     "the name of a directory under ~/.claude/skills/, without `/` or `..`",
                     None,
                 ),
