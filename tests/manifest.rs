@@ -548,14 +548,14 @@ fn a_bottle_with_runtime_gets_the_targeted_error() {
     });
     let err = error_of(&manifest);
     assert!(
-        matches!(&err.problems()[..], [Problem::RemovedRuntime { bottle, .. }] if bottle == "secure"),
+        matches!(err.problems(), [Problem::RemovedRuntime { bottle, .. }] if bottle == "secure"),
         "{err:?}"
     );
     insta::assert_snapshot!("removed_runtime", err.to_string());
     // `runtime` anywhere else is just an unknown field.
     let err = error_of(&with_agent(json!({ "bottle": "dev", "runtime": "runsc" })));
     assert!(
-        matches!(&err.problems()[..], [Problem::UnknownField { .. }]),
+        matches!(err.problems(), [Problem::UnknownField { .. }]),
         "{err:?}"
     );
 }
@@ -587,6 +587,26 @@ fn syntax_errors_give_line_and_column() {
     let err = load_from_str(&format!("{DEFAULT_MANIFEST_JSON}\n{{}}"), source()).unwrap_err();
     assert!(
         matches!(&err, ManifestError::Syntax { message, .. } if message.contains("trailing characters")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn odd_but_harmless_input_is_handled() {
+    // A byte order mark, as some editors write, is not a syntax error.
+    let with_bom = format!("\u{feff}{DEFAULT_MANIFEST_JSON}");
+    assert!(load_from_str(&with_bom, source()).is_ok());
+    // Deep nesting is refused without exhausting the stack.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let err = load_from_str(&deep, source()).unwrap_err().to_string();
+    assert!(err.contains("top level: expected an object"), "{err}");
+    let deep = format!(r#"{{"bottles": {}"#, "[".repeat(100_000));
+    assert!(load_from_str(&deep, source()).is_err());
+    // A number too large for any type is a syntax error with its position.
+    let big = DEFAULT_MANIFEST_JSON.replace(r#""ssh": []"#, r#""ssh": [{"Port": 1e400}]"#);
+    let err = load_from_str(&big, source()).unwrap_err();
+    assert!(
+        matches!(err, ManifestError::Syntax { line: 5, .. }),
         "{err:?}"
     );
 }

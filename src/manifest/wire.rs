@@ -43,6 +43,8 @@ pub(super) enum ParseError {
 
 /// Parses manifest text into wire structs, checking its shape.
 pub(super) fn parse(text: &str) -> Result<Manifest, ParseError> {
+    // Some Windows editors start UTF-8 files with a byte order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty() {
         return Err(ParseError::Syntax {
             line: 1,
