@@ -1,5 +1,7 @@
 //! The Docker backend.
 
+pub mod archive;
+
 use super::{
     ActiveBottle, Backend, BackendError, BottleHandle, BottleSpec, CleanupPlan, CleanupReport, Plan,
 };
