@@ -113,6 +113,7 @@ else
         command -v mmdebstrap >/dev/null || die "\`mmdebstrap\` not found" "apt-get install mmdebstrap"
         log "base: mmdebstrap $suite ($packages) from $mirror"
         start=$SECONDS
+        rm -rf "$tarball.partial"
         mmdebstrap --quiet --format=tar "${mmdebstrap_args[@]}" "$tarball.partial" "$mirror" >&2 ||
             die "mmdebstrap failed for \`$suite\` from \`$mirror\`" \
                 "check that the mirror is reachable, or set CLAUDE_BOTTLE_TEST_MIRROR"
@@ -131,33 +132,52 @@ publish CLAUDE_BOTTLE_TEST_BASE_IMAGE "$base_ref"
 
 # --- images FROM base --------------------------------------------------------
 
-# build_from_context NAME VAR DIR: builds claude-bottle-test/NAME from the
-# Dockerfile in DIR (which takes `ARG BASE`).
-build_from_context() {
-    local name=$1 var=$2 dir=$3 key ref start
-    key=$( { printf 'base=%s\n' "$base_ref"; context_tar "$dir"; } | digest)
-    ref=claude-bottle-test/$name:$key
+# The builds spend their time in the daemon, not on the CPU: run them side by
+# side, and beside the stand-in's cargo build.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+declare -A refs=() pids=()
+
+# start_build NAME DIR: builds claude-bottle-test/NAME in the background from
+# DIR, whose Dockerfile takes `ARG BASE`, unless the tag for DIR's content
+# exists already.
+start_build() {
+    local name=$1 dir=$2 ref
+    ref=claude-bottle-test/$name:$( { printf 'base=%s\n' "$base_ref"; context_tar "$dir"; } | digest)
+    refs[$name]=$ref
     if image_exists "$ref"; then
         log "$name: $ref exists"
-    else
-        log "$name: building $ref"
+        return
+    fi
+    log "$name: building $ref"
+    (
         start=$SECONDS
         context_tar "$dir" | DOCKER_BUILDKIT=0 docker build --force-rm \
-            --build-arg "BASE=$base_ref" --label "$label" -t "$ref" - >&2 ||
-            die "docker build failed for \`$name\` (context \`$dir\`)"
+            --build-arg "BASE=$base_ref" --label "$label" -t "$ref" - >"$work/$name.log" 2>&1
         log "$name: built in $((SECONDS - start)) s"
-    fi
-    publish "$var" "$ref"
+    ) &
+    pids[$name]=$!
 }
 
-build_from_context agent CLAUDE_BOTTLE_TEST_AGENT_IMAGE "$images_dir/agent"
-build_from_context http CLAUDE_BOTTLE_TEST_HTTP_IMAGE "$images_dir/http"
-build_from_context sshd CLAUDE_BOTTLE_TEST_SSHD_IMAGE "$images_dir/sshd"
-build_from_context dns CLAUDE_BOTTLE_TEST_DNS_IMAGE "$images_dir/dns"
+# finish_build NAME VAR: waits for NAME's build, then publishes it as VAR.
+finish_build() {
+    local name=$1 var=$2
+    if [[ -n ${pids[$name]:-} ]] && ! wait "${pids[$name]}"; then
+        cat "$work/$name.log" >&2
+        die "docker build failed for \`claude-bottle-test/$name\`" "the build's output is above"
+    fi
+    publish "$var" "${refs[$name]}"
+}
+
+start_build agent "$images_dir/agent"
+start_build http "$images_dir/http"
+start_build sshd "$images_dir/sshd"
+start_build dns "$images_dir/dns"
 
 # --- the pipelock stand-in ---------------------------------------------------
 
 standin_dockerfile=$images_dir/pipelock-standin/Dockerfile
+standin=no
 standin_missing() {
     if [[ ${CLAUDE_BOTTLE_TEST_REQUIRE_STANDIN:-} == 1 ]]; then
         die "$1" "$2"
@@ -178,11 +198,21 @@ else
     binary=$(cd "$repo_root" && cargo build --release --quiet --message-format=json-render-diagnostics \
         --manifest-path "$standin_crate/Cargo.toml" --bin pipelock-standin |
         sed -n 's/.*"executable":"\([^"]*\/pipelock-standin\)".*/\1/p' | tail -n1) ||
-        die "cargo build of the pipelock stand-in failed" "run \`cargo build --release --manifest-path ${standin_crate#"$repo_root/"}/Cargo.toml\` to see why"
+        die "cargo build of the pipelock stand-in failed" \
+            "run \`cargo build --release --manifest-path ${standin_crate#"$repo_root/"}/Cargo.toml\` to see why"
     [[ -x $binary ]] || die "cargo built no \`pipelock-standin\` binary"
-    context=$(mktemp -d)
-    trap 'rm -rf "$context"' EXIT
+    context=$work/pipelock-standin-context
+    mkdir "$context"
     cp -r "$images_dir/pipelock-standin/." "$context/"
     install -m 0755 "$binary" "$context/pipelock-standin"
-    build_from_context pipelock-standin CLAUDE_BOTTLE_TEST_PIPELOCK_IMAGE "$context"
+    start_build pipelock-standin "$context"
+    standin=yes
+fi
+
+finish_build agent CLAUDE_BOTTLE_TEST_AGENT_IMAGE
+finish_build http CLAUDE_BOTTLE_TEST_HTTP_IMAGE
+finish_build sshd CLAUDE_BOTTLE_TEST_SSHD_IMAGE
+finish_build dns CLAUDE_BOTTLE_TEST_DNS_IMAGE
+if [[ $standin == yes ]]; then
+    finish_build pipelock-standin CLAUDE_BOTTLE_TEST_PIPELOCK_IMAGE
 fi
