@@ -1,6 +1,7 @@
 //! The Docker backend.
 
 pub mod archive;
+pub mod image;
 
 use super::{
     ActiveBottle, Backend, BackendError, BottleHandle, BottleSpec, CleanupPlan, CleanupReport, Plan,

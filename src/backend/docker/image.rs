@@ -1,0 +1,402 @@
+//! The built-in agent image: an embedded Dockerfile, a tag derived from its
+//! content, and a build through the docker CLI (`docker build -t TAG -`, the
+//! Dockerfile on stdin, no context). The CLI inherits the environment, so
+//! `DOCKER_HOST` and the user's builder settings apply.
+//!
+//! Whether the tag already exists is the caller's question (an image inspect);
+//! this module only knows how to make it.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+/// The Dockerfile of the built-in agent image.
+pub const DOCKERFILE: &str = include_str!("Dockerfile");
+/// The repository part of the built-in image's tag.
+pub const IMAGE_REPOSITORY: &str = "claude-bottle-agent";
+/// The label the Dockerfile puts on the built-in image (`claude-bottle.managed`
+/// is for session resources, which `cleanup` removes; images stay).
+pub const IMAGE_LABEL: &str = "claude-bottle.image";
+pub const IMAGE_LABEL_VALUE: &str = "agent";
+
+/// How many trailing output lines a failure quotes.
+const TAIL_LINES: usize = 15;
+
+/// `claude-bottle-agent:<first 16 hex digits of the SHA-256 of the build input>`.
+/// The Dockerfile is the only input: the build has no context and no arguments.
+pub fn tag_for(build_input: &[u8]) -> String {
+    let digest = Sha256::digest(build_input);
+    let hex = hex::encode(digest);
+    format!("{IMAGE_REPOSITORY}:{}", &hex[..16])
+}
+
+/// The tag of the built-in agent image this binary would build.
+pub fn built_in_tag() -> String {
+    tag_for(DOCKERFILE.as_bytes())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageBuildError {
+    #[error(
+        "could not build the agent image `{tag}`: `docker` could not be run: {source}\n  hint: install the Docker CLI and make sure `docker` is on PATH"
+    )]
+    Spawn { tag: String, source: io::Error },
+
+    #[error("could not build the agent image `{tag}`: talking to `docker build` failed: {source}")]
+    Io { tag: String, source: io::Error },
+
+    #[error(
+        "docker build ran and failed ({status}) for the agent image `{tag}`; its last lines:\n{tail}{hints}"
+    )]
+    Failed {
+        tag: String,
+        /// `exit N` or `killed by signal N`.
+        status: String,
+        /// The last lines of output, indented.
+        tail: String,
+        /// `\n  hint: ...` lines.
+        hints: String,
+    },
+}
+
+/// Builds the built-in agent image as `tag`. Output goes to stderr: a one-line
+/// progress view when `show_progress` (stderr is a terminal), the build's own
+/// lines otherwise. Dropping the future kills the build.
+pub async fn build(tag: &str, show_progress: bool) -> Result<(), ImageBuildError> {
+    build_dockerfile(DOCKERFILE, tag, &[], show_progress).await
+}
+
+/// Builds `dockerfile` (no context) as `tag` with extra `labels`.
+pub async fn build_dockerfile(
+    dockerfile: &str,
+    tag: &str,
+    labels: &[(&str, &str)],
+    show_progress: bool,
+) -> Result<(), ImageBuildError> {
+    let mut command = Command::new("docker");
+    // `--force-rm`: a failed classic build otherwise leaves its intermediate
+    // container behind.
+    command.arg("build").arg("--force-rm").arg("--tag").arg(tag);
+    for (key, value) in labels {
+        command.arg("--label").arg(format!("{key}={value}"));
+    }
+    command
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    tracing::debug!(tag, "running docker build");
+    let mut child = command.spawn().map_err(|source| ImageBuildError::Spawn {
+        tag: tag.to_owned(),
+        source,
+    })?;
+    let io_error = |source| ImageBuildError::Io {
+        tag: tag.to_owned(),
+        source,
+    };
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(io_error(io::Error::other(
+            "the build's pipes were not set up",
+        )));
+    };
+
+    let mut view = BuildView::new(tag, show_progress);
+    let feed = async {
+        let written = stdin.write_all(dockerfile.as_bytes()).await;
+        // Closing stdin tells docker the Dockerfile is complete.
+        drop(stdin);
+        written
+    };
+    let (fed, read) = tokio::join!(feed, pump_output(stdout, stderr, &mut view));
+    let status = child.wait().await.map_err(io_error)?;
+    view.finish();
+    // A build that fails early may close stdin before reading it all; its
+    // exit status and output say more than the broken pipe.
+    if status.success() {
+        fed.map_err(io_error)?;
+        read.map_err(io_error)?;
+        tracing::info!(tag, "built the agent image");
+        return Ok(());
+    }
+    Err(ImageBuildError::Failed {
+        tag: tag.to_owned(),
+        status: describe_status(status),
+        tail: view.tail_text(),
+        hints: failure_hints(dockerfile, view.tail.iter().map(String::as_str)),
+    })
+}
+
+/// Reads both pipes line by line until both close. The classic builder writes
+/// its steps to stdout, BuildKit to stderr.
+async fn pump_output(
+    stdout: impl AsyncRead + Unpin,
+    stderr: impl AsyncRead + Unpin,
+    view: &mut BuildView,
+) -> io::Result<()> {
+    let mut out = BufReader::new(stdout).split(b'\n');
+    let mut err = BufReader::new(stderr).split(b'\n');
+    let (mut out_open, mut err_open) = (true, true);
+    while out_open || err_open {
+        tokio::select! {
+            segment = out.next_segment(), if out_open => match segment? {
+                Some(bytes) => view.line(&String::from_utf8_lossy(&bytes)),
+                None => out_open = false,
+            },
+            segment = err.next_segment(), if err_open => match segment? {
+                Some(bytes) => view.line(&String::from_utf8_lossy(&bytes)),
+                None => err_open = false,
+            },
+        }
+    }
+    Ok(())
+}
+
+struct BuildView {
+    bar: Option<ProgressBar>,
+    tail: VecDeque<String>,
+}
+
+impl BuildView {
+    fn new(tag: &str, show_progress: bool) -> Self {
+        let bar = show_progress.then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            if let Ok(style) =
+                ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}")
+            {
+                bar.set_style(style);
+            }
+            bar.set_prefix(format!("building the agent image `{tag}`"));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self {
+            bar,
+            tail: VecDeque::with_capacity(TAIL_LINES),
+        }
+    }
+
+    fn line(&mut self, raw: &str) {
+        // Progress output redraws with `\r`; the last frame is the one that counts.
+        let line = raw.rsplit('\r').next().unwrap_or(raw).trim_end();
+        if line.is_empty() {
+            return;
+        }
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line.to_owned());
+        match &self.bar {
+            Some(bar) => {
+                if let Some(step) = step_of(line) {
+                    bar.set_message(step);
+                }
+            }
+            None => {
+                let _ = writeln!(io::stderr().lock(), "{line}");
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn tail_text(&self) -> String {
+        self.tail
+            .iter()
+            .map(|line| format!("    | {line}\n"))
+            .collect()
+    }
+}
+
+/// The step a build output line starts, as `[n/m] INSTRUCTION`: classic
+/// builder `Step 2/7 : RUN ...` or BuildKit `#6 [2/7] RUN ...`.
+fn step_of(line: &str) -> Option<String> {
+    if let Some(rest) = line.strip_prefix("Step ") {
+        let (counter, instruction) = rest.split_once(" : ")?;
+        return Some(format!("[{counter}] {instruction}"));
+    }
+    let rest = line.strip_prefix('#')?;
+    let (_, rest) = rest.split_once(' ')?;
+    let rest = rest.strip_prefix('[')?;
+    let (counter, instruction) = rest.split_once("] ")?;
+    // `[internal] load ...` and `[stage 2/7]` are BuildKit chatter, not steps.
+    let (done, total) = counter.rsplit(' ').next()?.split_once('/')?;
+    (done.parse::<u32>().is_ok() && total.parse::<u32>().is_ok())
+        .then(|| format!("[{counter}] {instruction}"))
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "unknown status".to_owned(),
+    }
+}
+
+/// The image of the Dockerfile's first `FROM`.
+fn base_image(dockerfile: &str) -> Option<&str> {
+    dockerfile.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        let keyword = words.next()?;
+        if !keyword.eq_ignore_ascii_case("FROM") {
+            return None;
+        }
+        words.find(|word| !word.starts_with("--"))
+    })
+}
+
+fn failure_hints<'a>(dockerfile: &str, tail: impl Iterator<Item = &'a str> + Clone) -> String {
+    let mentions = |needles: &[&str]| {
+        tail.clone().any(|line| {
+            let line = line.to_ascii_lowercase();
+            needles.iter().any(|needle| line.contains(needle))
+        })
+    };
+    let mut hints = String::new();
+    if mentions(&[
+        "cannot connect to the docker daemon",
+        "is the docker daemon running",
+    ]) {
+        hints.push_str(
+            "\n  hint: the Docker daemon is not reachable; start it, or check `DOCKER_HOST`",
+        );
+    } else if mentions(&[
+        "pull access denied",
+        "manifest unknown",
+        "not found: manifest",
+        "failed to resolve",
+        "no such host",
+        "dial tcp",
+        "i/o timeout",
+        "tls handshake timeout",
+        "toomanyrequests",
+        "server misbehaving",
+        "error response from daemon: get",
+    ]) {
+        let base = base_image(dockerfile).unwrap_or("the base image");
+        hints.push_str(&format!(
+            "\n  hint: the base image `{base}` could not be pulled; this machine may have no access to its registry"
+        ));
+    }
+    hints.push_str(
+        "\n  hint: to skip this build, set `image` in the bottle to an agent image built locally (see `docker images`): it needs `claude`, git, openssh-client, netcat-openbsd and a user with uid 1000",
+    );
+    hints
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tag_is_a_stable_prefix_of_the_inputs_sha256() {
+        // A change of scheme would silently rebuild every user's image.
+        let tag = tag_for(b"FROM scratch\n");
+        assert_eq!(tag, tag_for(b"FROM scratch\n"));
+        let expected = hex::encode(Sha256::digest(b"FROM scratch\n"));
+        assert_eq!(tag, format!("claude-bottle-agent:{}", &expected[..16]));
+        assert_eq!(tag.len(), "claude-bottle-agent:".len() + 16);
+    }
+
+    #[test]
+    fn the_tag_changes_with_the_dockerfile() {
+        assert_ne!(tag_for(b"FROM scratch\n"), tag_for(b"FROM scratch\n\n"));
+        let edited = DOCKERFILE.replace("ripgrep", "fd-find");
+        assert_ne!(built_in_tag(), tag_for(edited.as_bytes()));
+        assert_eq!(built_in_tag(), tag_for(DOCKERFILE.as_bytes()));
+    }
+
+    #[test]
+    fn the_dockerfile_has_what_spec_requires() {
+        let base = base_image(DOCKERFILE).expect("FROM");
+        assert!(base.starts_with("node:22."), "{base}");
+        assert!(base.contains("-bookworm-slim@sha256:"), "{base}");
+        for package in [
+            "git",
+            "openssh-client",
+            "netcat-openbsd",
+            "ca-certificates",
+            "curl",
+        ] {
+            assert!(
+                DOCKERFILE
+                    .lines()
+                    .any(|l| l.trim().trim_end_matches('\\').trim_end() == package),
+                "{package} missing"
+            );
+        }
+        assert!(DOCKERFILE.contains("npm install -g @anthropic-ai/claude-code@2."));
+        assert!(!DOCKERFILE.contains("@latest"));
+        assert!(DOCKERFILE.contains("USER node\n"));
+        assert!(DOCKERFILE.contains("ENV HOME=/home/node\n"));
+        assert!(DOCKERFILE.contains("WORKDIR /home/node/workspace\n"));
+        assert!(DOCKERFILE.contains(&format!("LABEL {IMAGE_LABEL}=\"{IMAGE_LABEL_VALUE}\"")));
+    }
+
+    #[test]
+    fn steps_from_both_builders() {
+        assert_eq!(
+            step_of("Step 3/9 : RUN apt-get update"),
+            Some("[3/9] RUN apt-get update".into())
+        );
+        assert_eq!(
+            step_of("#6 [2/5] RUN npm install -g x"),
+            Some("[2/5] RUN npm install -g x".into())
+        );
+        assert_eq!(
+            step_of("#7 [build 3/4] COPY . ."),
+            Some("[build 3/4] COPY . .".into())
+        );
+        assert_eq!(step_of("#1 [internal] load build definition"), None);
+        assert_eq!(step_of(" ---> Running in 1234"), None);
+        assert_eq!(step_of("#6 0.345 Get:1 http://deb.debian.org"), None);
+    }
+
+    #[test]
+    fn pull_failures_get_the_pull_hint_and_every_failure_the_image_hint() {
+        let pull = failure_hints(
+            "# c\nFROM --platform=linux/amd64 node:22@sha256:abc\n",
+            ["Step 1/2 : FROM node:22", "Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host"].into_iter(),
+        );
+        assert!(
+            pull.contains("the base image `node:22@sha256:abc` could not be pulled"),
+            "{pull}"
+        );
+        assert!(pull.contains("set `image` in the bottle"), "{pull}");
+
+        let other = failure_hints(DOCKERFILE, ["E: Unable to locate package nope"].into_iter());
+        assert!(!other.contains("could not be pulled"), "{other}");
+        assert!(other.contains("set `image` in the bottle"), "{other}");
+
+        let daemon = failure_hints(
+            DOCKERFILE,
+            ["Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"].into_iter(),
+        );
+        assert!(daemon.contains("`DOCKER_HOST`"), "{daemon}");
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_lines() {
+        let mut view = BuildView::new("t", false);
+        for n in 0..40 {
+            view.line(&format!("line {n}"));
+        }
+        view.line("progress 10%\rprogress 100%");
+        assert_eq!(view.tail.len(), TAIL_LINES);
+        assert_eq!(view.tail.back().map(String::as_str), Some("progress 100%"));
+        assert_eq!(view.tail.front().map(String::as_str), Some("line 26"));
+    }
+}
