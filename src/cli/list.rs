@@ -63,20 +63,8 @@ fn agent_rows(manifest: &Manifest) -> Vec<AgentRow<'_>> {
 fn render_table(listing: &Listing<'_>) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "AGENTS ({})", listing.manifest);
-    let name_w = listing
-        .agents
-        .iter()
-        .map(|a| a.name.len())
-        .max()
-        .unwrap_or(0)
-        .max(5);
-    let bottle_w = listing
-        .agents
-        .iter()
-        .map(|a| a.bottle.len())
-        .max()
-        .unwrap_or(0)
-        .max(6);
+    let name_w = column_width(listing.agents.iter().map(|a| a.name.len()), 5);
+    let bottle_w = column_width(listing.agents.iter().map(|a| a.bottle.len()), 6);
     let _ = writeln!(out, "  {:name_w$}  {:bottle_w$}  SKILLS", "AGENT", "BOTTLE");
     for agent in &listing.agents {
         let skills = if agent.skills.is_empty() {
@@ -96,34 +84,32 @@ fn render_table(listing: &Listing<'_>) -> String {
         return out;
     }
     out.push_str("ACTIVE BOTTLES\n");
-    let ctr_w = listing
+    let states: Vec<String> = listing
         .active
         .iter()
-        .map(|b| b.container.len())
-        .max()
-        .unwrap_or(0)
-        .max(9);
-    let agent_w = listing
-        .active
-        .iter()
-        .map(|b| b.agent.len())
-        .max()
-        .unwrap_or(0)
-        .max(5);
+        .map(|b| {
+            if b.orphaned {
+                format!("{} (orphan)", b.state)
+            } else {
+                b.state.clone()
+            }
+        })
+        .collect();
+    let width =
+        |lens: &mut dyn Iterator<Item = usize>, min: usize| lens.max().unwrap_or(0).max(min);
+    let ctr_w = column_width(listing.active.iter().map(|b| b.container.len()), 9);
+    let agent_w = column_width(listing.active.iter().map(|b| b.agent.len()), 5);
+    let state_w = column_width(states.iter().map(String::len), 5);
+    let runtime_w = column_width(listing.active.iter().map(|b| b.runtime.len()), 7);
     let _ = writeln!(
         out,
-        "  {:ctr_w$}  {:agent_w$}  {:10}  {:8}  AGE",
+        "  {:ctr_w$}  {:agent_w$}  {:state_w$}  {:runtime_w$}  AGE",
         "CONTAINER", "AGENT", "STATE", "RUNTIME"
     );
-    for bottle in &listing.active {
-        let state = if bottle.orphaned {
-            format!("{} (orphan)", bottle.state)
-        } else {
-            bottle.state.clone()
-        };
+    for (bottle, state) in listing.active.iter().zip(&states) {
         let _ = writeln!(
             out,
-            "  {:ctr_w$}  {:agent_w$}  {state:10}  {:8}  {}",
+            "  {:ctr_w$}  {:agent_w$}  {state:state_w$}  {:runtime_w$}  {}",
             bottle.container,
             bottle.agent,
             bottle.runtime,
@@ -131,6 +117,11 @@ fn render_table(listing: &Listing<'_>) -> String {
         );
     }
     out
+}
+
+/// The widest cell, at least `header` wide.
+fn column_width(cells: impl Iterator<Item = usize>, header: usize) -> usize {
+    cells.max().unwrap_or(0).max(header)
 }
 
 fn format_age(seconds: u64) -> String {
