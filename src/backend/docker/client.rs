@@ -1,0 +1,819 @@
+//! The Docker Engine API, reduced to the operations a session needs, behind
+//! the [`Engine`] trait so the launch sequence can be tested with a recording
+//! fake. [`BollardEngine`] is the real implementation.
+//!
+//! The request and reply types here are our own plain data, not bollard's:
+//! they say only what the backend decides (and keep env values secret until
+//! the request body is built), and tests compare them directly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, ListNetworksOptions, LogsOptions,
+    RemoveContainerOptions, UploadToContainerOptions,
+};
+use futures_util::{FutureExt, TryStreamExt};
+use secrecy::{ExposeSecret, SecretString};
+
+/// What went wrong, by the one distinction callers act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    /// No answer from the daemon at all.
+    Unreachable,
+    /// The name is taken (HTTP 409 on create).
+    Conflict,
+    /// The object does not exist (HTTP 404).
+    NotFound,
+    Other,
+}
+
+/// One failed Engine API operation, worded for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EngineError {
+    pub kind: ErrorKind,
+    /// What was being done, e.g. "create network `x`".
+    pub operation: String,
+    /// The daemon's message or the transport error.
+    pub detail: String,
+    /// The daemon address, for unreachable errors.
+    pub endpoint: String,
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ErrorKind::Unreachable => write!(
+                f,
+                "could not reach the Docker daemon at `{}` to {}: {}\n  hint: start the Docker daemon, or point DOCKER_HOST at a running one",
+                self.endpoint, self.operation, self.detail
+            ),
+            _ => write!(f, "could not {}: {}", self.operation, self.detail),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+impl EngineError {
+    pub fn new(kind: ErrorKind, operation: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            operation: operation.into(),
+            detail: detail.into(),
+            endpoint: docker_endpoint(),
+        }
+    }
+}
+
+/// The daemon address this process talks to, as `DOCKER_HOST` or the default.
+pub(crate) fn docker_endpoint() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned())
+}
+
+pub(crate) type Labels = BTreeMap<String, String>;
+
+/// A network to create. Creation always asks the daemon for a duplicate-name check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NetworkSpec {
+    pub name: String,
+    /// No route out (`--internal`).
+    pub internal: bool,
+    /// Driver options, e.g. `com.docker.network.bridge.inhibit_ipv4`.
+    pub options: BTreeMap<String, String>,
+    pub labels: Labels,
+}
+
+/// A health check that replaces the image's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HealthCheck {
+    pub test: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+}
+
+/// A container to create. `Debug` shows env names only.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub user: Option<String>,
+    /// Replaces the image's entrypoint (and with it its command) when set.
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    pub env: Vec<EnvPair>,
+    pub labels: Labels,
+    /// The one network it is created on.
+    pub network: String,
+    pub extra_hosts: Vec<String>,
+    pub dns: Vec<String>,
+    pub runtime: Option<String>,
+    pub init: bool,
+    pub security_opt: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub pids_limit: Option<i64>,
+    pub healthcheck: Option<HealthCheck>,
+}
+
+/// One container env variable; the value stays secret until the request body is built.
+#[derive(Clone)]
+pub(crate) struct EnvPair {
+    pub name: String,
+    pub value: SecretString,
+}
+
+impl EnvPair {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            value: SecretString::from(value.into()),
+        }
+    }
+}
+
+impl PartialEq for EnvPair {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.value.expose_secret() == other.value.expose_secret()
+    }
+}
+impl Eq for EnvPair {}
+
+impl fmt::Debug for EnvPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}=<redacted>", self.name)
+    }
+}
+
+impl fmt::Debug for ContainerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContainerSpec")
+            .field("name", &self.name)
+            .field("image", &self.image)
+            .field("user", &self.user)
+            .field("entrypoint", &self.entrypoint)
+            .field("cmd", &self.cmd)
+            .field("working_dir", &self.working_dir)
+            .field("env", &self.env)
+            .field("labels", &self.labels)
+            .field("network", &self.network)
+            .field("extra_hosts", &self.extra_hosts)
+            .field("dns", &self.dns)
+            .field("runtime", &self.runtime)
+            .field("init", &self.init)
+            .field("security_opt", &self.security_opt)
+            .field("cap_drop", &self.cap_drop)
+            .field("pids_limit", &self.pids_limit)
+            .field("healthcheck", &self.healthcheck)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Health {
+    /// The container has no health check.
+    None,
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// The parts of `inspect` the backend reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ContainerStatus {
+    pub running: bool,
+    /// `created`, `running`, `exited`, ...
+    pub state: String,
+    pub exit_code: Option<i64>,
+    /// The runtime's own error, e.g. when an OCI runtime failed to start it.
+    pub error: Option<String>,
+    pub health: Health,
+    /// IPv4 address by network name and by network ID.
+    pub addresses: BTreeMap<String, String>,
+    pub runtime: Option<String>,
+}
+
+/// One container found by `list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub labels: Labels,
+}
+
+/// One network found by `list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NetworkInfo {
+    pub id: String,
+    pub name: String,
+    pub labels: Labels,
+}
+
+/// Filters for `list_*`: every `key=value` label must match.
+pub(crate) type LabelFilter = Vec<(String, String)>;
+
+/// The Engine API operations a session uses. `Clone` is cheap (a shared
+/// connection) so a bring-up task can own one.
+pub(crate) trait Engine: Clone + Send + Sync + 'static {
+    /// A new connection to the same daemon, for use on another async runtime
+    /// (the teardown backstop in `Drop` runs on its own thread).
+    fn reconnect(&self) -> impl Future<Output = Result<Self, EngineError>> + Send;
+    /// Names of the runtimes registered with the daemon.
+    fn runtimes(&self) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+    fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    /// Builds the built-in agent image under `tag`, with a progress view when `progress`.
+    fn build_image(
+        &self,
+        tag: &str,
+        progress: bool,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Returns the network's ID. A taken name is [`ErrorKind::Conflict`].
+    fn create_network(
+        &self,
+        spec: &NetworkSpec,
+    ) -> impl Future<Output = Result<String, EngineError>> + Send;
+    /// Removes a network by ID; one that is already gone is not an error.
+    fn remove_network(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Returns the container's ID. A taken name is [`ErrorKind::Conflict`].
+    fn create_container(
+        &self,
+        spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<String, EngineError>> + Send;
+    /// Extracts `tar` into the container's filesystem at `path`.
+    fn upload_archive(
+        &self,
+        container: &str,
+        path: &str,
+        tar: Vec<u8>,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn connect_network(
+        &self,
+        network: &str,
+        container: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn start_container(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn inspect_container(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<ContainerStatus, EngineError>> + Send;
+    /// The last `lines` lines of the container's stdout and stderr.
+    fn logs_tail(
+        &self,
+        id: &str,
+        lines: u32,
+    ) -> impl Future<Output = Result<String, EngineError>> + Send;
+    /// Containers in any state carrying every label of `filter`.
+    fn list_containers(
+        &self,
+        filter: LabelFilter,
+    ) -> impl Future<Output = Result<Vec<ContainerInfo>, EngineError>> + Send;
+    /// Networks carrying every label of `filter`.
+    fn list_networks(
+        &self,
+        filter: LabelFilter,
+    ) -> impl Future<Output = Result<Vec<NetworkInfo>, EngineError>> + Send;
+    /// Removes a container in any state (force); one that is already gone is not an error.
+    fn remove_container(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+}
+
+/// The real daemon, through bollard.
+#[derive(Clone)]
+pub(crate) struct BollardEngine {
+    docker: Docker,
+}
+
+impl fmt::Debug for BollardEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BollardEngine").finish_non_exhaustive()
+    }
+}
+
+impl BollardEngine {
+    /// Connects to the daemon named by `DOCKER_HOST` (or the default socket)
+    /// and settles on the daemon's API version when it is older than bollard's.
+    pub async fn connect() -> Result<Self, EngineError> {
+        let docker = Docker::connect_with_defaults()
+            .map_err(|e| classify("connect", e))?
+            .with_request_modifier(ask_for_duplicate_check);
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| classify("read its version", e))?;
+        tracing::debug!(
+            endpoint = %docker_endpoint(),
+            api = %docker.client_version(),
+            "connected to the Docker daemon"
+        );
+        Ok(Self { docker })
+    }
+}
+
+/// API 1.41 creates a second network with a taken name unless the request
+/// says `CheckDuplicate`, a field bollard's newer request type no longer has;
+/// it is added to the body of network creations here.
+fn ask_for_duplicate_check(request: bollard::BollardRequest) -> bollard::BollardRequest {
+    if request.method() != http::Method::POST || !request.uri().path().ends_with("/networks/create")
+    {
+        return request;
+    }
+    let (parts, body) = request.into_parts();
+    let http_body_util::Either::Left(full) = body else {
+        return bollard::BollardRequest::from_parts(parts, body);
+    };
+    use http_body_util::BodyExt;
+    // A `Full` body is ready at once; nothing is awaited.
+    let Some(Ok(collected)) = full.collect().now_or_never() else {
+        return bollard::BollardRequest::from_parts(
+            parts,
+            http_body_util::Either::Left(http_body_util::Full::new(bytes::Bytes::new())),
+        );
+    };
+    let bytes = collected.to_bytes();
+    let patched = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            map.insert("CheckDuplicate".into(), serde_json::Value::Bool(true));
+            serde_json::to_vec(&map)
+                .map(bytes::Bytes::from)
+                .unwrap_or(bytes)
+        }
+        _ => bytes,
+    };
+    bollard::BollardRequest::from_parts(
+        parts,
+        http_body_util::Either::Left(http_body_util::Full::new(patched)),
+    )
+}
+
+/// Maps a bollard error onto the kinds callers distinguish.
+fn classify(operation: &str, error: BollardError) -> EngineError {
+    let (kind, detail) = match &error {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => {
+            let kind = match status_code {
+                404 => ErrorKind::NotFound,
+                409 => ErrorKind::Conflict,
+                _ => ErrorKind::Other,
+            };
+            (kind, message.trim().to_owned())
+        }
+        BollardError::SocketNotFoundError(path) => {
+            (ErrorKind::Unreachable, format!("no socket at `{path}`"))
+        }
+        BollardError::HyperLegacyError { .. }
+        | BollardError::IOError { .. }
+        | BollardError::RequestTimeoutError => (ErrorKind::Unreachable, error_chain(&error)),
+        BollardError::UnsupportedURISchemeError { uri } => (
+            ErrorKind::Unreachable,
+            format!("unsupported address `{uri}` (expected unix:// or tcp://)"),
+        ),
+        _ => (ErrorKind::Other, error_chain(&error)),
+    };
+    EngineError::new(kind, operation, detail)
+}
+
+/// The error and its causes on one line ("connection refused" sits deep in hyper's chain).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn label_filters(filter: &LabelFilter) -> HashMap<String, Vec<String>> {
+    let labels = filter.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    HashMap::from([("label".to_owned(), labels)])
+}
+
+fn to_hash_map(labels: &Labels) -> HashMap<String, String> {
+    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn to_labels(labels: Option<HashMap<String, String>>) -> Labels {
+    labels.unwrap_or_default().into_iter().collect()
+}
+
+fn nanos(duration: Duration) -> i64 {
+    i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX)
+}
+
+fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let env = spec
+        .env
+        .iter()
+        .map(|pair| format!("{}={}", pair.name, pair.value.expose_secret()))
+        .collect();
+    let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        user: spec.user.clone(),
+        entrypoint: spec.entrypoint.clone(),
+        cmd: spec.cmd.clone(),
+        working_dir: spec.working_dir.clone(),
+        env: Some(env),
+        labels: Some(to_hash_map(&spec.labels)),
+        healthcheck: spec.healthcheck.as_ref().map(|h| HealthConfig {
+            test: Some(h.test.clone()),
+            interval: Some(nanos(h.interval)),
+            timeout: Some(nanos(h.timeout)),
+            retries: Some(i64::from(h.retries)),
+            start_period: Some(nanos(h.start_period)),
+            start_interval: None,
+        }),
+        host_config: Some(HostConfig {
+            network_mode: Some(spec.network.clone()),
+            extra_hosts: non_empty(&spec.extra_hosts),
+            dns: non_empty(&spec.dns),
+            runtime: spec.runtime.clone(),
+            init: Some(spec.init),
+            security_opt: non_empty(&spec.security_opt),
+            cap_drop: non_empty(&spec.cap_drop),
+            pids_limit: spec.pids_limit,
+            ..HostConfig::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                spec.network.clone(),
+                EndpointSettings::default(),
+            )])),
+        }),
+        ..ContainerCreateBody::default()
+    }
+}
+
+impl Engine for BollardEngine {
+    async fn reconnect(&self) -> Result<Self, EngineError> {
+        Self::connect().await
+    }
+
+    async fn build_image(&self, tag: &str, progress: bool) -> Result<(), EngineError> {
+        super::image::build(tag, progress).await.map_err(|e| {
+            EngineError::new(
+                ErrorKind::Other,
+                format!("build the agent image `{tag}`"),
+                e.to_string(),
+            )
+        })
+    }
+
+    async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| classify("read the daemon's info", e))?;
+        let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let err = classify(&format!("inspect image `{image}`"), e);
+                if err.kind == ErrorKind::NotFound {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<String, EngineError> {
+        let operation = format!("create network `{}`", spec.name);
+        let request = NetworkCreateRequest {
+            name: spec.name.clone(),
+            driver: Some("bridge".to_owned()),
+            internal: Some(spec.internal),
+            options: Some(
+                spec.options
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            labels: Some(to_hash_map(&spec.labels)),
+            ..NetworkCreateRequest::default()
+        };
+        let created = self
+            .docker
+            .create_network(request)
+            .await
+            .map_err(|e| classify(&operation, e))?;
+        Ok(created.id)
+    }
+
+    async fn remove_network(&self, id: &str) -> Result<(), EngineError> {
+        match self.docker.remove_network(id).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = classify(&format!("remove network `{id}`"), e);
+                if err.kind == ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            platform: String::new(),
+        };
+        let created = self
+            .docker
+            .create_container(Some(options), create_body(spec))
+            .await
+            .map_err(|e| classify(&format!("create container `{}`", spec.name), e))?;
+        Ok(created.id)
+    }
+
+    async fn upload_archive(
+        &self,
+        container: &str,
+        path: &str,
+        tar: Vec<u8>,
+    ) -> Result<(), EngineError> {
+        let options = UploadToContainerOptions {
+            path: path.to_owned(),
+            ..UploadToContainerOptions::default()
+        };
+        self.docker
+            .upload_to_container(
+                container,
+                Some(options),
+                http_body_util::Either::Left(http_body_util::Full::new(bytes::Bytes::from(tar))),
+            )
+            .await
+            .map_err(|e| classify(&format!("copy files into container `{container}`"), e))
+    }
+
+    async fn connect_network(&self, network: &str, container: &str) -> Result<(), EngineError> {
+        let request = NetworkConnectRequest {
+            container: container.to_owned(),
+            endpoint_config: Some(EndpointSettings::default()),
+        };
+        self.docker
+            .connect_network(network, request)
+            .await
+            .map_err(|e| {
+                classify(
+                    &format!("connect container `{container}` to network `{network}`"),
+                    e,
+                )
+            })
+    }
+
+    async fn start_container(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(|e| classify(&format!("start container `{id}`"), e))
+    }
+
+    async fn inspect_container(&self, id: &str) -> Result<ContainerStatus, EngineError> {
+        let inspected = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| classify(&format!("inspect container `{id}`"), e))?;
+        let state = inspected.state.unwrap_or_default();
+        let health = match state.health.and_then(|h| h.status) {
+            Some(HealthStatusEnum::STARTING) => Health::Starting,
+            Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
+            Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
+            _ => Health::None,
+        };
+        let addresses = inspected
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, endpoint)| {
+                let ip = endpoint.ip_address.filter(|ip| !ip.is_empty())?;
+                let by_id = endpoint.network_id.map(|id| (id, ip.clone()));
+                Some([Some((name, ip)), by_id])
+            })
+            .flatten()
+            .flatten()
+            .collect();
+        Ok(ContainerStatus {
+            running: state.running.unwrap_or(false),
+            state: state
+                .status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "unknown".to_owned()),
+            exit_code: state.exit_code,
+            error: state.error.filter(|e| !e.is_empty()),
+            health,
+            addresses,
+            runtime: inspected.host_config.and_then(|h| h.runtime),
+        })
+    }
+
+    async fn logs_tail(&self, id: &str, lines: u32) -> Result<String, EngineError> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..LogsOptions::default()
+        };
+        let chunks: Vec<_> = self
+            .docker
+            .logs(id, Some(options))
+            .try_collect()
+            .await
+            .map_err(|e| classify(&format!("read the logs of container `{id}`"), e))?;
+        Ok(chunks.iter().map(ToString::to_string).collect())
+    }
+
+    async fn list_containers(
+        &self,
+        filter: LabelFilter,
+    ) -> Result<Vec<ContainerInfo>, EngineError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(label_filters(&filter)),
+            ..ListContainersOptions::default()
+        };
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| classify("list containers", e))?;
+        Ok(found
+            .into_iter()
+            .map(|c| ContainerInfo {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_owned())
+                    .unwrap_or_default(),
+                state: c
+                    .state
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "unknown".to_owned()),
+                created: c.created.unwrap_or(0),
+                labels: to_labels(c.labels),
+            })
+            .collect())
+    }
+
+    async fn list_networks(&self, filter: LabelFilter) -> Result<Vec<NetworkInfo>, EngineError> {
+        let options = ListNetworksOptions {
+            filters: Some(label_filters(&filter)),
+        };
+        let found = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|e| classify("list networks", e))?;
+        Ok(found
+            .into_iter()
+            .map(|n| NetworkInfo {
+                id: n.id.unwrap_or_default(),
+                name: n.name.unwrap_or_default(),
+                labels: to_labels(n.labels),
+            })
+            .collect())
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..RemoveContainerOptions::default()
+        };
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = classify(&format!("remove container `{id}`"), e);
+                if err.kind == ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_creation_asks_for_a_duplicate_check() {
+        let body = serde_json::to_vec(&NetworkCreateRequest {
+            name: "n".into(),
+            ..NetworkCreateRequest::default()
+        })
+        .unwrap();
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri("http://localhost/v1.41/networks/create")
+            .body(http_body_util::Either::Left(http_body_util::Full::new(
+                bytes::Bytes::from(body),
+            )))
+            .unwrap();
+        let patched = ask_for_duplicate_check(request);
+        let http_body_util::Either::Left(full) = patched.into_body() else {
+            panic!("body kind changed");
+        };
+        use http_body_util::BodyExt;
+        let bytes = full.collect().now_or_never().unwrap().unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["CheckDuplicate"], serde_json::Value::Bool(true));
+        assert_eq!(json["Name"], "n");
+    }
+
+    #[test]
+    fn other_requests_are_left_alone() {
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri("http://localhost/v1.41/containers/create")
+            .body(http_body_util::Either::Left(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"{\"Image\":\"x\"}"),
+            )))
+            .unwrap();
+        let patched = ask_for_duplicate_check(request);
+        let http_body_util::Either::Left(full) = patched.into_body() else {
+            panic!("body kind changed");
+        };
+        use http_body_util::BodyExt;
+        let bytes = full.collect().now_or_never().unwrap().unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"{\"Image\":\"x\"}");
+    }
+
+    #[test]
+    fn container_spec_debug_hides_env_values() {
+        let spec = ContainerSpec {
+            name: "c".into(),
+            image: "i".into(),
+            user: None,
+            entrypoint: None,
+            cmd: None,
+            working_dir: None,
+            env: vec![EnvPair::new("TOKEN", "hunter2-value")],
+            labels: Labels::new(),
+            network: "n".into(),
+            extra_hosts: vec![],
+            dns: vec![],
+            runtime: None,
+            init: false,
+            security_opt: vec![],
+            cap_drop: vec![],
+            pids_limit: None,
+            healthcheck: None,
+        };
+        let debug = format!("{spec:?}");
+        assert!(debug.contains("TOKEN"), "{debug}");
+        assert!(!debug.contains("hunter2-value"), "{debug}");
+        // The value does reach the request body, and only there.
+        assert_eq!(create_body(&spec).env.unwrap(), ["TOKEN=hunter2-value"]);
+    }
+
+    #[test]
+    fn unreachable_error_names_the_endpoint_with_a_hint() {
+        let err = EngineError {
+            kind: ErrorKind::Unreachable,
+            operation: "read its version".into(),
+            detail: "connection refused".into(),
+            endpoint: "unix:///var/run/docker.sock".into(),
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("could not reach the Docker daemon at `unix:///var/run/docker.sock`"),
+            "{text}"
+        );
+        assert!(text.contains("\n  hint: "), "{text}");
+    }
+}

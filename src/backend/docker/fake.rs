@@ -1,0 +1,507 @@
+//! A recording in-memory [`Engine`] for unit tests: it keeps containers and
+//! networks like a daemon would (names unique, labels, health), and records
+//! every call by resource *name* so tests read like the sequence they check.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::client::{
+    ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineError, ErrorKind, Health,
+    LabelFilter, Labels, NetworkInfo, NetworkSpec,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Call {
+    Runtimes,
+    ImageExists(String),
+    BuildImage(String),
+    CreateNetwork(NetworkSpec),
+    RemoveNetwork(String),
+    CreateContainer(Box<ContainerSpec>),
+    Upload {
+        container: String,
+        path: String,
+        tar: Vec<u8>,
+    },
+    Connect {
+        network: String,
+        container: String,
+    },
+    Start(String),
+    Inspect(String),
+    Logs(String),
+    ListContainers(LabelFilter),
+    ListNetworks(LabelFilter),
+    RemoveContainer(String),
+}
+
+impl Call {
+    /// A one-line summary: the operation and the names it touched.
+    pub fn op(&self) -> String {
+        match self {
+            Self::Runtimes => "runtimes".into(),
+            Self::ImageExists(i) => format!("image_exists {i}"),
+            Self::BuildImage(i) => format!("build_image {i}"),
+            Self::CreateNetwork(n) => format!("create_network {}", n.name),
+            Self::RemoveNetwork(n) => format!("remove_network {n}"),
+            Self::CreateContainer(c) => format!("create_container {}", c.name),
+            Self::Upload {
+                container, path, ..
+            } => format!("upload {container} {path}"),
+            Self::Connect { network, container } => format!("connect {network} {container}"),
+            Self::Start(c) => format!("start {c}"),
+            Self::Inspect(c) => format!("inspect {c}"),
+            Self::Logs(c) => format!("logs {c}"),
+            Self::ListContainers(_) => "list_containers".into(),
+            Self::ListNetworks(_) => "list_networks".into(),
+            Self::RemoveContainer(c) => format!("remove_container {c}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct FakeContainer {
+    pub name: String,
+    pub labels: Labels,
+    pub state: String,
+    pub runtime: Option<String>,
+    /// Network IDs.
+    pub networks: Vec<String>,
+    pub has_healthcheck: bool,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct FakeNetwork {
+    pub name: String,
+    pub labels: Labels,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct FakeState {
+    pub calls: Vec<Call>,
+    pub runtimes: Vec<String>,
+    pub images: BTreeSet<String>,
+    pub containers: BTreeMap<String, FakeContainer>,
+    pub networks: BTreeMap<String, FakeNetwork>,
+    next_id: u32,
+    /// Health reports of containers with a health check, one per inspect;
+    /// the last repeats. Empty means healthy at once.
+    pub health: VecDeque<Health>,
+    /// The proxy exits right after start.
+    pub proxy_exits: bool,
+    /// Starting a container under this runtime fails with this message.
+    pub failing_runtime: Option<(String, String)>,
+    pub build_delay: Option<Duration>,
+    pub logs: String,
+    /// Names that a "concurrent session" takes right before they are created.
+    pub stolen_names: BTreeSet<String>,
+    /// Responds to creations, then behaves as if the reply were lost.
+    pub lose_create_replies: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FakeEngine {
+    state: Arc<Mutex<FakeState>>,
+}
+
+fn matches(labels: &Labels, filter: &LabelFilter) -> bool {
+    filter.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+impl FakeEngine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, FakeState> {
+        self.state.lock().unwrap()
+    }
+
+    pub fn with_images(self, images: &[&str]) -> Self {
+        self.state()
+            .images
+            .extend(images.iter().map(|i| (*i).to_owned()));
+        self
+    }
+
+    pub fn ops(&self) -> Vec<String> {
+        self.state().calls.iter().map(Call::op).collect()
+    }
+
+    /// The recorded calls that change the daemon.
+    pub fn mutations(&self) -> Vec<String> {
+        self.state()
+            .calls
+            .iter()
+            .filter(|c| {
+                !matches!(
+                    c,
+                    Call::Runtimes
+                        | Call::ImageExists(_)
+                        | Call::Inspect(_)
+                        | Call::Logs(_)
+                        | Call::ListContainers(_)
+                        | Call::ListNetworks(_)
+                )
+            })
+            .map(Call::op)
+            .collect()
+    }
+
+    pub fn created_containers(&self) -> Vec<ContainerSpec> {
+        self.state()
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::CreateContainer(spec) => Some((**spec).clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn created_networks(&self) -> Vec<NetworkSpec> {
+        self.state()
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::CreateNetwork(spec) => Some(spec.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Adds a container as if someone else had made it.
+    pub fn add_foreign_container(&self, name: &str, labels: Labels) -> String {
+        let mut state = self.state();
+        state.next_id += 1;
+        let id = format!("c{:04}", state.next_id);
+        state.containers.insert(
+            id.clone(),
+            FakeContainer {
+                name: name.to_owned(),
+                labels,
+                state: "running".into(),
+                runtime: None,
+                networks: vec![],
+                has_healthcheck: false,
+                created: 1_000,
+            },
+        );
+        id
+    }
+
+    pub fn add_foreign_network(&self, name: &str, labels: Labels) -> String {
+        let mut state = self.state();
+        state.next_id += 1;
+        let id = format!("n{:04}", state.next_id);
+        state.networks.insert(
+            id.clone(),
+            FakeNetwork {
+                name: name.to_owned(),
+                labels,
+            },
+        );
+        id
+    }
+
+    fn record(&self, call: Call) {
+        self.state().calls.push(call);
+    }
+
+    fn container_name(state: &FakeState, id: &str) -> String {
+        state
+            .containers
+            .get(id)
+            .map_or_else(|| id.to_owned(), |c| c.name.clone())
+    }
+
+    fn network_name(state: &FakeState, id: &str) -> String {
+        state
+            .networks
+            .get(id)
+            .map_or_else(|| id.to_owned(), |n| n.name.clone())
+    }
+
+    fn name_taken(state: &FakeState, name: &str) -> bool {
+        state.containers.values().any(|c| c.name == name)
+            || state.networks.values().any(|n| n.name == name)
+    }
+
+    fn not_found(op: &str, id: &str) -> EngineError {
+        EngineError::new(
+            ErrorKind::NotFound,
+            format!("{op} `{id}`"),
+            "no such object",
+        )
+    }
+
+    fn conflict(op: &str, name: &str) -> EngineError {
+        EngineError::new(
+            ErrorKind::Conflict,
+            format!("{op} `{name}`"),
+            format!("name `{name}` is already in use"),
+        )
+    }
+
+    fn lost_reply(op: &str) -> EngineError {
+        EngineError::new(ErrorKind::Unreachable, op, "connection reset")
+    }
+}
+
+impl Engine for FakeEngine {
+    async fn reconnect(&self) -> Result<Self, EngineError> {
+        Ok(self.clone())
+    }
+
+    async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
+        self.record(Call::Runtimes);
+        Ok(self.state().runtimes.clone())
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
+        self.record(Call::ImageExists(image.to_owned()));
+        Ok(self.state().images.contains(image))
+    }
+
+    async fn build_image(&self, tag: &str, _progress: bool) -> Result<(), EngineError> {
+        self.record(Call::BuildImage(tag.to_owned()));
+        let delay = self.state().build_delay;
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        self.state().images.insert(tag.to_owned());
+        Ok(())
+    }
+
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<String, EngineError> {
+        let mut state = self.state();
+        state.calls.push(Call::CreateNetwork(spec.clone()));
+        if state.stolen_names.remove(&spec.name) {
+            drop(state);
+            self.add_foreign_network(&spec.name, Labels::new());
+            state = self.state();
+        }
+        if Self::name_taken(&state, &spec.name) {
+            return Err(Self::conflict("create network", &spec.name));
+        }
+        state.next_id += 1;
+        let id = format!("n{:04}", state.next_id);
+        state.networks.insert(
+            id.clone(),
+            FakeNetwork {
+                name: spec.name.clone(),
+                labels: spec.labels.clone(),
+            },
+        );
+        if state.lose_create_replies {
+            return Err(Self::lost_reply("create network"));
+        }
+        Ok(id)
+    }
+
+    async fn remove_network(&self, id: &str) -> Result<(), EngineError> {
+        let mut state = self.state();
+        let name = Self::network_name(&state, id);
+        state.calls.push(Call::RemoveNetwork(name.clone()));
+        if state
+            .containers
+            .values()
+            .any(|c| c.networks.iter().any(|n| n == id))
+        {
+            return Err(EngineError::new(
+                ErrorKind::Other,
+                format!("remove network `{id}`"),
+                format!(
+                    "error while removing network: network {name} id {id} has active endpoints"
+                ),
+            ));
+        }
+        state.networks.remove(id);
+        Ok(())
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
+        let mut state = self.state();
+        state.calls.push(Call::CreateContainer(Box::new(spec.clone())));
+        if state.stolen_names.remove(&spec.name) {
+            drop(state);
+            self.add_foreign_container(&spec.name, Labels::new());
+            state = self.state();
+        }
+        if state.containers.values().any(|c| c.name == spec.name) {
+            return Err(Self::conflict("create container", &spec.name));
+        }
+        if !state.images.contains(&spec.image) {
+            return Err(EngineError::new(
+                ErrorKind::NotFound,
+                format!("create container `{}`", spec.name),
+                format!("No such image: {}", spec.image),
+            ));
+        }
+        state.next_id += 1;
+        let id = format!("c{:04}", state.next_id);
+        state.containers.insert(
+            id.clone(),
+            FakeContainer {
+                name: spec.name.clone(),
+                labels: spec.labels.clone(),
+                state: "created".into(),
+                runtime: spec.runtime.clone(),
+                networks: vec![spec.network.clone()],
+                has_healthcheck: spec.healthcheck.is_some(),
+                created: 2_000,
+            },
+        );
+        if state.lose_create_replies {
+            return Err(Self::lost_reply("create container"));
+        }
+        Ok(id)
+    }
+
+    async fn upload_archive(
+        &self,
+        container: &str,
+        path: &str,
+        tar: Vec<u8>,
+    ) -> Result<(), EngineError> {
+        let mut state = self.state();
+        let name = Self::container_name(&state, container);
+        state.calls.push(Call::Upload {
+            container: name,
+            path: path.to_owned(),
+            tar,
+        });
+        if !state.containers.contains_key(container) {
+            return Err(Self::not_found("upload to", container));
+        }
+        Ok(())
+    }
+
+    async fn connect_network(&self, network: &str, container: &str) -> Result<(), EngineError> {
+        let mut state = self.state();
+        let call = Call::Connect {
+            network: Self::network_name(&state, network),
+            container: Self::container_name(&state, container),
+        };
+        state.calls.push(call);
+        if !state.networks.contains_key(network) {
+            return Err(Self::not_found("connect network", network));
+        }
+        match state.containers.get_mut(container) {
+            Some(c) => {
+                c.networks.push(network.to_owned());
+                Ok(())
+            }
+            None => Err(Self::not_found("connect container", container)),
+        }
+    }
+
+    async fn start_container(&self, id: &str) -> Result<(), EngineError> {
+        let mut state = self.state();
+        let name = Self::container_name(&state, id);
+        state.calls.push(Call::Start(name.clone()));
+        let failing = state.failing_runtime.clone();
+        let proxy_exits = state.proxy_exits;
+        let Some(c) = state.containers.get_mut(id) else {
+            return Err(Self::not_found("start container", id));
+        };
+        if let Some((runtime, message)) = failing
+            && c.runtime.as_deref() == Some(runtime.as_str())
+        {
+            return Err(EngineError::new(
+                ErrorKind::Other,
+                format!("start container `{id}`"),
+                message,
+            ));
+        }
+        c.state = if proxy_exits && c.has_healthcheck {
+            "exited".into()
+        } else {
+            "running".into()
+        };
+        Ok(())
+    }
+
+    async fn inspect_container(&self, id: &str) -> Result<ContainerStatus, EngineError> {
+        let mut state = self.state();
+        let name = Self::container_name(&state, id);
+        state.calls.push(Call::Inspect(name));
+        let Some(c) = state.containers.get(id).cloned() else {
+            return Err(Self::not_found("inspect container", id));
+        };
+        let health = if !c.has_healthcheck {
+            Health::None
+        } else if state.health.len() > 1 {
+            state.health.pop_front().unwrap_or(Health::Healthy)
+        } else {
+            state.health.front().copied().unwrap_or(Health::Healthy)
+        };
+        let mut addresses = BTreeMap::new();
+        for (i, network) in c.networks.iter().enumerate() {
+            let ip = format!("172.30.{}.{}", i, 2 + id.len());
+            addresses.insert(network.clone(), ip.clone());
+            addresses.insert(Self::network_name(&state, network), ip);
+        }
+        Ok(ContainerStatus {
+            running: c.state == "running",
+            exit_code: (c.state == "exited").then_some(1),
+            state: c.state.clone(),
+            error: None,
+            health,
+            addresses,
+            runtime: c.runtime.clone(),
+        })
+    }
+
+    async fn logs_tail(&self, id: &str, _lines: u32) -> Result<String, EngineError> {
+        let mut state = self.state();
+        let name = Self::container_name(&state, id);
+        state.calls.push(Call::Logs(name));
+        Ok(state.logs.clone())
+    }
+
+    async fn list_containers(
+        &self,
+        filter: LabelFilter,
+    ) -> Result<Vec<ContainerInfo>, EngineError> {
+        let mut state = self.state();
+        state.calls.push(Call::ListContainers(filter.clone()));
+        Ok(state
+            .containers
+            .iter()
+            .filter(|(_, c)| matches(&c.labels, &filter))
+            .map(|(id, c)| ContainerInfo {
+                id: id.clone(),
+                name: c.name.clone(),
+                state: c.state.clone(),
+                created: c.created,
+                labels: c.labels.clone(),
+            })
+            .collect())
+    }
+
+    async fn list_networks(&self, filter: LabelFilter) -> Result<Vec<NetworkInfo>, EngineError> {
+        let mut state = self.state();
+        state.calls.push(Call::ListNetworks(filter.clone()));
+        Ok(state
+            .networks
+            .iter()
+            .filter(|(_, n)| matches(&n.labels, &filter))
+            .map(|(id, n)| NetworkInfo {
+                id: id.clone(),
+                name: n.name.clone(),
+                labels: n.labels.clone(),
+            })
+            .collect())
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
+        let mut state = self.state();
+        let name = Self::container_name(&state, id);
+        state.calls.push(Call::RemoveContainer(name));
+        state.containers.remove(id);
+        Ok(())
+    }
+}

@@ -1,0 +1,173 @@
+//! Resource names and labels of a Docker session (SPEC §6 "Resources and names").
+
+use std::collections::BTreeSet;
+
+use super::client::Labels;
+
+pub(crate) const LABEL_MANAGED: &str = "claude-bottle.managed";
+pub(crate) const LABEL_SESSION: &str = "claude-bottle.session";
+pub(crate) const LABEL_AGENT: &str = "claude-bottle.agent";
+pub(crate) const LABEL_ROLE: &str = "claude-bottle.role";
+pub(crate) const LABEL_PID: &str = "claude-bottle.pid";
+
+/// The highest suffix tried before giving up on a free name.
+pub(crate) const MAX_SUFFIX: u32 = 99;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Agent,
+    Proxy,
+    Network,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Proxy => "proxy",
+            Self::Network => "network",
+        }
+    }
+}
+
+/// Who made a resource: written on every resource of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub session: String,
+    pub agent: String,
+    pub pid: u32,
+}
+
+impl Owner {
+    pub fn labels(&self, role: Role) -> Labels {
+        Labels::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_SESSION.to_owned(), self.session.clone()),
+            (LABEL_AGENT.to_owned(), self.agent.clone()),
+            (LABEL_ROLE.to_owned(), role.as_str().to_owned()),
+            (LABEL_PID.to_owned(), self.pid.to_string()),
+        ])
+    }
+}
+
+/// A session id: unique on this host (time, pid and a counter), short enough to read.
+pub(crate) fn new_session_id() -> String {
+    use sha2::Digest;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(nanos.to_le_bytes());
+    hasher.update(std::process::id().to_le_bytes());
+    hasher.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    hex::encode(&hasher.finalize()[..8])
+}
+
+/// The four names of one session. All derive from one suffix; a pinned
+/// agent container name (`--name`) never changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Names {
+    pub suffix: u32,
+    pub agent: String,
+    pub proxy: String,
+    pub internal_network: String,
+    pub egress_network: String,
+    pub pinned: bool,
+}
+
+impl Names {
+    /// Suffix 1 means none: `claude-bottle-<slug>`, then `-2`, `-3`, ...
+    pub fn new(slug: &str, suffix: u32, pinned: Option<&str>) -> Self {
+        let tail = if suffix <= 1 {
+            String::new()
+        } else {
+            format!("-{suffix}")
+        };
+        Self {
+            suffix,
+            agent: pinned.map_or_else(|| format!("claude-bottle-{slug}{tail}"), str::to_owned),
+            proxy: format!("claude-bottle-pipelock-{slug}{tail}"),
+            internal_network: format!("claude-bottle-internal-{slug}{tail}"),
+            egress_network: format!("claude-bottle-egress-{slug}{tail}"),
+            pinned: pinned.is_some(),
+        }
+    }
+
+    /// The first suffix from 1 whose names are all free of `taken`
+    /// (container and network names), or `None` after [`MAX_SUFFIX`].
+    /// A pinned name is not tested here: it is the same for every suffix.
+    pub fn first_free(slug: &str, pinned: Option<&str>, taken: &BTreeSet<String>) -> Option<Self> {
+        (1..=MAX_SUFFIX)
+            .map(|suffix| Self::new(slug, suffix, pinned))
+            .find(|names| {
+                let agent_free = names.pinned || !taken.contains(&names.agent);
+                agent_free
+                    && !taken.contains(&names.proxy)
+                    && !taken.contains(&names.internal_network)
+                    && !taken.contains(&names.egress_network)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_derive_from_one_suffix() {
+        let first = Names::new("rev", 1, None);
+        assert_eq!(first.agent, "claude-bottle-rev");
+        assert_eq!(first.proxy, "claude-bottle-pipelock-rev");
+        assert_eq!(first.internal_network, "claude-bottle-internal-rev");
+        assert_eq!(first.egress_network, "claude-bottle-egress-rev");
+        let third = Names::new("rev", 3, None);
+        assert_eq!(third.agent, "claude-bottle-rev-3");
+        assert_eq!(third.proxy, "claude-bottle-pipelock-rev-3");
+        assert_eq!(third.egress_network, "claude-bottle-egress-rev-3");
+    }
+
+    #[test]
+    fn first_free_skips_any_taken_name() {
+        let taken: BTreeSet<String> = ["claude-bottle-rev", "claude-bottle-egress-rev-2"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        assert_eq!(Names::first_free("rev", None, &taken).unwrap().suffix, 3);
+        let pinned = Names::first_free("rev", Some("mine"), &taken).unwrap();
+        assert_eq!(pinned.suffix, 1);
+        assert_eq!(pinned.agent, "mine");
+        assert!(pinned.pinned);
+    }
+
+    #[test]
+    fn first_free_gives_up_after_the_last_suffix() {
+        let taken: BTreeSet<String> = (1..=MAX_SUFFIX)
+            .map(|s| Names::new("x", s, None).proxy)
+            .collect();
+        assert_eq!(Names::first_free("x", None, &taken), None);
+    }
+
+    #[test]
+    fn session_ids_differ() {
+        assert_ne!(new_session_id(), new_session_id());
+        assert_eq!(new_session_id().len(), 16);
+    }
+
+    #[test]
+    fn every_resource_carries_the_five_labels() {
+        let owner = Owner {
+            session: "s1".into(),
+            agent: "rev".into(),
+            pid: 42,
+        };
+        let labels = owner.labels(Role::Proxy);
+        assert_eq!(labels[LABEL_MANAGED], "true");
+        assert_eq!(labels[LABEL_SESSION], "s1");
+        assert_eq!(labels[LABEL_AGENT], "rev");
+        assert_eq!(labels[LABEL_ROLE], "proxy");
+        assert_eq!(labels[LABEL_PID], "42");
+    }
+}

@@ -1,0 +1,416 @@
+//! `prepare`: everything about a Docker session decided on the host before
+//! anything is created (SPEC §2 "What `start` does", step 3). The daemon is
+//! only queried: its runtimes, which images exist, which names are taken.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+
+use tempfile::TempDir;
+
+use super::client::{Engine, EngineError, LabelFilter};
+use super::names::{Names, Owner, new_session_id};
+use crate::backend::{BackendError, BottleSpec};
+use crate::core::egress::{EgressError, EgressPolicy};
+use crate::core::env::EnvSource;
+use crate::core::pipelock::{self, PipelockConfigError};
+use crate::core::provision::{self, ProvisionError, ProvisionSet};
+use crate::core::slug::slugify;
+
+pub(crate) const PIPELOCK_IMAGE_ENV: &str = "CLAUDE_BOTTLE_PIPELOCK_IMAGE";
+pub(crate) const DEFAULT_PIPELOCK_IMAGE: &str = "ghcr.io/luckypipewrench/pipelock:2.3.0";
+pub(crate) const RUNSC: &str = "runsc";
+/// The scratch file holding the generated proxy config.
+pub(crate) const PIPELOCK_FILE_NAME: &str = "pipelock.yaml";
+
+/// The process environment `prepare` reads, gathered once so tests pass their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Settings {
+    pub proxy_image: String,
+    pub container_home: String,
+}
+
+impl Settings {
+    pub fn from_env() -> Self {
+        let non_empty = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self {
+            proxy_image: non_empty(PIPELOCK_IMAGE_ENV)
+                .unwrap_or_else(|| DEFAULT_PIPELOCK_IMAGE.to_owned()),
+            container_home: non_empty(provision::CONTAINER_HOME_ENV)
+                .unwrap_or_else(|| provision::DEFAULT_CONTAINER_HOME.to_owned()),
+        }
+    }
+}
+
+/// The OCI runtime of the agent container (the proxy always uses the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Runtime {
+    Runsc,
+    Default,
+}
+
+impl Runtime {
+    pub fn detect(registered: &[String]) -> Self {
+        if registered.iter().any(|r| r == RUNSC) {
+            Self::Runsc
+        } else {
+            Self::Default
+        }
+    }
+
+    /// The `HostConfig.Runtime` value: none means the daemon's default.
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            Self::Runsc => Some(RUNSC),
+            Self::Default => None,
+        }
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Runsc => "runsc (gVisor)",
+            Self::Default => "runc (default)",
+        })
+    }
+}
+
+/// Which image the agent container runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AgentImageChoice {
+    /// The embedded Dockerfile's image, under its content-addressed tag.
+    BuiltIn { tag: String, present: bool },
+    /// The bottle's `image`, used as it is.
+    Bottle { image: String },
+}
+
+impl AgentImageChoice {
+    pub fn reference(&self) -> &str {
+        match self {
+            Self::BuiltIn { tag, .. } => tag,
+            Self::Bottle { image } => image,
+        }
+    }
+}
+
+/// A prepared Docker session: plain data. The scratch directory (mode 0700)
+/// holds the proxy config and is removed with the session.
+#[derive(Debug)]
+pub(crate) struct SessionPlan {
+    pub spec: BottleSpec,
+    pub owner: Owner,
+    pub slug: String,
+    pub names: Names,
+    pub image: AgentImageChoice,
+    pub proxy_image: String,
+    pub runtime: Runtime,
+    pub policy: EgressPolicy,
+    pub pipelock_yaml: String,
+    pub provision: ProvisionSet,
+    pub container_home: String,
+    /// Taken by the session, which removes it at teardown.
+    pub scratch: Option<TempDir>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PrepareError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Egress(#[from] EgressError),
+    #[error(transparent)]
+    Pipelock(#[from] PipelockConfigError),
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    #[error(
+        "image `{image}` of bottle `{bottle}` is not present locally\n  hint: build or pull it first (`docker pull {image}`), or remove `image` from bottle `{bottle}` to use the built-in agent image"
+    )]
+    BottleImageMissing { image: String, bottle: String },
+    #[error(
+        "proxy image `{image}` is not present locally\n  hint: pull it with `docker pull {image}`, or set `{PIPELOCK_IMAGE_ENV}` to a pipelock image that is present"
+    )]
+    ProxyImageMissing { image: String },
+    #[error(
+        "no free name for agent `{agent}`: `{first}` up to suffix -{max} are all taken\n  hint: run `claude-bottle cleanup` to remove bottles left behind"
+    )]
+    NoFreeName {
+        agent: String,
+        first: String,
+        max: u32,
+    },
+    #[error(
+        "container name `{name}` (from `--name`) is already in use\n  hint: choose another `--name`, or remove the old container (`claude-bottle cleanup` removes claude-bottle's)"
+    )]
+    PinnedNameTaken { name: String },
+    #[error("could not write the scratch file `{path}`: {source}")]
+    Scratch {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<PrepareError> for BackendError {
+    fn from(err: PrepareError) -> Self {
+        let usage = matches!(
+            err,
+            PrepareError::Egress(_)
+                | PrepareError::Pipelock(_)
+                | PrepareError::PinnedNameTaken { .. }
+        );
+        if usage {
+            BackendError::usage(err.to_string())
+        } else {
+            BackendError::new(err.to_string())
+        }
+    }
+}
+
+/// Decides the session: runtime, images, names, proxy config and what to
+/// provision, and writes the scratch files. Creates nothing on the daemon.
+pub(crate) async fn prepare<E: Engine>(
+    engine: &E,
+    spec: BottleSpec,
+    settings: &Settings,
+    built_in_tag: String,
+) -> Result<SessionPlan, PrepareError> {
+    // Host-side checks first: they need no daemon and are the user's to fix.
+    let policy = EgressPolicy::for_bottle(&spec.bottle_name, &spec.bottle)?;
+    let pipelock_yaml = pipelock::render(&spec.bottle_name, &policy)?;
+
+    let agent_image = spec
+        .bottle
+        .image
+        .clone()
+        .unwrap_or_else(|| built_in_tag.clone());
+    let all = LabelFilter::new();
+    let (runtimes, agent_image_present, proxy_image_present, containers, networks) = futures_util::join!(
+        engine.runtimes(),
+        engine.image_exists(&agent_image),
+        engine.image_exists(&settings.proxy_image),
+        engine.list_containers(all.clone()),
+        engine.list_networks(all),
+    );
+    let runtime = Runtime::detect(&runtimes?);
+    let agent_image_present = agent_image_present?;
+    tracing::info!("docker runtime: {runtime}");
+    let image = match &spec.bottle.image {
+        Some(image) if !agent_image_present => {
+            return Err(PrepareError::BottleImageMissing {
+                image: image.clone(),
+                bottle: spec.bottle_name.clone(),
+            });
+        }
+        Some(image) => AgentImageChoice::Bottle {
+            image: image.clone(),
+        },
+        None => AgentImageChoice::BuiltIn {
+            tag: built_in_tag,
+            present: agent_image_present,
+        },
+    };
+    if !proxy_image_present? {
+        return Err(PrepareError::ProxyImageMissing {
+            image: settings.proxy_image.clone(),
+        });
+    }
+
+    let taken: BTreeSet<String> = containers?
+        .into_iter()
+        .map(|c| c.name)
+        .chain(networks?.into_iter().map(|n| n.name))
+        .collect();
+    let slug = slugify(&spec.agent_name);
+    let pinned = spec.pinned_name.as_deref();
+    if let Some(name) = pinned
+        && taken.contains(name)
+    {
+        return Err(PrepareError::PinnedNameTaken {
+            name: name.to_owned(),
+        });
+    }
+    let names =
+        Names::first_free(&slug, pinned, &taken).ok_or_else(|| PrepareError::NoFreeName {
+            agent: spec.agent_name.clone(),
+            first: Names::new(&slug, 1, pinned).agent,
+            max: super::names::MAX_SUFFIX,
+        })?;
+
+    let provision = provision::build(&spec, &names.proxy, &settings.container_home)?;
+    let scratch = write_scratch(&pipelock_yaml)?;
+    let owner = Owner {
+        session: new_session_id(),
+        agent: spec.agent_name.clone(),
+        pid: std::process::id(),
+    };
+    Ok(SessionPlan {
+        spec,
+        owner,
+        slug,
+        names,
+        image,
+        proxy_image: settings.proxy_image.clone(),
+        runtime,
+        policy,
+        pipelock_yaml,
+        provision,
+        container_home: settings.container_home.clone(),
+        scratch: Some(scratch),
+    })
+}
+
+/// A private directory (0700) with the proxy config (0600).
+fn write_scratch(pipelock_yaml: &str) -> Result<TempDir, PrepareError> {
+    let scratch_error = |path: PathBuf| move |source| PrepareError::Scratch { path, source };
+    let dir = tempfile::Builder::new()
+        .prefix("claude-bottle-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .map_err(scratch_error(std::env::temp_dir()))?;
+    let path = dir.path().join(PIPELOCK_FILE_NAME);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(scratch_error(path.clone()))?;
+    file.write_all(pipelock_yaml.as_bytes())
+        .map_err(scratch_error(path))?;
+    Ok(dir)
+}
+
+fn or_none(items: Vec<String>) -> String {
+    if items.is_empty() {
+        "(none)".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// The plan as printed on stderr before the `y/N` question (SPEC §2 "The plan shows").
+impl fmt::Display for SessionPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Keys are right-aligned so each line reads `key: value` exactly,
+        // e.g. `docker runtime: runc (default)`.
+        let line =
+            |f: &mut fmt::Formatter<'_>, key: &str, value: &str| writeln!(f, "{key:>16}: {value}");
+        let spec = &self.spec;
+        writeln!(f, "claude-bottle plan")?;
+        line(
+            f,
+            "agent",
+            &format!("{} (bottle `{}`)", spec.agent_name, spec.bottle_name),
+        )?;
+        line(f, "backend", "docker")?;
+        let image = match &self.image {
+            AgentImageChoice::BuiltIn { tag, present: true } => format!("{tag} (built-in)"),
+            AgentImageChoice::BuiltIn {
+                tag,
+                present: false,
+            } => {
+                format!("{tag} (built-in, will be built)")
+            }
+            AgentImageChoice::Bottle { image } => format!("{image} (from the bottle)"),
+        };
+        line(f, "image", &image)?;
+        let pinned = if self.names.pinned { " (--name)" } else { "" };
+        line(f, "container", &format!("{}{pinned}", self.names.agent))?;
+        line(
+            f,
+            "proxy",
+            &format!("{} ({})", self.names.proxy, self.proxy_image),
+        )?;
+        line(
+            f,
+            "networks",
+            &format!(
+                "{} (internal), {} (egress)",
+                self.names.internal_network, self.names.egress_network
+            ),
+        )?;
+        line(f, "docker runtime", &self.runtime.to_string())?;
+        let allow: Vec<String> = self
+            .policy
+            .allowlist
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        line(f, "allowlist", &format!("{} entries", allow.len()))?;
+        for entry in &allow {
+            writeln!(f, "{:>16}  - {entry}", "")?;
+        }
+        line(
+            f,
+            "trusted domains",
+            &or_none(
+                self.policy
+                    .trusted_domains
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+        )?;
+        line(
+            f,
+            "ip cidrs",
+            &or_none(
+                self.policy
+                    .ip_allowlist
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+        )?;
+        line(
+            f,
+            "ssh hosts",
+            &or_none(
+                spec.bottle
+                    .ssh
+                    .iter()
+                    .map(|e| {
+                        if e.host == e.host_name.to_string() {
+                            e.host.clone()
+                        } else {
+                            format!("{} ({}:{})", e.host, e.host_name, e.port)
+                        }
+                    })
+                    .collect(),
+            ),
+        )?;
+        line(
+            f,
+            "skills",
+            &or_none(spec.agent.skills.iter().map(ToString::to_string).collect()),
+        )?;
+        line(
+            f,
+            "env",
+            &or_none(
+                spec.env
+                    .vars
+                    .iter()
+                    .map(|v| match (&v.source, &v.host_var) {
+                        (EnvSource::Host | EnvSource::Prompted, Some(var)) if *var != v.name => {
+                            format!("{} ({} `{var}`)", v.name, v.source)
+                        }
+                        _ => format!("{} ({})", v.name, v.source),
+                    })
+                    .collect(),
+            ),
+        )?;
+        let cwd = spec.cwd.as_ref().map_or_else(
+            || "(none)".to_owned(),
+            |p| format!("{} (with its .git)", p.display()),
+        );
+        line(f, "cwd", &cwd)?;
+        line(
+            f,
+            "remote-control",
+            if spec.remote_control { "on" } else { "off" },
+        )?;
+        line(f, "session", &self.owner.session)
+    }
+}

@@ -1,0 +1,807 @@
+//! The Docker backend against the recording fake engine: what is created, in
+//! which order, with which configuration, and that everything goes away.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use super::client::{ContainerSpec, Health, Labels};
+use super::fake::{Call, FakeEngine};
+use super::names::{LABEL_MANAGED, LABEL_PID, LABEL_ROLE, LABEL_SESSION};
+use super::plan::{self, PrepareError, Runtime, SessionPlan, Settings};
+use super::session::{self, INHIBIT_IPV4, Session, Timeouts};
+use crate::backend::BottleSpec;
+use crate::core::env::{EnvSource, ResolvedEnv, ResolvedVar};
+use crate::manifest::{Agent, AllowRule, Bottle, Egress, Hostname};
+
+const BUILT_IN: &str = "claude-bottle-agent:test";
+const PROXY_IMAGE: &str = "pipelock:test";
+const SECRET: &str = "s3cr3t-value-never-shown";
+
+fn settings() -> Settings {
+    Settings {
+        proxy_image: PROXY_IMAGE.into(),
+        container_home: "/home/node".into(),
+    }
+}
+
+fn spec(agent: &str, home: &std::path::Path) -> BottleSpec {
+    BottleSpec {
+        agent_name: agent.into(),
+        agent: Agent {
+            bottle: "default".into(),
+            skills: vec![],
+            prompt: "You review code.".into(),
+        },
+        bottle_name: "default".into(),
+        bottle: Bottle {
+            egress: Egress {
+                allowlist: vec![
+                    AllowRule::Exact(Hostname::parse("api.anthropic.com").unwrap()),
+                    AllowRule::Wildcard(Hostname::parse("githubusercontent.com").unwrap()),
+                ],
+                ..Egress::default()
+            },
+            ..Bottle::default()
+        },
+        env: ResolvedEnv {
+            vars: vec![
+                ResolvedVar {
+                    name: "GITHUB_TOKEN".into(),
+                    source: EnvSource::Host,
+                    host_var: Some("GITHUB_TOKEN".into()),
+                    value: SecretString::from(SECRET),
+                },
+                ResolvedVar {
+                    name: "GIT_AUTHOR_NAME".into(),
+                    source: EnvSource::Literal,
+                    host_var: None,
+                    value: SecretString::from("Bottle Bot"),
+                },
+            ],
+        },
+        cwd: None,
+        pinned_name: None,
+        remote_control: false,
+        host_home: home.to_path_buf(),
+    }
+}
+
+fn engine() -> FakeEngine {
+    FakeEngine::new().with_images(&[BUILT_IN, PROXY_IMAGE])
+}
+
+async fn prepared(engine: &FakeEngine, spec: BottleSpec) -> SessionPlan {
+    plan::prepare(engine, spec, &settings(), BUILT_IN.into())
+        .await
+        .unwrap()
+}
+
+fn quick() -> Timeouts {
+    Timeouts {
+        proxy_ready: Duration::from_millis(300),
+        agent_start: Duration::from_millis(300),
+        drain: Duration::from_secs(2),
+    }
+}
+
+/// A started session on `engine`, with the calls of `prepare` forgotten.
+async fn started(engine: &FakeEngine, spec: BottleSpec) -> Session<FakeEngine> {
+    let plan = prepared(engine, spec).await;
+    engine.state().calls.clear();
+    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    session.start().await.unwrap();
+    session
+}
+
+fn container<'a>(specs: &'a [ContainerSpec], name: &str) -> &'a ContainerSpec {
+    specs.iter().find(|c| c.name == name).unwrap()
+}
+
+#[tokio::test]
+async fn prepare_queries_the_daemon_and_creates_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let plan = prepared(&engine, spec("Reviewer", home.path())).await;
+    assert!(engine.mutations().is_empty(), "{:?}", engine.ops());
+    assert_eq!(plan.names.agent, "claude-bottle-reviewer");
+    assert_eq!(plan.runtime, Runtime::Default);
+    let scratch = plan.scratch.as_ref().unwrap().path();
+    let yaml = std::fs::read_to_string(scratch.join(plan::PIPELOCK_FILE_NAME)).unwrap();
+    assert_eq!(yaml, plan.pipelock_yaml);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(scratch).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+}
+
+#[tokio::test]
+async fn prepare_picks_the_first_free_suffix() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    engine.add_foreign_container("claude-bottle-reviewer", Labels::new());
+    engine.add_foreign_network("claude-bottle-egress-reviewer-2", Labels::new());
+    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    assert_eq!(plan.names.suffix, 3);
+    assert_eq!(plan.names.agent, "claude-bottle-reviewer-3");
+    assert_eq!(
+        plan.names.internal_network,
+        "claude-bottle-internal-reviewer-3"
+    );
+}
+
+#[tokio::test]
+async fn prepare_detects_runsc() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    engine.state().runtimes = vec![
+        "io.containerd.runc.v2".into(),
+        "runc".into(),
+        "runsc".into(),
+    ];
+    let plan = prepared(&engine, spec("a", home.path())).await;
+    assert_eq!(plan.runtime, Runtime::Runsc);
+    assert!(
+        plan.to_string()
+            .contains("docker runtime: runsc (gVisor)\n")
+    );
+}
+
+#[tokio::test]
+async fn prepare_reports_missing_images() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = FakeEngine::new().with_images(&[BUILT_IN]);
+    let err = plan::prepare(
+        &engine,
+        spec("a", home.path()),
+        &settings(),
+        BUILT_IN.into(),
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("proxy image `pipelock:test` is not present locally"),
+        "{text}"
+    );
+    assert!(text.contains("CLAUDE_BOTTLE_PIPELOCK_IMAGE"), "{text}");
+
+    let engine = FakeEngine::new().with_images(&[PROXY_IMAGE]);
+    let mut with_image = spec("a", home.path());
+    with_image.bottle.image = Some("mine/agent:1".into());
+    let err = plan::prepare(&engine, with_image, &settings(), BUILT_IN.into())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PrepareError::BottleImageMissing { .. }));
+    assert!(
+        err.to_string().starts_with(
+            "image `mine/agent:1` of bottle `default` is not present locally\n  hint: "
+        ),
+        "{err}"
+    );
+
+    // The built-in image is built rather than missing.
+    let plan = prepared(&engine, spec("a", home.path())).await;
+    assert!(plan.to_string().contains("(built-in, will be built)"));
+}
+
+#[tokio::test]
+async fn prepare_refuses_a_taken_pinned_name() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    engine.add_foreign_container("mine", Labels::new());
+    let mut pinned = spec("a", home.path());
+    pinned.pinned_name = Some("mine".into());
+    let err = plan::prepare(&engine, pinned, &settings(), BUILT_IN.into())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PrepareError::PinnedNameTaken { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn the_plan_shows_names_but_never_values() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut plan = prepared(&engine, spec("reviewer", home.path())).await;
+    plan.owner.session = "0123456789abcdef".into();
+    let text = plan.to_string();
+    assert!(!text.contains(SECRET));
+    assert!(!format!("{plan:?}").contains(SECRET));
+    insta::assert_snapshot!(text);
+}
+
+#[tokio::test]
+async fn launch_follows_the_order_of_the_spec() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let session = started(&engine, spec("reviewer", home.path())).await;
+    assert_eq!(
+        engine.mutations(),
+        [
+            "create_network claude-bottle-internal-reviewer",
+            "create_network claude-bottle-egress-reviewer",
+            "create_container claude-bottle-pipelock-reviewer",
+            "upload claude-bottle-pipelock-reviewer /",
+            "connect claude-bottle-egress-reviewer claude-bottle-pipelock-reviewer",
+            "start claude-bottle-pipelock-reviewer",
+            "create_container claude-bottle-reviewer",
+            "upload claude-bottle-reviewer /",
+            "start claude-bottle-reviewer",
+        ]
+    );
+    let started = session.started().unwrap();
+    assert_eq!(started.names.agent, "claude-bottle-reviewer");
+    assert_eq!(
+        started.prompt_file.as_deref(),
+        Some("/home/node/.claude-bottle-prompt.txt")
+    );
+    // The proxy was inspected until healthy before the agent was created.
+    let ops = engine.ops();
+    let inspect = ops
+        .iter()
+        .position(|o| o == "inspect claude-bottle-pipelock-reviewer")
+        .unwrap();
+    let agent = ops
+        .iter()
+        .position(|o| o == "create_container claude-bottle-reviewer")
+        .unwrap();
+    assert!(inspect < agent, "{ops:?}");
+}
+
+#[tokio::test]
+async fn networks_isolate_the_agent() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let session = started(&engine, spec("reviewer", home.path())).await;
+    let networks = engine.created_networks();
+    let internal = &networks[0];
+    assert!(internal.internal);
+    assert_eq!(
+        internal.options.get(INHIBIT_IPV4).map(String::as_str),
+        Some("true")
+    );
+    let egress = &networks[1];
+    assert!(!egress.internal);
+    assert!(egress.options.is_empty());
+    for network in &networks {
+        assert_eq!(network.labels[LABEL_ROLE], "network");
+        assert_eq!(network.labels[LABEL_SESSION], session.plan().owner.session);
+    }
+    // Only the proxy is connected to the egress network.
+    let connects: Vec<_> = engine
+        .state()
+        .calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Connect { container, .. } => Some(container.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(connects, ["claude-bottle-pipelock-reviewer"]);
+}
+
+#[tokio::test]
+async fn the_agent_container_is_hardened_and_reaches_only_its_proxy() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let _session = started(&engine, spec("reviewer", home.path())).await;
+    let specs = engine.created_containers();
+    let agent = container(&specs, "claude-bottle-reviewer");
+    let internal_id = {
+        let state = engine.state();
+        state
+            .networks
+            .iter()
+            .find(|(_, n)| n.name == "claude-bottle-internal-reviewer")
+            .map(|(id, _)| id.clone())
+            .unwrap()
+    };
+    assert_eq!(agent.network, internal_id);
+    assert_eq!(agent.image, BUILT_IN);
+    assert_eq!(agent.user.as_deref(), Some("1000:1000"));
+    assert_eq!(
+        agent.entrypoint.as_deref(),
+        Some(&["sleep".to_owned(), "infinity".to_owned()][..])
+    );
+    assert!(agent.init);
+    assert_eq!(agent.security_opt, ["no-new-privileges"]);
+    assert_eq!(agent.cap_drop, ["ALL"]);
+    assert_eq!(agent.pids_limit, Some(session::PIDS_LIMIT));
+    assert_eq!(agent.dns, ["127.0.0.1"]);
+    assert_eq!(agent.runtime, None);
+    assert_eq!(agent.extra_hosts.len(), 1);
+    let (host, ip) = agent.extra_hosts[0].split_once(':').unwrap();
+    assert_eq!(host, "claude-bottle-pipelock-reviewer");
+    assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{ip}");
+    let env: Vec<String> = agent.env.iter().map(|e| format!("{e:?}")).collect();
+    assert_eq!(
+        env,
+        [
+            "GITHUB_TOKEN=<redacted>",
+            "GIT_AUTHOR_NAME=<redacted>",
+            "HOME=<redacted>",
+            "HTTPS_PROXY=<redacted>",
+            "HTTP_PROXY=<redacted>",
+            "https_proxy=<redacted>",
+            "http_proxy=<redacted>",
+            "NO_PROXY=<redacted>",
+            "no_proxy=<redacted>",
+        ]
+    );
+    use secrecy::ExposeSecret;
+    let value = |name: &str| {
+        agent
+            .env
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.value.expose_secret().to_owned())
+            .unwrap()
+    };
+    assert_eq!(value("GITHUB_TOKEN"), SECRET);
+    assert_eq!(
+        value("HTTPS_PROXY"),
+        "http://claude-bottle-pipelock-reviewer:8888"
+    );
+    assert_eq!(
+        value("http_proxy"),
+        "http://claude-bottle-pipelock-reviewer:8888"
+    );
+    assert_eq!(value("NO_PROXY"), "localhost,127.0.0.1");
+    assert_eq!(value("HOME"), "/home/node");
+    assert!(!format!("{:?}", engine.state().calls).contains(SECRET));
+    for label in [LABEL_MANAGED, LABEL_SESSION, LABEL_PID] {
+        assert!(agent.labels.contains_key(label));
+    }
+    assert_eq!(agent.labels[LABEL_ROLE], "agent");
+}
+
+#[tokio::test]
+async fn the_proxy_gets_its_config_before_start_and_a_fast_health_check() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let session = started(&engine, spec("reviewer", home.path())).await;
+    let specs = engine.created_containers();
+    let proxy = container(&specs, "claude-bottle-pipelock-reviewer");
+    assert_eq!(proxy.image, PROXY_IMAGE);
+    assert_eq!(
+        proxy.cmd.as_deref().unwrap(),
+        ["run", "--config", "/etc/pipelock/pipelock.yaml"]
+    );
+    assert_eq!(proxy.runtime, None);
+    assert!(proxy.env.is_empty());
+    assert_eq!(proxy.labels[LABEL_ROLE], "proxy");
+    let health = proxy.healthcheck.as_ref().unwrap();
+    assert_eq!(health.test, ["CMD", "/pipelock", "healthcheck"]);
+    assert!(health.interval <= Duration::from_millis(250));
+    let tar = engine
+        .state()
+        .calls
+        .iter()
+        .find_map(|c| match c {
+            Call::Upload { container, tar, .. } if container == &proxy.name => Some(tar.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let mut archive = tar::Archive::new(&tar[..]);
+    let mut entries = archive.entries().unwrap();
+    let mut entry = entries.next().unwrap().unwrap();
+    assert_eq!(
+        entry.path().unwrap().to_str().unwrap(),
+        "etc/pipelock/pipelock.yaml"
+    );
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+    assert_eq!(text, session.plan().pipelock_yaml);
+}
+
+#[tokio::test]
+async fn runsc_is_for_the_agent_only() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    engine.state().runtimes = vec!["runc".into(), "runsc".into()];
+    let _session = started(&engine, spec("reviewer", home.path())).await;
+    let specs = engine.created_containers();
+    assert_eq!(
+        container(&specs, "claude-bottle-reviewer")
+            .runtime
+            .as_deref(),
+        Some("runsc")
+    );
+    assert_eq!(
+        container(&specs, "claude-bottle-pipelock-reviewer").runtime,
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_runtime_that_cannot_start_containers_is_a_clear_error() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    engine.state().runtimes = vec!["runc".into(), "runsc".into()];
+    engine.state().failing_runtime = Some((
+        "runsc".into(),
+        "OCI runtime create failed: exec: \"runsc\": executable file not found".into(),
+    ));
+    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    let err = session.start().await.unwrap_err();
+    assert!(
+        err.message.starts_with(
+            "could not start the agent container `claude-bottle-reviewer` with runtime `runsc`"
+        ),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains("hint:"));
+    session.close().await.unwrap();
+    assert!(engine.state().containers.is_empty());
+    assert!(engine.state().networks.is_empty());
+}
+
+#[tokio::test]
+async fn a_name_taken_during_launch_moves_every_name_to_the_next_suffix() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    engine.state().calls.clear();
+    // Another session takes the proxy name between prepare and launch.
+    engine
+        .state()
+        .stolen_names
+        .insert("claude-bottle-pipelock-reviewer".into());
+    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    session.start().await.unwrap();
+    assert_eq!(
+        engine.mutations(),
+        [
+            "create_network claude-bottle-internal-reviewer",
+            "create_network claude-bottle-egress-reviewer",
+            "create_container claude-bottle-pipelock-reviewer",
+            "remove_network claude-bottle-internal-reviewer",
+            "remove_network claude-bottle-egress-reviewer",
+            "create_network claude-bottle-internal-reviewer-2",
+            "create_network claude-bottle-egress-reviewer-2",
+            "create_container claude-bottle-pipelock-reviewer-2",
+            "upload claude-bottle-pipelock-reviewer-2 /",
+            "connect claude-bottle-egress-reviewer-2 claude-bottle-pipelock-reviewer-2",
+            "start claude-bottle-pipelock-reviewer-2",
+            "create_container claude-bottle-reviewer-2",
+            "upload claude-bottle-reviewer-2 /",
+            "start claude-bottle-reviewer-2",
+        ]
+    );
+    // The agent's proxy settings follow the new name.
+    let specs = engine.created_containers();
+    let agent = container(&specs, "claude-bottle-reviewer-2");
+    assert!(agent.extra_hosts[0].starts_with("claude-bottle-pipelock-reviewer-2:"));
+    session.close().await.unwrap();
+    // The stolen name belongs to someone else and stays.
+    let state = engine.state();
+    let left: Vec<_> = state.containers.values().map(|c| c.name.clone()).collect();
+    assert_eq!(left, ["claude-bottle-pipelock-reviewer"]);
+}
+
+#[tokio::test]
+async fn a_taken_pinned_name_is_an_error_not_a_retry() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut pinned = spec("reviewer", home.path());
+    pinned.pinned_name = Some("my-bottle".into());
+    let plan = prepared(&engine, pinned).await;
+    engine.state().stolen_names.insert("my-bottle".into());
+    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    let err = session.start().await.unwrap_err();
+    assert!(err.usage);
+    assert!(
+        err.message
+            .contains("`my-bottle` (from `--name`) is already in use")
+    );
+    session.close().await.unwrap();
+    let state = engine.state();
+    let left: Vec<_> = state.containers.values().map(|c| c.name.clone()).collect();
+    assert_eq!(left, ["my-bottle"]);
+    assert!(state.networks.is_empty());
+}
+
+#[tokio::test]
+async fn teardown_removes_containers_then_networks_and_is_idempotent() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut session = started(&engine, spec("reviewer", home.path())).await;
+    let scratch = session.plan().spec.host_home.clone();
+    engine.state().calls.clear();
+    session.close().await.unwrap();
+    assert_eq!(
+        engine.mutations(),
+        [
+            "remove_container claude-bottle-reviewer",
+            "remove_container claude-bottle-pipelock-reviewer",
+            "remove_network claude-bottle-internal-reviewer",
+            "remove_network claude-bottle-egress-reviewer",
+        ]
+    );
+    assert!(engine.state().containers.is_empty());
+    assert!(engine.state().networks.is_empty());
+    assert!(session.ledger().containers.is_empty());
+    assert!(scratch.exists(), "the host home is not the scratch dir");
+    engine.state().calls.clear();
+    session.close().await.unwrap();
+    assert!(engine.ops().is_empty());
+}
+
+#[tokio::test]
+async fn teardown_never_touches_another_session() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut first = started(&engine, spec("reviewer", home.path())).await;
+    let mut second = started(&engine, spec("reviewer", home.path())).await;
+    assert_eq!(
+        second.started().unwrap().names.agent,
+        "claude-bottle-reviewer-2"
+    );
+    first.close().await.unwrap();
+    let names: Vec<String> = engine
+        .state()
+        .containers
+        .values()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "claude-bottle-pipelock-reviewer-2",
+            "claude-bottle-reviewer-2"
+        ]
+    );
+    second.close().await.unwrap();
+    assert!(engine.state().containers.is_empty());
+    assert!(engine.state().networks.is_empty());
+}
+
+#[tokio::test]
+async fn the_scratch_directory_goes_with_the_session() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    let scratch = plan.scratch.as_ref().unwrap().path().to_path_buf();
+    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    session.start().await.unwrap();
+    assert!(scratch.exists());
+    session.close().await.unwrap();
+    assert!(!scratch.exists());
+}
+
+#[tokio::test]
+async fn a_start_dropped_mid_way_still_closes_everything() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = FakeEngine::new().with_images(&[PROXY_IMAGE]);
+    engine.state().build_delay = Some(Duration::from_secs(30));
+    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    // The image build outlasts the signal; the networks were made meanwhile.
+    let interrupted = tokio::time::timeout(Duration::from_millis(100), session.start()).await;
+    assert!(interrupted.is_err());
+    assert_eq!(engine.state().networks.len(), 2);
+    session.close().await.unwrap();
+    assert!(engine.state().networks.is_empty());
+    assert!(engine.state().containers.is_empty());
+    assert!(
+        session.start().await.is_err(),
+        "a closed session stays closed"
+    );
+}
+
+#[tokio::test]
+async fn a_start_dropped_while_the_proxy_starts_still_closes_everything() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    engine.state().health = VecDeque::from([Health::Starting]);
+    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(Timeouts {
+        proxy_ready: Duration::from_secs(30),
+        ..quick()
+    });
+    let interrupted = tokio::time::timeout(Duration::from_millis(150), session.start()).await;
+    assert!(interrupted.is_err());
+    assert_eq!(engine.state().containers.len(), 1);
+    session.close().await.unwrap();
+    assert!(engine.state().networks.is_empty());
+    assert!(engine.state().containers.is_empty());
+}
+
+#[tokio::test]
+async fn resources_whose_creation_reply_was_lost_are_swept_by_label() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    engine.state().lose_create_replies = true;
+    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    assert!(session.start().await.is_err());
+    assert!(session.ledger().networks.is_empty());
+    assert_eq!(engine.state().networks.len(), 2);
+    session.close().await.unwrap();
+    assert!(engine.state().networks.is_empty());
+}
+
+#[tokio::test]
+async fn a_proxy_that_exits_fails_with_its_logs_and_is_torn_down() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    {
+        let mut state = engine.state();
+        state.proxy_exits = true;
+        state.logs = "config: unknown key \"fetch_proxy.bogus\"\n".into();
+    }
+    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    let err = session.start().await.unwrap_err();
+    assert!(
+        err.message
+            .starts_with("the proxy `claude-bottle-pipelock-reviewer` stopped before it was ready"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains("| config: unknown key"),
+        "{}",
+        err.message
+    );
+    assert!(
+        !engine
+            .ops()
+            .contains(&"create_container claude-bottle-reviewer".to_owned()),
+        "the agent is not created without a ready proxy"
+    );
+    session.close().await.unwrap();
+    assert!(engine.state().containers.is_empty());
+    assert!(engine.state().networks.is_empty());
+}
+
+#[tokio::test]
+async fn a_proxy_that_never_gets_healthy_times_out() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    engine.state().health = VecDeque::from([Health::Starting]);
+    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    let err = session.start().await.unwrap_err();
+    assert!(
+        err.message
+            .starts_with("the proxy `claude-bottle-pipelock-reviewer` was not ready within"),
+        "{}",
+        err.message
+    );
+    session.close().await.unwrap();
+    assert!(engine.state().containers.is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_built_in_image_is_built_while_the_networks_are_made() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = FakeEngine::new().with_images(&[PROXY_IMAGE]);
+    let mut session = started(&engine, spec("reviewer", home.path())).await;
+    let mutations = engine.mutations();
+    assert_eq!(mutations[0], format!("build_image {BUILT_IN}"));
+    assert_eq!(
+        mutations[1],
+        "create_network claude-bottle-internal-reviewer"
+    );
+    session.close().await.unwrap();
+}
+
+#[test]
+fn dropping_a_session_without_close_tears_it_down() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let session = started(&engine, spec("reviewer", home.path())).await;
+        assert_eq!(engine.state().containers.len(), 2);
+        drop(session);
+    });
+    assert!(engine.state().containers.is_empty());
+    assert!(engine.state().networks.is_empty());
+}
+
+#[test]
+fn exec_line_follows_the_terminal_and_the_prompt() {
+    let args = vec!["-p".to_owned(), "hello".to_owned()];
+    let line = session::exec_args(
+        "claude-bottle-a",
+        "/home/node",
+        Some("/home/node/.claude-bottle-prompt.txt"),
+        false,
+        &args,
+        true,
+    );
+    assert_eq!(
+        line.join(" "),
+        "exec -i -t --detach-keys ctrl-_,ctrl-^,ctrl-_ -u 1000:1000 -w /home/node/workspace claude-bottle-a claude --append-system-prompt-file /home/node/.claude-bottle-prompt.txt -p hello"
+    );
+    let line = session::exec_args("c", "/home/node/", None, true, &args, false);
+    assert_eq!(
+        line.join(" "),
+        "exec -i --detach-keys ctrl-_,ctrl-^,ctrl-_ -u 1000:1000 -w /home/node/workspace c claude remote-control -p hello"
+    );
+}
+
+#[tokio::test]
+async fn list_marks_sessions_whose_process_is_gone() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut live = started(&engine, spec("reviewer", home.path())).await;
+    // A session whose claude-bottle process has exited.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    let mut labels = live.plan().owner.labels(super::names::Role::Agent);
+    labels.insert(LABEL_PID.into(), dead_pid.to_string());
+    labels.insert(LABEL_SESSION.into(), "gone".into());
+    engine.add_foreign_container("claude-bottle-old", labels);
+
+    let active = super::cleanup::list_active(&engine, 2_100).await.unwrap();
+    let rows: Vec<(String, bool, u64)> = active
+        .iter()
+        .map(|b| (b.container.clone(), b.orphaned, b.age_seconds))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("claude-bottle-old".to_owned(), true, 1_100),
+            ("claude-bottle-reviewer".to_owned(), false, 100),
+        ]
+    );
+    assert_eq!(active[1].agent, "reviewer");
+    assert_eq!(active[1].runtime, "runc");
+    assert_eq!(active[1].state, "running");
+    live.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn cleanup_removes_every_managed_container_then_network_and_nothing_else() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut session = started(&engine, spec("reviewer", home.path())).await;
+    engine.add_foreign_container("someone-elses", Labels::new());
+    engine.add_foreign_network("their-network", Labels::new());
+    let plan = super::cleanup::prepare_cleanup(&engine).await.unwrap();
+    insta::assert_snapshot!(plan.to_string());
+    engine.state().calls.clear();
+    let report = super::cleanup::cleanup(&engine, plan).await.unwrap();
+    assert_eq!(
+        report.containers,
+        ["claude-bottle-pipelock-reviewer", "claude-bottle-reviewer"]
+    );
+    assert_eq!(
+        report.networks,
+        [
+            "claude-bottle-egress-reviewer",
+            "claude-bottle-internal-reviewer"
+        ]
+    );
+    let mutations = engine.mutations();
+    assert!(
+        mutations[..2]
+            .iter()
+            .all(|m| m.starts_with("remove_container"))
+    );
+    assert!(
+        mutations[2..]
+            .iter()
+            .all(|m| m.starts_with("remove_network"))
+    );
+    assert_eq!(engine.state().containers.len(), 1);
+    assert_eq!(engine.state().networks.len(), 1);
+    // The session's own close after a cleanup has nothing left to do.
+    session.close().await.unwrap();
+    let empty = super::cleanup::prepare_cleanup(&engine).await.unwrap();
+    assert!(empty.is_empty());
+    assert_eq!(
+        empty.to_string(),
+        "nothing to clean up: no claude-bottle containers or networks\n"
+    );
+}
