@@ -95,8 +95,6 @@ fn render_table(listing: &Listing<'_>) -> String {
             }
         })
         .collect();
-    let width =
-        |lens: &mut dyn Iterator<Item = usize>, min: usize| lens.max().unwrap_or(0).max(min);
     let ctr_w = column_width(listing.active.iter().map(|b| b.container.len()), 9);
     let agent_w = column_width(listing.active.iter().map(|b| b.agent.len()), 5);
     let state_w = column_width(states.iter().map(String::len), 5);
