@@ -93,7 +93,6 @@ pub async fn build_dockerfile(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    tracing::debug!(tag, "running docker build");
     let mut child = command.spawn().map_err(|source| ImageBuildError::Spawn {
         tag: tag.to_owned(),
         source,
@@ -110,7 +109,8 @@ pub async fn build_dockerfile(
         )));
     };
 
-    let mut view = BuildView::new(tag, show_progress);
+    tracing::info!("building the agent image `{tag}`");
+    let mut view = BuildView::new(show_progress);
     let feed = async {
         let written = stdin.write_all(dockerfile.as_bytes()).await;
         // Closing stdin tells docker the Dockerfile is complete.
@@ -125,7 +125,7 @@ pub async fn build_dockerfile(
     if status.success() {
         fed.map_err(io_error)?;
         read.map_err(io_error)?;
-        tracing::info!(tag, "built the agent image");
+        tracing::info!("built the agent image `{tag}`");
         return Ok(());
     }
     Err(ImageBuildError::Failed {
@@ -167,7 +167,7 @@ struct BuildView {
 }
 
 impl BuildView {
-    fn new(tag: &str, show_progress: bool) -> Self {
+    fn new(show_progress: bool) -> Self {
         let bar = show_progress.then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             if let Ok(style) =
@@ -175,7 +175,8 @@ impl BuildView {
             {
                 bar.set_style(style);
             }
-            bar.set_prefix(format!("building the agent image `{tag}`"));
+            // The tag is in the log line above; the bar keeps its width for the step.
+            bar.set_prefix("building the agent image");
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
@@ -214,10 +215,15 @@ impl BuildView {
     }
 
     fn tail_text(&self) -> String {
-        self.tail
+        if self.tail.is_empty() {
+            return "    (no output)".to_owned();
+        }
+        let lines: Vec<String> = self
+            .tail
             .iter()
-            .map(|line| format!("    | {line}\n"))
-            .collect()
+            .map(|line| format!("    | {line}"))
+            .collect();
+        lines.join("\n")
     }
 }
 
@@ -390,7 +396,7 @@ mod tests {
 
     #[test]
     fn the_tail_keeps_the_last_lines() {
-        let mut view = BuildView::new("t", false);
+        let mut view = BuildView::new(false);
         for n in 0..40 {
             view.line(&format!("line {n}"));
         }
