@@ -1,7 +1,7 @@
 //! What goes into a bottle before it starts: the prompt, skills, SSH files and
-//! the workspace, as plain data. A backend turns a [`ProvisionSet`] into its
-//! own upload mechanism (the Docker backend: one tar archive per target
-//! directory, uploaded to the created container before start).
+//! the workspace, as plain data built by [`build`]. A backend turns a
+//! [`ProvisionSet`] into its own upload mechanism (the Docker backend: one tar
+//! archive rooted at `/`, uploaded to the created container before start).
 //!
 //! Each step skips itself when it has nothing to do, except the prompt file,
 //! which always exists (empty when the agent has no prompt).
