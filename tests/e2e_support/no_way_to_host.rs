@@ -1,0 +1,185 @@
+//! Check 3 of the suite, shared by the runc test (e2e_isolation) and the runsc
+//! test (e2e_runsc): a service listening on the host's `0.0.0.0` answers a
+//! control container on a plain `--internal` network at the network's
+//! gateway, at docker0 and at the host's own interface address, and answers
+//! the agent at none of the host's addresses.
+
+use std::net::IpAddr;
+
+use serde_json::json;
+
+use super::docker::{Resources, inspect, subnet_of};
+use super::host::{HostListener, default_route_interface, host_ipv4_addresses, rand_u64};
+use super::session::{AGENT_IMAGE, Session, SessionDirs, SessionSpec, TestHost};
+
+/// For each target address: one line `REACHED <ip> <body>` or `BLOCKED <ip>`.
+/// Each attempt is bounded (3 s connect, 4 s total).
+const SWEEP: &str = r#"for ip in $TARGETS; do
+  if body=$(curl --noproxy '*' -sS --connect-timeout 3 -m 4 "http://$ip:$PORT/" 2>/dev/null); then
+    echo "REACHED $ip $body"
+  else
+    echo "BLOCKED $ip"
+  fi
+done"#;
+
+const NO_PROXY_ENV: &str =
+    "unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy;";
+
+fn parse_sweep(output: &str) -> Vec<(String, bool, String)> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.splitn(3, ' ');
+            let verdict = words.next()?;
+            let ip = words.next()?.to_owned();
+            let rest = words.next().unwrap_or_default().to_owned();
+            match verdict {
+                "REACHED" => Some((ip, true, rest)),
+                "BLOCKED" => Some((ip, false, rest)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn in_subnet(ip: &IpAddr, subnet: &str) -> bool {
+    let Some((base, len)) = subnet.split_once('/') else {
+        return false;
+    };
+    let (Ok(IpAddr::V4(base)), IpAddr::V4(ip), Ok(len)) =
+        (base.parse::<IpAddr>(), ip, len.parse::<u32>())
+    else {
+        return false;
+    };
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    (u32::from(base) & mask) == (u32::from(*ip) & mask)
+}
+
+/// Runs check 3. `expected_runtime` is what the agent container must run
+/// under (`runc` or `runsc`); the proxy never runs under runsc.
+pub fn assert_no_way_to_host(tag: &str, expected_runtime: &str) {
+    let listener = HostListener::start();
+    let host_addresses = host_ipv4_addresses();
+    let uplink = default_route_interface().expect("the host has a default route");
+    let address_of = |iface: &str| {
+        host_addresses
+            .iter()
+            .find(|(i, _)| i == iface)
+            .map(|(_, ip)| ip.clone())
+    };
+    let uplink_ip = address_of(&uplink).expect("the default-route interface has an IPv4 address");
+    let docker0_ip = address_of("docker0").expect("docker0 has an IPv4 address");
+
+    // Positive control: the leak the product must close, on this daemon.
+    let mut resources = Resources::default();
+    let control_net = format!(
+        "e2e-ctl-internal-{}-{:04x}",
+        std::process::id(),
+        rand_u64() & 0xffff
+    );
+    resources.network(&control_net, &["--internal"]);
+    let control_gateway = Session::gateway_of(&control_net);
+    let control_targets = [
+        control_gateway.clone(),
+        docker0_ip.clone(),
+        uplink_ip.clone(),
+    ];
+    let control = resources.run_once(
+        &format!("{control_net}-probe"),
+        &[
+            "--network",
+            &control_net,
+            "-e",
+            &format!("TARGETS={}", control_targets.join(" ")),
+            "-e",
+            &format!("PORT={}", listener.port),
+            AGENT_IMAGE,
+            "sh",
+            "-c",
+            SWEEP,
+        ],
+    );
+    let control_out = String::from_utf8_lossy(&control.stdout).into_owned();
+    let control_sweep = parse_sweep(&control_out);
+    for target in &control_targets {
+        assert!(
+            control_sweep.iter().any(|(ip, reached, body)| ip == target
+                && *reached
+                && body.contains(&listener.token)),
+            "CONTROL: a container on a plain --internal network should reach the host listener at {target} \
+             (gateway {control_gateway}, docker0 {docker0_ip}, {uplink} {uplink_ip}) -- without this the \
+             agent's result proves nothing\n{control_out}\n{}",
+            String::from_utf8_lossy(&control.stderr)
+        );
+    }
+
+    // The bottle.
+    let spec = SessionSpec::new(tag, json!({ "egress": { "allowlist": ["x.test"] } }))
+        .host(TestHost::http("web", &["x.test"]))
+        .probe("proxied_fetch", "curl -sS -m 15 http://x.test/e2e-proxied")
+        .probe("sweep_host", &format!("{NO_PROXY_ENV} {SWEEP}"))
+        .probe(
+            "host_via_proxy",
+            "curl -sS -m 10 -o /dev/null -w 'HTTP_CODE=%{http_code}\\n' \"http://$UPLINK_IP:$PORT/\"",
+        );
+    let mut session = Session::start(spec, SessionDirs::new());
+    let runtime = inspect(&session.agent_container, "{{.HostConfig.Runtime}}");
+    let proxy_runtime = inspect(&session.proxy_container, "{{.HostConfig.Runtime}}");
+    let internal_gateway = Session::gateway_of(&session.internal_network);
+    let egress_gateway = Session::gateway_of(&session.egress_network);
+    let internal_subnet = subnet_of(&session.internal_network);
+    let mut targets: Vec<String> = host_addresses.iter().map(|(_, ip)| ip.clone()).collect();
+    for extra in [&internal_gateway, &egress_gateway] {
+        if !extra.is_empty() && !targets.contains(extra) {
+            targets.push(extra.clone());
+        }
+    }
+    session.go(&[
+        ("TARGETS", targets.join(" ")),
+        ("PORT", listener.port.to_string()),
+        ("UPLINK_IP", uplink_ip.clone()),
+    ]);
+    session.wait_probes_done();
+    let peers = listener.peers();
+    let outcome = session.finish();
+    let report = &outcome.report;
+
+    assert_eq!(runtime, expected_runtime, "the agent container's runtime");
+    assert_ne!(proxy_runtime, "runsc", "the proxy must not run under runsc");
+    assert!(
+        report.probe("proxied_fetch").succeeded(),
+        "the agent's allowed path (through its proxy) must work, or the blocked results prove nothing\n{}",
+        report.probe("proxied_fetch")
+    );
+    let sweep = report.probe("sweep_host");
+    let agent_sweep = parse_sweep(&sweep.stdout);
+    assert_eq!(
+        agent_sweep.len(),
+        targets.len(),
+        "one verdict per target {targets:?}\n{sweep}"
+    );
+    let reached: Vec<&(String, bool, String)> = agent_sweep.iter().filter(|(_, r, _)| *r).collect();
+    assert!(
+        reached.is_empty(),
+        "the agent reached the host listener at {reached:?} (host addresses {host_addresses:?}, \
+         internal gateway {internal_gateway}, egress gateway {egress_gateway})\n{sweep}"
+    );
+    assert!(
+        !sweep.output().contains(&listener.token),
+        "the host listener's token leaked into the agent's output\n{sweep}"
+    );
+    let via_proxy = report.probe("host_via_proxy");
+    assert!(
+        via_proxy.stdout.contains("HTTP_CODE=403"),
+        "the proxy must refuse the host's address (not on the allowlist)\n{via_proxy}"
+    );
+    let from_agent: Vec<&IpAddr> = peers
+        .iter()
+        .filter(|p| in_subnet(p, &internal_subnet))
+        .collect();
+    assert!(
+        from_agent.is_empty(),
+        "the host listener saw connections from the agent's network {internal_subnet}: {from_agent:?}"
+    );
+    outcome.assert_clean();
+}

@@ -1,0 +1,177 @@
+//! The daemon's runtimes are shared by every test on the machine. One test
+//! (e2e_runsc) registers an alias of runc named `runsc` and reloads dockerd,
+//! which changes what every concurrently starting session detects. So:
+//!
+//! - a test that depends on which runtime the product detects holds
+//!   [`RuntimeLock::shared`] for its whole session;
+//! - a test that changes the daemon's runtimes holds [`RuntimeLock::exclusive`],
+//!   which waits until no shared holder is left.
+//!
+//! The lock is a `flock` on a well-known file in /tmp, so it works across the
+//! separate processes nextest runs tests in, and across test binaries (the
+//! Docker backend's own tests can take it too).
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::docker::{docker_ok, wait_for};
+
+pub const RUNTIME_LOCK_PATH: &str = "/tmp/claude-bottle-test-docker-runtimes.lock";
+const DAEMON_JSON: &str = "/etc/docker/daemon.json";
+const DOCKERD_PID: &str = "/var/run/docker.pid";
+
+pub struct RuntimeLock {
+    _file: File,
+}
+
+impl RuntimeLock {
+    pub fn shared() -> Self {
+        Self::take(libc::LOCK_SH)
+    }
+
+    pub fn exclusive() -> Self {
+        Self::take(libc::LOCK_EX)
+    }
+
+    fn take(operation: libc::c_int) -> Self {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(RUNTIME_LOCK_PATH)
+            .unwrap_or_else(|e| panic!("open `{RUNTIME_LOCK_PATH}`: {e}"));
+        // SAFETY: flock on a descriptor we own; it is released when `file` closes.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
+        assert_eq!(
+            rc,
+            0,
+            "flock `{RUNTIME_LOCK_PATH}`: {}",
+            std::io::Error::last_os_error()
+        );
+        Self { _file: file }
+    }
+}
+
+/// The runtimes the daemon has registered, by name.
+pub fn registered_runtimes() -> Vec<String> {
+    let json = docker_ok(&["info", "--format", "{{json .Runtimes}}"]);
+    let value: serde_json::Value = serde_json::from_str(&json).expect("docker info runtimes JSON");
+    value
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// While alive, the daemon has a runtime named `runsc`: the real gVisor when
+/// it is already registered (then nothing is changed), otherwise an alias of
+/// runc written into daemon.json and loaded with SIGHUP. Drop restores the
+/// file byte for byte and reloads again, even when the test panicked.
+pub struct RunscRegistered {
+    /// The original daemon.json (None: there was none), when we changed it.
+    restore: Option<Option<Vec<u8>>>,
+    pub is_alias_of_runc: bool,
+    _lock: RuntimeLock,
+}
+
+impl RunscRegistered {
+    pub fn ensure() -> Self {
+        let lock = RuntimeLock::exclusive();
+        if registered_runtimes().iter().any(|r| r == "runsc") {
+            return Self {
+                restore: None,
+                is_alias_of_runc: false,
+                _lock: lock,
+            };
+        }
+        let path = Path::new(DAEMON_JSON);
+        let original = std::fs::read(path).ok();
+        let mut config: serde_json::Value = match &original {
+            Some(bytes) => serde_json::from_slice(bytes).expect("daemon.json is JSON"),
+            None => serde_json::json!({}),
+        };
+        let runc = which("runc").expect("runc on PATH (the alias points at it)");
+        config
+            .as_object_mut()
+            .expect("daemon.json is an object")
+            .entry("runtimes")
+            .or_insert_with(|| serde_json::json!({}))
+            .as_object_mut()
+            .expect("daemon.json runtimes is an object")
+            .insert(
+                "runsc".into(),
+                serde_json::json!({ "path": runc.to_string_lossy() }),
+            );
+        let guard = Self {
+            restore: Some(original),
+            is_alias_of_runc: true,
+            _lock: lock,
+        };
+        std::fs::write(path, serde_json::to_vec_pretty(&config).expect("serialize"))
+            .expect("write daemon.json");
+        reload_dockerd();
+        wait_for(
+            "dockerd to register `runsc`",
+            Duration::from_secs(30),
+            || {
+                registered_runtimes()
+                    .iter()
+                    .any(|r| r == "runsc")
+                    .then_some(())
+            },
+        );
+        guard
+    }
+}
+
+impl Drop for RunscRegistered {
+    fn drop(&mut self) {
+        let Some(original) = self.restore.take() else {
+            return;
+        };
+        let path = Path::new(DAEMON_JSON);
+        let restored = match original {
+            Some(bytes) => std::fs::write(path, bytes),
+            None => std::fs::remove_file(path),
+        };
+        if let Err(e) = restored {
+            eprintln!(
+                "e2e: CANNOT RESTORE `{DAEMON_JSON}`: {e}; restore it by hand and SIGHUP dockerd"
+            );
+        }
+        reload_dockerd();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while registered_runtimes().iter().any(|r| r == "runsc") {
+            if std::time::Instant::now() > deadline {
+                eprintln!("e2e: dockerd still lists `runsc` after restoring `{DAEMON_JSON}`");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn reload_dockerd() {
+    let pid: i32 = std::fs::read_to_string(DOCKERD_PID)
+        .unwrap_or_else(|e| panic!("read `{DOCKERD_PID}`: {e}"))
+        .trim()
+        .parse()
+        .expect("dockerd pid");
+    // SAFETY: sending a signal has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
+    assert_eq!(
+        rc,
+        0,
+        "SIGHUP dockerd ({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}
