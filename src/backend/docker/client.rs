@@ -9,19 +9,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
-use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig,
-    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig,
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
+    NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, ListNetworksOptions, LogsOptions,
     RemoveContainerOptions, UploadToContainerOptions,
 };
-use futures_util::{FutureExt, TryStreamExt};
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use secrecy::{ExposeSecret, SecretString};
 
 /// What went wrong, by the one distinction callers act on.
@@ -95,16 +94,6 @@ pub(crate) struct NetworkSpec {
     pub labels: Labels,
 }
 
-/// A health check that replaces the image's own.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct HealthCheck {
-    pub test: Vec<String>,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub retries: u32,
-    pub start_period: Duration,
-}
-
 /// A container to create. `Debug` shows env names only.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct ContainerSpec {
@@ -126,7 +115,6 @@ pub(crate) struct ContainerSpec {
     pub security_opt: Vec<String>,
     pub cap_drop: Vec<String>,
     pub pids_limit: Option<i64>,
-    pub healthcheck: Option<HealthCheck>,
 }
 
 /// One container env variable; the value stays secret until the request body is built.
@@ -177,18 +165,8 @@ impl fmt::Debug for ContainerSpec {
             .field("security_opt", &self.security_opt)
             .field("cap_drop", &self.cap_drop)
             .field("pids_limit", &self.pids_limit)
-            .field("healthcheck", &self.healthcheck)
             .finish()
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Health {
-    /// The container has no health check.
-    None,
-    Starting,
-    Healthy,
-    Unhealthy,
 }
 
 /// The parts of `inspect` the backend reads.
@@ -200,7 +178,6 @@ pub(crate) struct ContainerStatus {
     pub exit_code: Option<i64>,
     /// The runtime's own error, e.g. when an OCI runtime failed to start it.
     pub error: Option<String>,
-    pub health: Health,
     /// IPv4 address by network name and by network ID.
     pub addresses: BTreeMap<String, String>,
     pub runtime: Option<String>,
@@ -223,6 +200,13 @@ pub(crate) struct NetworkInfo {
     pub id: String,
     pub name: String,
     pub labels: Labels,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExecOutput {
+    pub exit_code: i64,
+    /// stdout and stderr interleaved.
+    pub output: String,
 }
 
 /// Filters for `list_*`: every `key=value` label must match.
@@ -278,6 +262,12 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
         id: &str,
         lines: u32,
     ) -> impl Future<Output = Result<String, EngineError>> + Send;
+    /// Runs `cmd` in a running container as its default user and waits for it.
+    fn exec(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+    ) -> impl Future<Output = Result<ExecOutput, EngineError>> + Send;
     /// Containers in any state carrying every label of `filter`.
     fn list_containers(
         &self,
@@ -417,10 +407,6 @@ fn to_labels(labels: Option<HashMap<String, String>>) -> Labels {
     labels.unwrap_or_default().into_iter().collect()
 }
 
-fn nanos(duration: Duration) -> i64 {
-    i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX)
-}
-
 fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let env = spec
         .env
@@ -436,14 +422,6 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         working_dir: spec.working_dir.clone(),
         env: Some(env),
         labels: Some(to_hash_map(&spec.labels)),
-        healthcheck: spec.healthcheck.as_ref().map(|h| HealthConfig {
-            test: Some(h.test.clone()),
-            interval: Some(nanos(h.interval)),
-            timeout: Some(nanos(h.timeout)),
-            retries: Some(i64::from(h.retries)),
-            start_period: Some(nanos(h.start_period)),
-            start_interval: None,
-        }),
         host_config: Some(HostConfig {
             network_mode: Some(spec.network.clone()),
             extra_hosts: non_empty(&spec.extra_hosts),
@@ -605,12 +583,6 @@ impl Engine for BollardEngine {
             .await
             .map_err(|e| classify(&format!("inspect container `{id}`"), e))?;
         let state = inspected.state.unwrap_or_default();
-        let health = match state.health.and_then(|h| h.status) {
-            Some(HealthStatusEnum::STARTING) => Health::Starting,
-            Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
-            Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
-            _ => Health::None,
-        };
         let addresses = inspected
             .network_settings
             .and_then(|n| n.networks)
@@ -632,7 +604,6 @@ impl Engine for BollardEngine {
                 .unwrap_or_else(|| "unknown".to_owned()),
             exit_code: state.exit_code,
             error: state.error.filter(|e| !e.is_empty()),
-            health,
             addresses,
             runtime: inspected.host_config.and_then(|h| h.runtime),
         })
@@ -652,6 +623,43 @@ impl Engine for BollardEngine {
             .await
             .map_err(|e| classify(&format!("read the logs of container `{id}`"), e))?;
         Ok(chunks.iter().map(ToString::to_string).collect())
+    }
+
+    async fn exec(&self, container: &str, cmd: Vec<String>) -> Result<ExecOutput, EngineError> {
+        let operation = format!("run `{}` in container `{container}`", cmd.join(" "));
+        let config = bollard::models::ExecConfig {
+            cmd: Some(cmd),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..bollard::models::ExecConfig::default()
+        };
+        let created = self
+            .docker
+            .create_exec(container, config)
+            .await
+            .map_err(|e| classify(&operation, e))?;
+        let mut output = String::new();
+        if let bollard::exec::StartExecResults::Attached {
+            output: mut stream, ..
+        } = self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| classify(&operation, e))?
+        {
+            while let Some(chunk) = stream.next().await {
+                output.push_str(&chunk.map_err(|e| classify(&operation, e))?.to_string());
+            }
+        }
+        let inspected = self
+            .docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|e| classify(&operation, e))?;
+        Ok(ExecOutput {
+            exit_code: inspected.exit_code.unwrap_or(-1),
+            output,
+        })
     }
 
     async fn list_containers(
@@ -792,7 +800,6 @@ mod tests {
             security_opt: vec![],
             cap_drop: vec![],
             pids_limit: None,
-            healthcheck: None,
         };
         let debug = format!("{spec:?}");
         assert!(debug.contains("TOKEN"), "{debug}");

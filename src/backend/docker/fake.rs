@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::client::{
-    ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineError, ErrorKind, Health,
+    ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineError, ErrorKind, ExecOutput,
     LabelFilter, Labels, NetworkInfo, NetworkSpec,
 };
 
@@ -31,6 +31,10 @@ pub(crate) enum Call {
     Start(String),
     Inspect(String),
     Logs(String),
+    Exec {
+        container: String,
+        cmd: Vec<String>,
+    },
     ListContainers(LabelFilter),
     ListNetworks(LabelFilter),
     RemoveContainer(String),
@@ -53,6 +57,7 @@ impl Call {
             Self::Start(c) => format!("start {c}"),
             Self::Inspect(c) => format!("inspect {c}"),
             Self::Logs(c) => format!("logs {c}"),
+            Self::Exec { container, cmd } => format!("exec {container} {}", cmd.join(" ")),
             Self::ListContainers(_) => "list_containers".into(),
             Self::ListNetworks(_) => "list_networks".into(),
             Self::RemoveContainer(c) => format!("remove_container {c}"),
@@ -68,7 +73,6 @@ pub(crate) struct FakeContainer {
     pub runtime: Option<String>,
     /// Network IDs.
     pub networks: Vec<String>,
-    pub has_healthcheck: bool,
     pub created: i64,
 }
 
@@ -86,9 +90,8 @@ pub(crate) struct FakeState {
     pub containers: BTreeMap<String, FakeContainer>,
     pub networks: BTreeMap<String, FakeNetwork>,
     next_id: u32,
-    /// Health reports of containers with a health check, one per inspect;
-    /// the last repeats. Empty means healthy at once.
-    pub health: VecDeque<Health>,
+    /// Exit codes of successive exec probes; the last repeats. Empty means 0.
+    pub probe_exits: VecDeque<i64>,
     /// The proxy exits right after start.
     pub proxy_exits: bool,
     /// Starting a container under this runtime fails with this message.
@@ -116,7 +119,9 @@ impl FakeEngine {
     }
 
     pub fn state(&self) -> MutexGuard<'_, FakeState> {
-        self.state.lock().unwrap()
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn with_images(self, images: &[&str]) -> Self {
@@ -142,6 +147,7 @@ impl FakeEngine {
                         | Call::ImageExists(_)
                         | Call::Inspect(_)
                         | Call::Logs(_)
+                        | Call::Exec { .. }
                         | Call::ListContainers(_)
                         | Call::ListNetworks(_)
                 )
@@ -185,7 +191,6 @@ impl FakeEngine {
                 state: "running".into(),
                 runtime: None,
                 networks: vec![],
-                has_healthcheck: false,
                 created: 1_000,
             },
         );
@@ -324,7 +329,9 @@ impl Engine for FakeEngine {
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
         let mut state = self.state();
-        state.calls.push(Call::CreateContainer(Box::new(spec.clone())));
+        state
+            .calls
+            .push(Call::CreateContainer(Box::new(spec.clone())));
         if state.stolen_names.remove(&spec.name) {
             drop(state);
             self.add_foreign_container(&spec.name, Labels::new());
@@ -350,7 +357,6 @@ impl Engine for FakeEngine {
                 state: "created".into(),
                 runtime: spec.runtime.clone(),
                 networks: vec![spec.network.clone()],
-                has_healthcheck: spec.healthcheck.is_some(),
                 created: 2_000,
             },
         );
@@ -416,7 +422,8 @@ impl Engine for FakeEngine {
                 message,
             ));
         }
-        c.state = if proxy_exits && c.has_healthcheck {
+        let is_proxy = c.labels.get(super::names::LABEL_ROLE).map(String::as_str) == Some("proxy");
+        c.state = if proxy_exits && is_proxy {
             "exited".into()
         } else {
             "running".into()
@@ -431,13 +438,6 @@ impl Engine for FakeEngine {
         let Some(c) = state.containers.get(id).cloned() else {
             return Err(Self::not_found("inspect container", id));
         };
-        let health = if !c.has_healthcheck {
-            Health::None
-        } else if state.health.len() > 1 {
-            state.health.pop_front().unwrap_or(Health::Healthy)
-        } else {
-            state.health.front().copied().unwrap_or(Health::Healthy)
-        };
         let mut addresses = BTreeMap::new();
         for (i, network) in c.networks.iter().enumerate() {
             let ip = format!("172.30.{}.{}", i, 2 + id.len());
@@ -449,7 +449,6 @@ impl Engine for FakeEngine {
             exit_code: (c.state == "exited").then_some(1),
             state: c.state.clone(),
             error: None,
-            health,
             addresses,
             runtime: c.runtime.clone(),
         })
@@ -460,6 +459,35 @@ impl Engine for FakeEngine {
         let name = Self::container_name(&state, id);
         state.calls.push(Call::Logs(name));
         Ok(state.logs.clone())
+    }
+
+    async fn exec(&self, container: &str, cmd: Vec<String>) -> Result<ExecOutput, EngineError> {
+        let mut state = self.state();
+        let name = Self::container_name(&state, container);
+        state.calls.push(Call::Exec {
+            container: name,
+            cmd,
+        });
+        if state
+            .containers
+            .get(container)
+            .is_none_or(|c| c.state != "running")
+        {
+            return Err(EngineError::new(
+                ErrorKind::Other,
+                "exec",
+                format!("container {container} is not running"),
+            ));
+        }
+        let exit_code = if state.probe_exits.len() > 1 {
+            state.probe_exits.pop_front().unwrap_or(0)
+        } else {
+            state.probe_exits.front().copied().unwrap_or(0)
+        };
+        Ok(ExecOutput {
+            exit_code,
+            output: String::new(),
+        })
     }
 
     async fn list_containers(

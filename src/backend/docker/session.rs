@@ -18,8 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::client::{
-    ContainerSpec, ContainerStatus, Engine, EngineError, EnvPair, ErrorKind, Health, HealthCheck,
-    LabelFilter, NetworkSpec,
+    ContainerSpec, Engine, EngineError, EnvPair, ErrorKind, LabelFilter, NetworkSpec,
 };
 use super::names::{LABEL_SESSION, MAX_SUFFIX, Names, Role};
 use super::plan::{AgentImageChoice, SessionPlan};
@@ -53,6 +52,8 @@ impl Default for Timeouts {
 const PROXY_POLL_INTERVAL: Duration = Duration::from_millis(50);
 const PROXY_LOG_LINES: u32 = 20;
 
+/// Pipelock's own health command (the image's HEALTHCHECK runs it too).
+pub(crate) const PROXY_HEALTH_COMMAND: [&str; 2] = ["/pipelock", "healthcheck"];
 /// The in-container path of the proxy config; the pipelock command line names it.
 pub(crate) const PROXY_CONFIG_PATH: &str = "etc/pipelock/pipelock.yaml";
 /// The container user: the agent image's `node`.
@@ -122,10 +123,6 @@ pub(crate) enum LaunchError {
         exit_code: i64,
         logs: String,
     },
-    #[error(
-        "the proxy `{name}` reported unhealthy{logs}\n  hint: check the generated config with `claude-bottle proxy-config AGENT`"
-    )]
-    ProxyUnhealthy { name: String, logs: String },
     #[error(
         "the proxy `{name}` was not ready within {seconds} s{logs}\n  hint: the host may be overloaded; check the proxy image (`CLAUDE_BOTTLE_PIPELOCK_IMAGE`) answers `/pipelock healthcheck`"
     )]
@@ -222,9 +219,11 @@ impl<E: Engine> BringUp<E> {
 
     async fn run(self) -> Result<Started, LaunchError> {
         let first = self.plan.names.clone();
+        let clock = Instant::now();
         let (image, networks) =
             futures_util::join!(self.ensure_image(), self.create_networks(&first));
         image?;
+        tracing::debug!("image and networks ready in {:?}", clock.elapsed());
         let mut names = first;
         let mut attempt = match networks {
             Ok(ids) => self.start_bottle(&names, ids).await,
@@ -332,6 +331,8 @@ impl<E: Engine> BringUp<E> {
     }
 
     /// Proxy, then agent, on networks that exist (SPEC §6 Order, steps 4-5).
+    /// The agent container is created and provisioned while the proxy gets
+    /// ready (it needs only the proxy's address), and started once it is.
     async fn start_bottle(
         &self,
         names: &Names,
@@ -348,13 +349,23 @@ impl<E: Engine> BringUp<E> {
         let archive = tokio::task::spawn_blocking(move || {
             super::archive::tar_archive(&provision).map_err(|e| LaunchError::Archive(e.to_string()))
         });
-        let proxy_address = self.start_proxy(names, &internal_id, &egress_id).await?;
-        let archive = archive
-            .await
-            .map_err(|e| LaunchError::Task(e.to_string()))??;
-        let agent_id = self
-            .start_agent(names, &internal_id, &proxy_address, archive)
-            .await?;
+        let clock = Instant::now();
+        let proxy_id = self.launch_proxy(names, &internal_id, &egress_id).await?;
+        let proxy_address = self.proxy_address(names, &proxy_id, &internal_id).await?;
+        let agent = async {
+            let archive = archive
+                .await
+                .map_err(|e| LaunchError::Task(e.to_string()))??;
+            self.create_agent(names, &internal_id, &proxy_address, archive)
+                .await
+        };
+        let (ready, agent_id) =
+            futures_util::join!(self.wait_until_ready(&names.proxy, &proxy_id), agent);
+        ready?;
+        let agent_id = agent_id?;
+        tracing::debug!("proxy `{}` ready in {:?}", names.proxy, clock.elapsed());
+        self.start_agent(names, &agent_id).await?;
+        tracing::debug!("agent `{}` started in {:?}", names.agent, clock.elapsed());
         Ok(Started {
             names: names.clone(),
             agent_id,
@@ -378,8 +389,9 @@ impl<E: Engine> BringUp<E> {
         Ok(id)
     }
 
-    /// Returns the proxy's address on the internal network.
-    async fn start_proxy(
+    /// Creates the proxy on the internal network, puts its config in place,
+    /// connects it to the egress network and starts it; returns its ID.
+    async fn launch_proxy(
         &self,
         names: &Names,
         internal_id: &str,
@@ -394,21 +406,29 @@ impl<E: Engine> BringUp<E> {
         self.engine.connect_network(egress_id, &id).await?;
         self.check_cancelled()?;
         self.engine.start_container(&id).await?;
-        let status = self.wait_until_ready(&names.proxy, &id).await?;
+        Ok(id)
+    }
+
+    /// The proxy's address on the internal network, assigned when it started.
+    async fn proxy_address(
+        &self,
+        names: &Names,
+        id: &str,
+        internal_id: &str,
+    ) -> Result<String, LaunchError> {
+        let status = self.engine.inspect_container(id).await?;
         status
             .addresses
             .get(internal_id)
             .or_else(|| status.addresses.get(&names.internal_network))
             .cloned()
-            .ok_or_else(|| {
-                Attempt::Failed(LaunchError::ProxyNoAddress {
-                    name: names.proxy.clone(),
-                    network: names.internal_network.clone(),
-                })
+            .ok_or_else(|| LaunchError::ProxyNoAddress {
+                name: names.proxy.clone(),
+                network: names.internal_network.clone(),
             })
     }
 
-    async fn wait_until_ready(&self, name: &str, id: &str) -> Result<ContainerStatus, LaunchError> {
+    async fn wait_until_ready(&self, name: &str, id: &str) -> Result<(), LaunchError> {
         let spinner = self.progress.then(|| {
             let bar = indicatif::ProgressBar::new_spinner()
                 .with_message(format!("waiting for the proxy `{name}`"));
@@ -416,7 +436,7 @@ impl<E: Engine> BringUp<E> {
             bar
         });
         let result = tokio::select! {
-            ready = self.poll_health(name, id) => ready,
+            ready = self.probe_until_ready(name, id) => ready,
             () = self.cancelled() => Err(LaunchError::Cancelled),
         };
         if let Some(bar) = spinner {
@@ -425,11 +445,14 @@ impl<E: Engine> BringUp<E> {
         result
     }
 
-    async fn poll_health(&self, name: &str, id: &str) -> Result<ContainerStatus, LaunchError> {
+    /// Runs the image's own health command until it passes. Probing on
+    /// demand costs nothing once the proxy is up, where a short health-check
+    /// interval would run it several times a second for the whole session.
+    async fn probe_until_ready(&self, name: &str, id: &str) -> Result<(), LaunchError> {
         let started = Instant::now();
         loop {
             let status = self.engine.inspect_container(id).await?;
-            if !status.running && status.state != "created" {
+            if !status.running {
                 return Err(LaunchError::ProxyExited {
                     name: name.to_owned(),
                     state: status.state.clone(),
@@ -437,17 +460,15 @@ impl<E: Engine> BringUp<E> {
                     logs: self.log_tail(id).await,
                 });
             }
-            match status.health {
-                // `None` only for an image without a health check, which
-                // creation overrides; running is then the best there is.
-                Health::Healthy | Health::None => return Ok(status),
-                Health::Unhealthy => {
-                    return Err(LaunchError::ProxyUnhealthy {
-                        name: name.to_owned(),
-                        logs: self.log_tail(id).await,
-                    });
-                }
-                Health::Starting => {}
+            let probe = self
+                .engine
+                .exec(id, PROXY_HEALTH_COMMAND.map(str::to_owned).to_vec())
+                .await;
+            match probe {
+                Ok(out) if out.exit_code == 0 => return Ok(()),
+                Ok(out) => tracing::debug!(exit = out.exit_code, "proxy not ready yet"),
+                // Exiting between the inspect and the exec: the next inspect says so.
+                Err(e) => tracing::debug!("proxy probe failed: {e}"),
             }
             if started.elapsed() >= self.timeouts.proxy_ready {
                 return Err(LaunchError::ProxyTimeout {
@@ -476,7 +497,9 @@ impl<E: Engine> BringUp<E> {
         }
     }
 
-    async fn start_agent(
+    /// Creates the agent container on the internal network only and
+    /// provisions it; returns its ID.
+    async fn create_agent(
         &self,
         names: &Names,
         internal_id: &str,
@@ -494,6 +517,10 @@ impl<E: Engine> BringUp<E> {
         };
         self.check_cancelled()?;
         self.engine.upload_archive(&id, "/", archive).await?;
+        Ok(id)
+    }
+
+    async fn start_agent(&self, names: &Names, id: &str) -> Result<(), Attempt> {
         self.check_cancelled()?;
         let runtime_failed = |detail: String| {
             Attempt::Failed(match self.plan.runtime.name() {
@@ -509,8 +536,7 @@ impl<E: Engine> BringUp<E> {
                 )),
             })
         };
-        match tokio::time::timeout(self.timeouts.agent_start, self.engine.start_container(&id))
-            .await
+        match tokio::time::timeout(self.timeouts.agent_start, self.engine.start_container(id)).await
         {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(runtime_failed(e.detail)),
@@ -521,7 +547,7 @@ impl<E: Engine> BringUp<E> {
                 )));
             }
         }
-        let status = self.engine.inspect_container(&id).await?;
+        let status = self.engine.inspect_container(id).await?;
         if !status.running {
             if let Some(error) = status.error.clone() {
                 return Err(runtime_failed(error));
@@ -530,10 +556,10 @@ impl<E: Engine> BringUp<E> {
                 name: names.agent.clone(),
                 state: status.state.clone(),
                 exit_code: status.exit_code.unwrap_or(-1),
-                logs: self.log_tail(&id).await,
+                logs: self.log_tail(id).await,
             }));
         }
-        Ok(id)
+        Ok(())
     }
 }
 
@@ -568,19 +594,6 @@ pub(crate) fn proxy_container_spec(
         security_opt: vec!["no-new-privileges".to_owned()],
         cap_drop: vec!["ALL".to_owned()],
         pids_limit: Some(PIDS_LIMIT),
-        // The image checks every 10 s after 5 s; a short interval makes the
-        // first healthy report arrive within a fraction of a second.
-        healthcheck: Some(HealthCheck {
-            test: vec![
-                "CMD".to_owned(),
-                "/pipelock".to_owned(),
-                "healthcheck".to_owned(),
-            ],
-            interval: Duration::from_millis(200),
-            timeout: Duration::from_secs(5),
-            retries: 3,
-            start_period: PROXY_READY_TIMEOUT,
-        }),
     }
 }
 
@@ -641,7 +654,6 @@ pub(crate) fn agent_container_spec(
         security_opt: vec!["no-new-privileges".to_owned()],
         cap_drop: vec!["ALL".to_owned()],
         pids_limit: Some(PIDS_LIMIT),
-        healthcheck: None,
     }
 }
 
@@ -991,9 +1003,11 @@ impl<E: Engine> Session<E> {
                 task.abort();
             }
         }
+        let clock = Instant::now();
         teardown(&self.engine, &self.ledger, &self.plan.owner.session)
             .await
             .map_err(|e| BackendError::new(e.to_string()))?;
+        tracing::debug!("torn down in {:?}", clock.elapsed());
         if let Some(scratch) = self.scratch.take() {
             let path = scratch.path().to_path_buf();
             scratch.close().map_err(|e| {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::client::{ContainerSpec, Health, Labels};
+use super::client::{ContainerSpec, Labels};
 use super::fake::{Call, FakeEngine};
 use super::names::{LABEL_MANAGED, LABEL_PID, LABEL_ROLE, LABEL_SESSION};
 use super::plan::{self, PrepareError, Runtime, SessionPlan, Settings};
@@ -235,17 +235,43 @@ async fn launch_follows_the_order_of_the_spec() {
         started.prompt_file.as_deref(),
         Some("/home/node/.claude-bottle-prompt.txt")
     );
-    // The proxy was inspected until healthy before the agent was created.
+    // The proxy passed its health command before the agent started.
     let ops = engine.ops();
-    let inspect = ops
-        .iter()
-        .position(|o| o == "inspect claude-bottle-pipelock-reviewer")
-        .unwrap();
-    let agent = ops
-        .iter()
-        .position(|o| o == "create_container claude-bottle-reviewer")
-        .unwrap();
-    assert!(inspect < agent, "{ops:?}");
+    let position = |op: &str| ops.iter().position(|o| o == op).unwrap();
+    assert!(
+        position("exec claude-bottle-pipelock-reviewer /pipelock healthcheck")
+            < position("start claude-bottle-reviewer"),
+        "{ops:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_agent_is_provisioned_while_the_proxy_gets_ready_and_started_after() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    engine.state().probe_exits = VecDeque::from([1, 1, 0]);
+    let _session = started(&engine, spec("reviewer", home.path())).await;
+    let relevant: Vec<String> = engine
+        .ops()
+        .into_iter()
+        .filter(|o| {
+            o.starts_with("exec")
+                || o.ends_with(" claude-bottle-reviewer")
+                || o == "upload claude-bottle-reviewer /"
+        })
+        .filter(|o| !o.starts_with("inspect"))
+        .collect();
+    assert_eq!(
+        relevant,
+        [
+            "exec claude-bottle-pipelock-reviewer /pipelock healthcheck",
+            "create_container claude-bottle-reviewer",
+            "upload claude-bottle-reviewer /",
+            "exec claude-bottle-pipelock-reviewer /pipelock healthcheck",
+            "exec claude-bottle-pipelock-reviewer /pipelock healthcheck",
+            "start claude-bottle-reviewer",
+        ]
+    );
 }
 
 #[tokio::test]
@@ -356,7 +382,7 @@ async fn the_agent_container_is_hardened_and_reaches_only_its_proxy() {
 }
 
 #[tokio::test]
-async fn the_proxy_gets_its_config_before_start_and_a_fast_health_check() {
+async fn the_proxy_gets_its_config_before_start_and_is_probed_until_ready() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
     let session = started(&engine, spec("reviewer", home.path())).await;
@@ -370,9 +396,6 @@ async fn the_proxy_gets_its_config_before_start_and_a_fast_health_check() {
     assert_eq!(proxy.runtime, None);
     assert!(proxy.env.is_empty());
     assert_eq!(proxy.labels[LABEL_ROLE], "proxy");
-    let health = proxy.healthcheck.as_ref().unwrap();
-    assert_eq!(health.test, ["CMD", "/pipelock", "healthcheck"]);
-    assert!(health.interval <= Duration::from_millis(250));
     let tar = engine
         .state()
         .calls
@@ -595,7 +618,7 @@ async fn a_start_dropped_mid_way_still_closes_everything() {
 async fn a_start_dropped_while_the_proxy_starts_still_closes_everything() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
-    engine.state().health = VecDeque::from([Health::Starting]);
+    engine.state().probe_exits = VecDeque::from([1]);
     let plan = prepared(&engine, spec("reviewer", home.path())).await;
     let mut session = Session::new(engine.clone(), plan, false).with_timeouts(Timeouts {
         proxy_ready: Duration::from_secs(30),
@@ -603,7 +626,23 @@ async fn a_start_dropped_while_the_proxy_starts_still_closes_everything() {
     });
     let interrupted = tokio::time::timeout(Duration::from_millis(150), session.start()).await;
     assert!(interrupted.is_err());
-    assert_eq!(engine.state().containers.len(), 1);
+    // The proxy runs; the agent exists, provisioned, but was never started.
+    let states: Vec<(String, String)> = engine
+        .state()
+        .containers
+        .values()
+        .map(|c| (c.name.clone(), c.state.clone()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (
+                "claude-bottle-pipelock-reviewer".to_owned(),
+                "running".to_owned()
+            ),
+            ("claude-bottle-reviewer".to_owned(), "created".to_owned()),
+        ]
+    );
     session.close().await.unwrap();
     assert!(engine.state().networks.is_empty());
     assert!(engine.state().containers.is_empty());
@@ -649,8 +688,8 @@ async fn a_proxy_that_exits_fails_with_its_logs_and_is_torn_down() {
     assert!(
         !engine
             .ops()
-            .contains(&"create_container claude-bottle-reviewer".to_owned()),
-        "the agent is not created without a ready proxy"
+            .contains(&"start claude-bottle-reviewer".to_owned()),
+        "the agent does not start without a ready proxy"
     );
     session.close().await.unwrap();
     assert!(engine.state().containers.is_empty());
@@ -661,7 +700,7 @@ async fn a_proxy_that_exits_fails_with_its_logs_and_is_torn_down() {
 async fn a_proxy_that_never_gets_healthy_times_out() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
-    engine.state().health = VecDeque::from([Health::Starting]);
+    engine.state().probe_exits = VecDeque::from([1]);
     let plan = prepared(&engine, spec("reviewer", home.path())).await;
     let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
     let err = session.start().await.unwrap_err();
