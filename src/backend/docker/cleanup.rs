@@ -2,6 +2,7 @@
 //! `claude-bottle.managed` label (SPEC §2 "The other commands").
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use super::client::{ContainerInfo, Engine, EngineError, LabelFilter};
 use super::names::{LABEL_AGENT, LABEL_MANAGED, LABEL_PID, LABEL_ROLE, LABEL_SESSION, Role};
@@ -14,9 +15,13 @@ fn managed() -> LabelFilter {
 /// Whether the claude-bottle process named by a `claude-bottle.pid` label is
 /// still alive on this host. A missing or unreadable label counts as gone.
 pub(crate) fn owner_alive(labels: &super::client::Labels) -> bool {
-    let Some(pid) = labels.get(LABEL_PID).and_then(|p| p.parse::<i32>().ok()) else {
-        return false;
-    };
+    labels
+        .get(LABEL_PID)
+        .and_then(|p| p.parse::<i32>().ok())
+        .is_some_and(pid_alive)
+}
+
+fn pid_alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
@@ -89,12 +94,39 @@ pub(crate) struct DoomedNetwork {
 pub struct DockerCleanupPlan {
     pub(crate) containers: Vec<DoomedContainer>,
     pub(crate) networks: Vec<DoomedNetwork>,
+    /// Scratch directories of claude-bottle processes that are gone.
+    pub(crate) scratch_dirs: Vec<PathBuf>,
 }
 
 impl DockerCleanupPlan {
     pub fn is_empty(&self) -> bool {
-        self.containers.is_empty() && self.networks.is_empty()
+        self.containers.is_empty() && self.networks.is_empty() && self.scratch_dirs.is_empty()
     }
+}
+
+/// Scratch directories under `root` whose claude-bottle process is gone
+/// (a session killed with SIGKILL cannot remove its own).
+pub(crate) fn stale_scratch_dirs(root: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut stale: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name();
+            let Some(rest) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(super::plan::SCRATCH_PREFIX))
+            else {
+                return false;
+            };
+            let owner = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
+            owner.is_some_and(|pid| !pid_alive(pid)) && entry.file_type().is_ok_and(|t| t.is_dir())
+        })
+        .map(|entry| entry.path())
+        .collect();
+    stale.sort();
+    stale
 }
 
 impl fmt::Display for DockerCleanupPlan {
@@ -118,12 +150,21 @@ impl fmt::Display for DockerCleanupPlan {
         for n in &self.networks {
             writeln!(f, "  {}", n.name)?;
         }
+        if !self.scratch_dirs.is_empty() {
+            writeln!(f, "scratch directories ({}):", self.scratch_dirs.len())?;
+            for dir in &self.scratch_dirs {
+                writeln!(f, "  {}", dir.display())?;
+            }
+        }
         Ok(())
     }
 }
 
+/// `scratch_root` is where sessions make their scratch directories (the
+/// system's temporary directory).
 pub(crate) async fn prepare_cleanup<E: Engine>(
     engine: &E,
+    scratch_root: &Path,
 ) -> Result<DockerCleanupPlan, EngineError> {
     let (containers, networks) = futures_util::join!(
         engine.list_containers(managed()),
@@ -151,6 +192,7 @@ pub(crate) async fn prepare_cleanup<E: Engine>(
     Ok(DockerCleanupPlan {
         containers,
         networks,
+        scratch_dirs: stale_scratch_dirs(scratch_root),
     })
 }
 
@@ -192,6 +234,14 @@ pub(crate) async fn cleanup<E: Engine>(
         match result {
             Ok(()) => report.networks.push(n.name.clone()),
             Err(e) => failures.push(format!("{e} (network `{}`)", n.name)),
+        }
+    }
+    for dir in &plan.scratch_dirs {
+        if let Err(e) = std::fs::remove_dir_all(dir) {
+            failures.push(format!(
+                "could not remove scratch directory `{}`: {e}",
+                dir.display()
+            ));
         }
     }
     if failures.is_empty() {

@@ -151,7 +151,7 @@ impl Backend for DockerBackend {
     }
 
     async fn prepare_cleanup(&self) -> Result<DockerCleanupPlan, BackendError> {
-        cleanup::prepare_cleanup(self.engine().await?)
+        cleanup::prepare_cleanup(self.engine().await?, &std::env::temp_dir())
             .await
             .map_err(|e| BackendError::new(e.to_string()))
     }

@@ -261,11 +261,19 @@ pub(crate) async fn prepare<E: Engine>(
     })
 }
 
+/// Scratch directories are named after the process that made them, so
+/// `cleanup` can tell those of a killed process from those of a live one.
+pub(crate) const SCRATCH_PREFIX: &str = "claude-bottle-";
+
+pub(crate) fn scratch_prefix(pid: u32) -> String {
+    format!("{SCRATCH_PREFIX}{pid}-")
+}
+
 /// A private directory (0700) with the proxy config (0600).
 fn write_scratch(pipelock_yaml: &str) -> Result<TempDir, PrepareError> {
     let scratch_error = |path: PathBuf| move |source| PrepareError::Scratch { path, source };
     let dir = tempfile::Builder::new()
-        .prefix("claude-bottle-")
+        .prefix(&scratch_prefix(std::process::id()))
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir()
         .map_err(scratch_error(std::env::temp_dir()))?;

@@ -273,7 +273,6 @@ impl<E: Engine> BringUp<E> {
         if self.engine.image_exists(tag).await? {
             return Ok(());
         }
-        tracing::info!("building the agent image `{tag}`");
         tokio::select! {
             built = self.engine.build_image(tag, self.progress) => Ok(built?),
             () = self.cancelled() => Err(LaunchError::Cancelled),

@@ -807,7 +807,9 @@ async fn cleanup_removes_every_managed_container_then_network_and_nothing_else()
     let mut session = started(&engine, spec("reviewer", home.path())).await;
     engine.add_foreign_container("someone-elses", Labels::new());
     engine.add_foreign_network("their-network", Labels::new());
-    let plan = super::cleanup::prepare_cleanup(&engine).await.unwrap();
+    let plan = super::cleanup::prepare_cleanup(&engine, home.path())
+        .await
+        .unwrap();
     insta::assert_snapshot!(plan.to_string());
     engine.state().calls.clear();
     let report = super::cleanup::cleanup(&engine, plan).await.unwrap();
@@ -837,10 +839,47 @@ async fn cleanup_removes_every_managed_container_then_network_and_nothing_else()
     assert_eq!(engine.state().networks.len(), 1);
     // The session's own close after a cleanup has nothing left to do.
     session.close().await.unwrap();
-    let empty = super::cleanup::prepare_cleanup(&engine).await.unwrap();
+    let empty = super::cleanup::prepare_cleanup(&engine, home.path())
+        .await
+        .unwrap();
     assert!(empty.is_empty());
     assert_eq!(
         empty.to_string(),
         "nothing to clean up: no claude-bottle containers or networks\n"
     );
+}
+
+#[tokio::test]
+async fn cleanup_removes_scratch_directories_of_dead_processes_only() {
+    let root = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = root.path().join(format!("claude-bottle-{dead}-aB3"));
+    let live = root
+        .path()
+        .join(format!("claude-bottle-{}-xY9", std::process::id()));
+    let unrelated = root.path().join("claude-bottle-notes");
+    for dir in [&stale, &live, &unrelated] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    std::fs::write(stale.join(plan::PIPELOCK_FILE_NAME), "x").unwrap();
+    std::fs::write(root.path().join(format!("claude-bottle-{dead}-file")), "").unwrap();
+
+    let engine = engine();
+    let plan = super::cleanup::prepare_cleanup(&engine, root.path())
+        .await
+        .unwrap();
+    assert!(!plan.is_empty());
+    assert!(
+        plan.to_string().contains(&format!(
+            "scratch directories (1):\n  {}\n",
+            stale.display()
+        )),
+        "{plan}"
+    );
+    super::cleanup::cleanup(&engine, plan).await.unwrap();
+    assert!(!stale.exists());
+    assert!(live.exists());
+    assert!(unrelated.exists());
 }
