@@ -181,9 +181,11 @@ fn pid_alive(pid: u32) -> bool {
 pub fn sweep_stale() {
     let stale = |kind: &[&str], pid_key: &str, extra: &dyn Fn(&str) -> bool| -> Vec<String> {
         let mut args: Vec<String> = kind.iter().map(|s| (*s).to_owned()).collect();
+        // Containers name their name field `Names`, networks `Name`.
+        let name_field = if kind[0] == "ps" { "Names" } else { "Name" };
         args.extend([
             "--format".to_owned(),
-            format!("{{{{.Name}}}}\t{{{{.Label \"{pid_key}\"}}}}\t{{{{.Label \"claude-bottle.agent\"}}}}"),
+            format!("{{{{.{name_field}}}}}\t{{{{.Label \"{pid_key}\"}}}}\t{{{{.Label \"claude-bottle.agent\"}}}}"),
         ]);
         docker_ok_owned(&args)
             .lines()

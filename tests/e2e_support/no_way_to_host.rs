@@ -114,14 +114,21 @@ pub fn assert_no_way_to_host(tag: &str, expected_runtime: &str) {
     }
 
     // The bottle.
-    let spec = SessionSpec::new(tag, json!({ "egress": { "allowlist": ["x.test"] } }))
-        .host(TestHost::http("web", &["x.test"]))
-        .probe("proxied_fetch", "curl -sS -m 15 http://x.test/e2e-proxied")
-        .probe("sweep_host", &format!("{NO_PROXY_ENV} {SWEEP}"))
-        .probe(
-            "host_via_proxy",
-            "curl -sS -m 10 -o /dev/null -w 'HTTP_CODE=%{http_code}\\n' \"http://$UPLINK_IP:$PORT/\"",
-        );
+    let spec = SessionSpec::new(
+        tag,
+        json!({ "egress": {
+        "allowlist": ["x.test"],
+        // The test hosts have private addresses; see `bottle` in e2e_isolation.rs.
+        "ip_cidrs": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+    } }),
+    )
+    .host(TestHost::http("web", &["x.test"]))
+    .probe("proxied_fetch", "curl -sS -m 15 http://x.test/e2e-proxied")
+    .probe("sweep_host", &format!("{NO_PROXY_ENV} {SWEEP}"))
+    .probe(
+        "host_via_proxy",
+        "curl -sS -m 10 -o /dev/null -w 'HTTP_CODE=%{http_code}\\n' \"http://$UPLINK_IP:$PORT/\"",
+    );
     let mut session = Session::start(spec, SessionDirs::new());
     let runtime = inspect(&session.agent_container, "{{.HostConfig.Runtime}}");
     let proxy_runtime = inspect(&session.proxy_container, "{{.HostConfig.Runtime}}");
