@@ -44,7 +44,11 @@ impl Fixture {
         let home = dir.path().join("home");
         std::fs::create_dir_all(home.join(".ssh")).unwrap();
         std::fs::create_dir_all(home.join(".claude/skills/code-review")).unwrap();
-        std::fs::write(home.join(".claude/skills/code-review/SKILL.md"), "# review\n").unwrap();
+        std::fs::write(
+            home.join(".claude/skills/code-review/SKILL.md"),
+            "# review\n",
+        )
+        .unwrap();
         std::fs::write(home.join(".ssh/id_forge"), "key\n").unwrap();
         std::fs::write(home.join(".ssh/id_backup"), "key\n").unwrap();
         Self { dir }
@@ -88,7 +92,15 @@ fn help_and_version_exit_zero_on_stdout() {
     let out = fx.cmd().arg("--help").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
-    for word in ["start", "list", "cleanup", "proxy-config", "init", "--manifest", "--verbose"] {
+    for word in [
+        "start",
+        "list",
+        "cleanup",
+        "proxy-config",
+        "init",
+        "--manifest",
+        "--verbose",
+    ] {
         assert!(help.contains(word), "help lacks {word}: {help}");
     }
     let out = fx.cmd().arg("--version").output().unwrap();
@@ -108,7 +120,11 @@ fn bad_arguments_exit_two() {
 #[test]
 fn proxy_config_prints_yaml_on_stdout_only() {
     let fx = Fixture::new(RICH_MANIFEST);
-    let out = fx.cmd().args(["proxy-config", "reviewer"]).output().unwrap();
+    let out = fx
+        .cmd()
+        .args(["proxy-config", "reviewer"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let yaml = String::from_utf8(out.stdout).unwrap();
     assert!(yaml.contains("mode: strict"), "{yaml}");
@@ -180,7 +196,11 @@ fn manifest_errors_exit_two_with_the_json_path() {
     let fx = Fixture::new(
         r#"{"bottles":{"b":{"egress":{"alowlist":[]}}},"agents":{"a":{"bottle":"b"}}}"#,
     );
-    for args in [&["proxy-config", "a"][..], &["start", "a", "--dry-run"], &["list"]] {
+    for args in [
+        &["proxy-config", "a"][..],
+        &["start", "a", "--dry-run"],
+        &["list"],
+    ] {
         let out = fx.cmd().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = stderr_of(&out);
@@ -217,7 +237,10 @@ fn secret_values_never_reach_stdout_or_stderr_even_at_trace_level() {
             .env("CB_TEST_SECRET", secret)
             .env("CB_TEST_OTHER", other)
             .env("CLAUDE_BOTTLE_OAUTH_TOKEN", "oauth-token-9e8d")
-            .env("CLAUDE_BOTTLE_PIPELOCK_IMAGE", "claude-bottle-test/absent:none")
+            .env(
+                "CLAUDE_BOTTLE_PIPELOCK_IMAGE",
+                "claude-bottle-test/absent:none",
+            )
             .args(["-vv", "start", "reviewer"])
             .args(extra)
             .output()
@@ -225,8 +248,14 @@ fn secret_values_never_reach_stdout_or_stderr_even_at_trace_level() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = stderr_of(&out);
         for value in [secret, other, "oauth-token-9e8d"] {
-            assert!(!stdout.contains(value), "{extra:?} stdout leaks {value}: {stdout}");
-            assert!(!stderr.contains(value), "{extra:?} stderr leaks {value}: {stderr}");
+            assert!(
+                !stdout.contains(value),
+                "{extra:?} stdout leaks {value}: {stdout}"
+            );
+            assert!(
+                !stderr.contains(value),
+                "{extra:?} stderr leaks {value}: {stderr}"
+            );
         }
         // The run got as far as resolving the env: the names are mentioned or
         // the failure came after resolution, never a crash.
@@ -238,7 +267,9 @@ fn secret_values_never_reach_stdout_or_stderr_even_at_trace_level() {
 fn init_writes_the_default_manifest_and_never_clobbers() {
     let fx = Fixture::new(RICH_MANIFEST);
     let mut cmd = Command::cargo_bin("claude-bottle").unwrap();
-    cmd.current_dir(fx.dir.path()).env("NO_COLOR", "1").arg("init");
+    cmd.current_dir(fx.dir.path())
+        .env("NO_COLOR", "1")
+        .arg("init");
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let written = std::fs::read_to_string(fx.dir.path().join("claude-bottle.json")).unwrap();
