@@ -110,7 +110,7 @@ impl RunscRegistered {
         };
         std::fs::write(path, serde_json::to_vec_pretty(&config).expect("serialize"))
             .expect("write daemon.json");
-        reload_dockerd();
+        assert!(reload_dockerd(), "could not reload dockerd");
         wait_for(
             "dockerd to register `runsc`",
             Duration::from_secs(30),
@@ -130,12 +130,24 @@ impl Drop for RunscRegistered {
         let Some(original) = self.restore.take() else {
             return;
         };
+        // dockerd's reload replaces its runtimes only when the file names
+        // `runtimes`: restoring a file without the key would leave `runsc`
+        // registered. So first reload with the original runtimes spelled out
+        // (empty when it had none), then put the original bytes back.
         let path = Path::new(DAEMON_JSON);
-        let restored = match original {
-            Some(bytes) => std::fs::write(path, bytes),
-            None => std::fs::remove_file(path),
-        };
-        if let Err(e) = restored {
+        let mut unregister: serde_json::Value = original
+            .as_deref()
+            .and_then(|bytes| serde_json::from_slice(bytes).ok())
+            .unwrap_or_else(|| serde_json::json!({}));
+        if let Some(config) = unregister.as_object_mut() {
+            config
+                .entry("runtimes")
+                .or_insert_with(|| serde_json::json!({}));
+        }
+        let unregistered = serde_json::to_vec_pretty(&unregister)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(path, bytes));
+        if let Err(e) = unregistered {
             eprintln!(
                 "e2e: CANNOT RESTORE `{DAEMON_JSON}`: {e}; restore it by hand and SIGHUP dockerd"
             );
@@ -149,23 +161,40 @@ impl Drop for RunscRegistered {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        let restored = match original {
+            Some(bytes) => std::fs::write(path, bytes),
+            None => std::fs::remove_file(path),
+        };
+        if let Err(e) = restored {
+            eprintln!(
+                "e2e: CANNOT RESTORE `{DAEMON_JSON}`: {e}; restore it by hand and SIGHUP dockerd"
+            );
+        }
+        // Without `runtimes` in the file this reload changes no runtime; it
+        // makes the daemon's view of its file current again.
+        reload_dockerd();
     }
 }
 
-fn reload_dockerd() {
-    let pid: i32 = std::fs::read_to_string(DOCKERD_PID)
-        .unwrap_or_else(|e| panic!("read `{DOCKERD_PID}`: {e}"))
-        .trim()
-        .parse()
-        .expect("dockerd pid");
+/// SIGHUPs dockerd; false (and a loud message) when it cannot. Never panics:
+/// it runs in a guard's `Drop`, possibly while a failed test unwinds.
+fn reload_dockerd() -> bool {
+    let pid = std::fs::read_to_string(DOCKERD_PID)
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok());
+    let Some(pid) = pid else {
+        eprintln!("e2e: cannot read dockerd's pid from `{DOCKERD_PID}`");
+        return false;
+    };
     // SAFETY: sending a signal has no memory-safety preconditions.
-    let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
-    assert_eq!(
-        rc,
-        0,
-        "SIGHUP dockerd ({pid}): {}",
-        std::io::Error::last_os_error()
-    );
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        eprintln!(
+            "e2e: SIGHUP dockerd ({pid}): {}",
+            std::io::Error::last_os_error()
+        );
+        return false;
+    }
+    true
 }
 
 fn which(program: &str) -> Option<PathBuf> {
