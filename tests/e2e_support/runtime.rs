@@ -19,38 +19,57 @@ use std::time::Duration;
 use super::docker::{docker_ok, wait_for};
 
 pub const RUNTIME_LOCK_PATH: &str = "/tmp/claude-bottle-test-docker-runtimes.lock";
+/// Held exclusively by the Docker backend's test that runs `cleanup --yes`
+/// (tests/docker_session.rs), which removes every claude-bottle resource on
+/// the daemon; a live e2e session holds it shared so it is not swept away.
+pub const CLEANUP_LOCK_PATH: &str = "/tmp/claude-bottle-test-docker-cleanup.lock";
 const DAEMON_JSON: &str = "/etc/docker/daemon.json";
 const DOCKERD_PID: &str = "/var/run/docker.pid";
 
-pub struct RuntimeLock {
+/// A `flock` on a well-known file, released on drop.
+pub struct FileLock {
     _file: File,
 }
 
-impl RuntimeLock {
-    pub fn shared() -> Self {
-        Self::take(libc::LOCK_SH)
+impl FileLock {
+    pub fn shared(path: &str) -> Self {
+        Self::take(path, libc::LOCK_SH)
     }
 
-    pub fn exclusive() -> Self {
-        Self::take(libc::LOCK_EX)
+    pub fn exclusive(path: &str) -> Self {
+        Self::take(path, libc::LOCK_EX)
     }
 
-    fn take(operation: libc::c_int) -> Self {
+    fn take(path: &str, operation: libc::c_int) -> Self {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(RUNTIME_LOCK_PATH)
-            .unwrap_or_else(|e| panic!("open `{RUNTIME_LOCK_PATH}`: {e}"));
+            .open(path)
+            .unwrap_or_else(|e| panic!("open `{path}`: {e}"));
         // SAFETY: flock on a descriptor we own; it is released when `file` closes.
         let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
-        assert_eq!(
-            rc,
-            0,
-            "flock `{RUNTIME_LOCK_PATH}`: {}",
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(rc, 0, "flock `{path}`: {}", std::io::Error::last_os_error());
         Self { _file: file }
+    }
+}
+
+/// The runtime lock (see the module comment).
+pub struct RuntimeLock {
+    _lock: FileLock,
+}
+
+impl RuntimeLock {
+    pub fn shared() -> Self {
+        Self {
+            _lock: FileLock::shared(RUNTIME_LOCK_PATH),
+        }
+    }
+
+    pub fn exclusive() -> Self {
+        Self {
+            _lock: FileLock::exclusive(RUNTIME_LOCK_PATH),
+        }
     }
 }
 

@@ -47,6 +47,7 @@ use super::docker::{
     remove, sweep_stale,
 };
 use super::host::rand_u64;
+use super::runtime::{CLEANUP_LOCK_PATH, FileLock};
 use super::stub::{
     GO_MARKER, PROBE_TIMEOUT_SECS, Probe, RELEASE_MARKER, StubReport, VARS_FILE, stub_args,
     vars_script,
@@ -228,6 +229,8 @@ pub struct Session {
     hosts: BTreeMap<String, String>,
     resources: Resources,
     pub dirs: SessionDirs,
+    /// Declared last so it is released after `Drop` has torn down.
+    _cleanup_lock: FileLock,
 }
 
 impl Session {
@@ -235,6 +238,7 @@ impl Session {
     /// resources exist and the test hosts serve on its egress network. The
     /// stub then waits for [`Session::go`].
     pub fn start(spec: SessionSpec, dirs: SessionDirs) -> Self {
+        let cleanup_lock = FileLock::shared(CLEANUP_LOCK_PATH);
         sweep_stale();
         let agent = unique_agent(&spec.tag);
         let mut bottle = spec.bottle.clone();
@@ -306,6 +310,7 @@ impl Session {
             hosts: BTreeMap::new(),
             resources: Resources::default(),
             dirs,
+            _cleanup_lock: cleanup_lock,
         };
 
         let agent_label = format!("claude-bottle.agent={agent}");
