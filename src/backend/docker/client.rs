@@ -200,6 +200,19 @@ pub(crate) struct NetworkInfo {
     pub id: String,
     pub name: String,
     pub labels: Labels,
+    /// When the daemon made it (RFC 3339, as the daemon writes it).
+    pub created: String,
+}
+
+/// A sort key for the daemon's RFC 3339 timestamps, whose fractions have
+/// their trailing zeros cut: `...:20.5Z` must sort after `...:20.123Z`.
+pub(crate) fn created_key(created: &str) -> (String, String) {
+    let (whole, fraction) = created.split_once('.').unwrap_or((created, ""));
+    let digits: String = fraction.chars().take_while(char::is_ascii_digit).collect();
+    let whole = whole
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .to_owned();
+    (whole, format!("{digits:0<9}"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,7 +240,9 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
         tag: &str,
         progress: bool,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
-    /// Returns the network's ID. A taken name is [`ErrorKind::Conflict`].
+    /// Returns the network's ID. A taken name is [`ErrorKind::Conflict`],
+    /// except when two creations race: API 1.41's duplicate check is not
+    /// atomic, so both may succeed (see `networks_named`).
     fn create_network(
         &self,
         spec: &NetworkSpec,
@@ -277,6 +292,11 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
     fn list_networks(
         &self,
         filter: LabelFilter,
+    ) -> impl Future<Output = Result<Vec<NetworkInfo>, EngineError>> + Send;
+    /// Networks named exactly `name` (there can be several: see `create_network`).
+    fn networks_named(
+        &self,
+        name: &str,
     ) -> impl Future<Output = Result<Vec<NetworkInfo>, EngineError>> + Send;
     /// Removes a container in any state (force); one that is already gone is not an error.
     fn remove_container(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
@@ -710,6 +730,29 @@ impl Engine for BollardEngine {
                 id: n.id.unwrap_or_default(),
                 name: n.name.unwrap_or_default(),
                 labels: to_labels(n.labels),
+                created: n.created.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn networks_named(&self, name: &str) -> Result<Vec<NetworkInfo>, EngineError> {
+        let options = ListNetworksOptions {
+            filters: Some(HashMap::from([("name".to_owned(), vec![name.to_owned()])])),
+        };
+        let found = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|e| classify(&format!("list networks named `{name}`"), e))?;
+        // The daemon's name filter matches substrings.
+        Ok(found
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .map(|n| NetworkInfo {
+                id: n.id.unwrap_or_default(),
+                name: n.name.unwrap_or_default(),
+                labels: to_labels(n.labels),
+                created: n.created.unwrap_or_default(),
             })
             .collect())
     }

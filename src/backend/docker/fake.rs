@@ -37,6 +37,7 @@ pub(crate) enum Call {
     },
     ListContainers(LabelFilter),
     ListNetworks(LabelFilter),
+    NetworksNamed(String),
     RemoveContainer(String),
 }
 
@@ -60,6 +61,7 @@ impl Call {
             Self::Exec { container, cmd } => format!("exec {container} {}", cmd.join(" ")),
             Self::ListContainers(_) => "list_containers".into(),
             Self::ListNetworks(_) => "list_networks".into(),
+            Self::NetworksNamed(n) => format!("networks_named {n}"),
             Self::RemoveContainer(c) => format!("remove_container {c}"),
         }
     }
@@ -80,6 +82,7 @@ pub(crate) struct FakeContainer {
 pub(crate) struct FakeNetwork {
     pub name: String,
     pub labels: Labels,
+    pub created: String,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +103,9 @@ pub(crate) struct FakeState {
     pub logs: String,
     /// Names that a "concurrent session" takes right before they are created.
     pub stolen_names: BTreeSet<String>,
+    /// Names whose creation races with another session's: the daemon makes
+    /// an older twin of the same name as well.
+    pub racing_names: BTreeSet<String>,
     /// Responds to creations, then behaves as if the reply were lost.
     pub lose_create_replies: bool,
 }
@@ -107,6 +113,12 @@ pub(crate) struct FakeState {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct FakeEngine {
     state: Arc<Mutex<FakeState>>,
+}
+
+/// A daemon-style timestamp that grows with `n` (trailing zeros cut, as Go writes them).
+fn created_at(n: u32) -> String {
+    let fraction = format!("{n:09}");
+    format!("2026-01-01T00:00:00.{}Z", fraction.trim_end_matches('0'))
 }
 
 fn matches(labels: &Labels, filter: &LabelFilter) -> bool {
@@ -150,6 +162,7 @@ impl FakeEngine {
                         | Call::Exec { .. }
                         | Call::ListContainers(_)
                         | Call::ListNetworks(_)
+                        | Call::NetworksNamed(_)
                 )
             })
             .map(Call::op)
@@ -201,11 +214,13 @@ impl FakeEngine {
         let mut state = self.state();
         state.next_id += 1;
         let id = format!("n{:04}", state.next_id);
+        let created = created_at(state.next_id);
         state.networks.insert(
             id.clone(),
             FakeNetwork {
                 name: name.to_owned(),
                 labels,
+                created,
             },
         );
         id
@@ -291,13 +306,29 @@ impl Engine for FakeEngine {
         if Self::name_taken(&state, &spec.name) {
             return Err(Self::conflict("create network", &spec.name));
         }
+        if state.racing_names.remove(&spec.name) {
+            // The twin was made first; both creations pass the duplicate check.
+            state.next_id += 1;
+            let twin = format!("n{:04}", state.next_id);
+            let created = created_at(state.next_id);
+            state.networks.insert(
+                twin,
+                FakeNetwork {
+                    name: spec.name.clone(),
+                    labels: Labels::new(),
+                    created,
+                },
+            );
+        }
         state.next_id += 1;
         let id = format!("n{:04}", state.next_id);
+        let created = created_at(state.next_id);
         state.networks.insert(
             id.clone(),
             FakeNetwork {
                 name: spec.name.clone(),
                 labels: spec.labels.clone(),
+                created,
             },
         );
         if state.lose_create_replies {
@@ -521,6 +552,23 @@ impl Engine for FakeEngine {
                 id: id.clone(),
                 name: n.name.clone(),
                 labels: n.labels.clone(),
+                created: n.created.clone(),
+            })
+            .collect())
+    }
+
+    async fn networks_named(&self, name: &str) -> Result<Vec<NetworkInfo>, EngineError> {
+        let mut state = self.state();
+        state.calls.push(Call::NetworksNamed(name.to_owned()));
+        Ok(state
+            .networks
+            .iter()
+            .filter(|(_, n)| n.name == name)
+            .map(|(id, n)| NetworkInfo {
+                id: id.clone(),
+                name: n.name.clone(),
+                labels: n.labels.clone(),
+                created: n.created.clone(),
             })
             .collect())
     }

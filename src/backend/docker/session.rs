@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::client::{
-    ContainerSpec, Engine, EngineError, EnvPair, ErrorKind, LabelFilter, NetworkSpec,
+    ContainerSpec, Engine, EngineError, EnvPair, ErrorKind, LabelFilter, NetworkSpec, created_key,
 };
 use super::names::{LABEL_SESSION, MAX_SUFFIX, Names, Role};
 use super::plan::{AgentImageChoice, SessionPlan};
@@ -279,7 +279,15 @@ impl<E: Engine> BringUp<E> {
         }
     }
 
-    /// Creates both networks at once; returns (internal ID, egress ID).
+    /// Creates the internal network, makes sure this session owns its name,
+    /// then creates the egress network; returns (internal ID, egress ID).
+    ///
+    /// The daemon's duplicate check (API 1.41) is not atomic: two sessions
+    /// starting at once can both create `claude-bottle-internal-<slug>`, and
+    /// a container on a network whose name is ambiguous cannot start. So the
+    /// oldest network of that name wins its suffix and any younger twin
+    /// backs off to the next one. The egress network is created only by the
+    /// winner, so the two networks never split between sessions.
     async fn create_networks(&self, names: &Names) -> Result<(String, String), Attempt> {
         self.check_cancelled()?;
         let labels = self.plan.owner.labels(Role::Network);
@@ -295,21 +303,36 @@ impl<E: Engine> BringUp<E> {
             options: Default::default(),
             labels,
         };
-        let create = |spec: NetworkSpec| async move {
-            let id = self.engine.create_network(&spec).await?;
-            record(&self.ledger, |l| {
-                l.networks.push(Resource {
-                    id: id.clone(),
-                    name: spec.name.clone(),
-                });
-            });
-            Ok::<_, EngineError>(id)
-        };
-        let (internal, egress) = futures_util::join!(create(internal), create(egress));
-        match (internal, egress) {
-            (Ok(internal), Ok(egress)) => Ok((internal, egress)),
-            (Err(e), _) | (_, Err(e)) => Err(taken_or_failed(e)),
+        let internal_id = self.create_network(&internal).await?;
+        let twins = self.engine.networks_named(&internal.name).await?;
+        let oldest = twins
+            .iter()
+            .min_by_key(|n| (created_key(&n.created), n.id.clone()));
+        if oldest.is_some_and(|n| n.id != internal_id) {
+            tracing::debug!(
+                "another session made `{}` at the same moment; it keeps the name",
+                internal.name
+            );
+            return Err(Attempt::NameTaken);
         }
+        self.check_cancelled()?;
+        let egress_id = self.create_network(&egress).await?;
+        Ok((internal_id, egress_id))
+    }
+
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<String, Attempt> {
+        let id = self
+            .engine
+            .create_network(spec)
+            .await
+            .map_err(taken_or_failed)?;
+        record(&self.ledger, |l| {
+            l.networks.push(Resource {
+                id: id.clone(),
+                name: spec.name.clone(),
+            });
+        });
+        Ok(id)
     }
 
     /// Removes what a failed name attempt created, so the next suffix starts clean.

@@ -505,6 +505,47 @@ async fn a_name_taken_during_launch_moves_every_name_to_the_next_suffix() {
 }
 
 #[tokio::test]
+async fn a_network_made_twice_at_once_stays_with_the_older_session() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    engine.state().calls.clear();
+    engine
+        .state()
+        .racing_names
+        .insert("claude-bottle-internal-reviewer".into());
+    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    session.start().await.unwrap();
+    assert_eq!(
+        engine.mutations()[..4],
+        [
+            "create_network claude-bottle-internal-reviewer",
+            "remove_network claude-bottle-internal-reviewer",
+            "create_network claude-bottle-internal-reviewer-2",
+            "create_network claude-bottle-egress-reviewer-2",
+        ]
+    );
+    assert_eq!(
+        session.started().unwrap().names.agent,
+        "claude-bottle-reviewer-2"
+    );
+    session.close().await.unwrap();
+    // Only the older twin, the other session's, is left.
+    let state = engine.state();
+    let left: Vec<_> = state.networks.values().map(|n| n.name.clone()).collect();
+    assert_eq!(left, ["claude-bottle-internal-reviewer"]);
+    assert!(state.networks.values().all(|n| n.labels.is_empty()));
+}
+
+#[test]
+fn daemon_timestamps_sort_by_time_despite_cut_zeros() {
+    use super::client::created_key;
+    assert!(created_key("2026-11-22T05:54:20.123Z") < created_key("2026-11-22T05:54:20.5Z"));
+    assert!(created_key("2026-11-22T05:54:20Z") < created_key("2026-11-22T05:54:20.000000001Z"));
+    assert!(created_key("2026-11-22T05:54:19.999999999Z") < created_key("2026-11-22T05:54:20Z"));
+}
+
+#[tokio::test]
 async fn a_taken_pinned_name_is_an_error_not_a_retry() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
@@ -657,7 +698,7 @@ async fn resources_whose_creation_reply_was_lost_are_swept_by_label() {
     let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
     assert!(session.start().await.is_err());
     assert!(session.ledger().networks.is_empty());
-    assert_eq!(engine.state().networks.len(), 2);
+    assert_eq!(engine.state().networks.len(), 1);
     session.close().await.unwrap();
     assert!(engine.state().networks.is_empty());
 }
