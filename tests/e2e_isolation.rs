@@ -262,6 +262,11 @@ fn without_proxy_variables_nothing_reaches_the_egress_side_and_no_route_leads_ou
     ]);
     session.wait_probes_done();
     let web_log = session.host_log("web");
+    // While the session's bridges exist (they are host interfaces).
+    let host_ips: Vec<String> = host_ipv4_addresses()
+        .into_iter()
+        .map(|(_, ip)| ip)
+        .collect();
     // Control: the same direct paths work from a container on the egress side.
     let control = session.control_on_egress(
         "direct",
@@ -334,10 +339,6 @@ fn without_proxy_variables_nothing_reaches_the_egress_side_and_no_route_leads_ou
             "unexpected route in the agent: `{route}` (internal subnet {internal_subnet})\n{routes}"
         );
     }
-    let host_ips: Vec<String> = host_ipv4_addresses()
-        .into_iter()
-        .map(|(_, ip)| ip)
-        .collect();
     assert!(
         !host_ips.contains(&internal_gateway),
         "the internal network's gateway {internal_gateway} is an address of the host ({host_ips:?}): \
@@ -1147,6 +1148,49 @@ fn the_agent_cannot_become_root_or_reach_docker_and_normal_work_functions() {
         "CONTROL: a setuid-root binary raises euid where no-new-privileges is off"
     );
 
+    // What the agent can do (behaviour first: it is what matters, and a
+    // failure here names the hole rather than a configuration field).
+    let setuid = report.probe("setuid_binary");
+    assert_eq!(
+        setuid.stdout.trim(),
+        "1000",
+        "the setuid-root binary must not raise euid\n{setuid}"
+    );
+    for name in ["su", "sudo", "setpriv", "userns_root"] {
+        let probe = report.probe(name);
+        assert!(
+            !probe.succeeded()
+                && !probe
+                    .stdout
+                    .lines()
+                    .any(|l| l.trim() == "0" || l.contains("uid=0")),
+            "{probe}"
+        );
+    }
+    assert_eq!(report.json["uid"], json!(1000));
+    assert_eq!(report.json["euid"], json!(1000));
+    assert_eq!(report.process("CapEff"), "0000000000000000");
+    assert_eq!(report.process("CapPrm"), "0000000000000000");
+    assert_eq!(report.process("CapBnd"), "0000000000000000");
+    assert_eq!(report.process("NoNewPrivs"), "1");
+    let socket = report.probe("docker_socket");
+    assert!(
+        !socket.stdout.contains("docker"),
+        "a Docker socket is visible\n{socket}"
+    );
+    let docker_env = report.probe("docker_host_env");
+    assert!(docker_env.stdout.trim().is_empty(), "{docker_env}");
+    let tcp = report.probe("docker_tcp");
+    assert!(
+        !tcp.stdout.contains("OPEN"),
+        "the agent reached the host's Docker ports\n{tcp}"
+    );
+    assert!(
+        listener.peers().is_empty(),
+        "the host listener was reached: {:?}",
+        listener.peers()
+    );
+
     // Configuration as the daemon applied it.
     let host_config = &config["HostConfig"];
     let security_opt = host_config["SecurityOpt"].to_string();
@@ -1186,48 +1230,6 @@ fn the_agent_cannot_become_root_or_reach_docker_and_normal_work_functions() {
         networks.len(),
         1,
         "the agent is on exactly one network: {networks:?}"
-    );
-
-    // What the agent process itself has.
-    assert_eq!(report.json["uid"], json!(1000));
-    assert_eq!(report.json["euid"], json!(1000));
-    assert_eq!(report.process("CapEff"), "0000000000000000");
-    assert_eq!(report.process("CapPrm"), "0000000000000000");
-    assert_eq!(report.process("CapBnd"), "0000000000000000");
-    assert_eq!(report.process("NoNewPrivs"), "1");
-    let setuid = report.probe("setuid_binary");
-    assert_eq!(
-        setuid.stdout.trim(),
-        "1000",
-        "the setuid-root binary must not raise euid\n{setuid}"
-    );
-    for name in ["su", "sudo", "setpriv", "userns_root"] {
-        let probe = report.probe(name);
-        assert!(
-            !probe.succeeded()
-                && !probe
-                    .stdout
-                    .lines()
-                    .any(|l| l.trim() == "0" || l.contains("uid=0")),
-            "{probe}"
-        );
-    }
-    let socket = report.probe("docker_socket");
-    assert!(
-        !socket.stdout.contains("docker"),
-        "a Docker socket is visible\n{socket}"
-    );
-    let docker_env = report.probe("docker_host_env");
-    assert!(docker_env.stdout.trim().is_empty(), "{docker_env}");
-    let tcp = report.probe("docker_tcp");
-    assert!(
-        !tcp.stdout.contains("OPEN"),
-        "the agent reached the host's Docker ports\n{tcp}"
-    );
-    assert!(
-        listener.peers().is_empty(),
-        "the host listener was reached: {:?}",
-        listener.peers()
     );
 
     // Normal work still functions.

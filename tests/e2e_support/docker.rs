@@ -82,6 +82,15 @@ pub fn inspect(object: &str, format: &str) -> String {
     docker_ok(&["inspect", "-f", format, object])
 }
 
+/// `docker inspect -f FORMAT OBJECT`, None when the object is gone (or the
+/// call fails): for polling objects another process may remove meanwhile.
+pub fn try_inspect(object: &str, format: &str) -> Option<String> {
+    let out = docker(&["inspect", "-f", format, object]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 /// The IPv4 address of `container` on `network`, empty when not attached.
 pub fn ip_on(container: &str, network: &str) -> String {
     inspect(

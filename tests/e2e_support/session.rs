@@ -43,8 +43,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::docker::{
-    AGENT_PREFIX, Resources, containers_with, docker_ok, inspect, ip_on, logs, networks_with,
-    remove, sweep_stale,
+    AGENT_PREFIX, Resources, containers_with, docker_ok, ip_on, logs, networks_with, remove,
+    sweep_stale, try_inspect,
 };
 use super::host::rand_u64;
 use super::runtime::{CLEANUP_LOCK_PATH, FileLock};
@@ -352,7 +352,7 @@ impl Session {
             move || {
                 containers_with(&[&agent_label, &role_label])
                     .into_iter()
-                    .find(|c| inspect(c, "{{.State.Running}}") == "true")
+                    .find(|c| try_inspect(c, "{{.State.Running}}").as_deref() == Some("true"))
             }
         };
         session.proxy_container =
