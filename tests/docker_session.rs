@@ -968,71 +968,136 @@ fn after_sigkill_list_shows_an_orphan_and_cleanup_removes_only_claude_bottles() 
 
 // --- a pseudo-terminal ------------------------------------------------------
 
+/// `claude-bottle` on a new pseudo-terminal (its controlling terminal),
+/// with everything it writes collected.
+struct OnTerminal {
+    child: Child,
+    master: fs::File,
+    /// The test's own handle on the terminal, to read its mode.
+    slave: std::os::fd::OwnedFd,
+    output: Arc<Mutex<String>>,
+}
+
+impl OnTerminal {
+    fn spawn(mut command: Command) -> Self {
+        use std::os::unix::process::CommandExt;
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let slave = pty.slave;
+        command
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave.try_clone().unwrap()));
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("spawn under a pty");
+        drop(command);
+        let master = fs::File::from(pty.master);
+        let output = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&output);
+        let mut reader = master.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let mut text = sink.lock().unwrap_or_else(|p| p.into_inner());
+                text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Self {
+            child,
+            master,
+            slave,
+            output,
+        }
+    }
+
+    fn text(&self) -> String {
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit; output:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        status
+    }
+
+    /// Whether the terminal is in its ordinary (cooked, echoing) mode.
+    fn cooked(&self) -> bool {
+        use nix::sys::termios::LocalFlags;
+        let mode = nix::sys::termios::tcgetattr(&self.slave).expect("tcgetattr");
+        mode.local_flags
+            .contains(LocalFlags::ICANON | LocalFlags::ECHO)
+    }
+}
+
+impl Drop for OnTerminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn under_a_pseudo_terminal_a_typed_line_reaches_claude_and_its_code_returns() {
-    use std::os::fd::OwnedFd;
-    use std::os::unix::process::CommandExt;
-
     if !ready() {
         return;
     }
     let fx = Fixture::new("pty");
-    let pty = nix::pty::openpty(None, None).expect("openpty");
-    let slave: OwnedFd = pty.slave;
-    let mut command = fx.command(&fx.start_args(&["--stub-read-line"]));
-    command
-        .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave));
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().expect("spawn under a pty");
-    drop(command);
-    let master = fs::File::from(pty.master);
-    let output = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&output);
-    let mut reader = master.try_clone().unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            let mut text = sink.lock().unwrap_or_else(|p| p.into_inner());
-            text.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let text = || output.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut term = OnTerminal::spawn(fx.command(&fx.start_args(&["--stub-read-line"])));
     wait_until(
         "the stub to ask for a line",
         Duration::from_secs(60),
-        || text().contains("CLAUDE_STUB_READY_FOR_LINE"),
+        || term.text().contains("CLAUDE_STUB_READY_FOR_LINE"),
     );
-    let mut writer = master;
-    writer.write_all(b"exit 5\r").expect("type a line");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no exit; output:\n{}", text());
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(status.code(), Some(5), "output:\n{}", text());
-    let report = report(&text());
+    term.master.write_all(b"exit 5\r").expect("type a line");
+    let status = term.wait();
+    assert_eq!(status.code(), Some(5), "output:\n{}", term.text());
+    let report = report(&term.text());
     assert_eq!(report["tty"]["stdin"], true);
     assert_eq!(report["tty"]["stdout"], true);
     assert_eq!(report["stdin_line"], "exit 5");
+    assert!(term.cooked(), "the terminal was left in raw mode");
+    fx.assert_nothing_left();
+}
+
+#[test]
+fn sigterm_under_a_pseudo_terminal_leaves_it_usable_and_nothing_behind() {
+    if !ready() {
+        return;
+    }
+    let fx = Fixture::new("pty-term");
+    let mut term = OnTerminal::spawn(fx.command(&fx.start_args(&["--stub-sleep", "60"])));
+    wait_until("the stub to sleep", Duration::from_secs(60), || {
+        term.text().contains("CLAUDE_STUB_SLEEPING")
+    });
+    assert!(!term.cooked(), "`docker exec -t` makes the terminal raw");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(term.child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+    let status = term.wait();
+    assert_eq!(status.code(), Some(128 + 15), "output:\n{}", term.text());
+    assert!(term.cooked(), "the terminal was left in raw mode");
     fx.assert_nothing_left();
 }
