@@ -22,6 +22,7 @@ use bollard::query_parameters::{
     UploadToContainerOptionsBuilder,
 };
 use claude_bottle::backend::docker::archive::tar_archive;
+use claude_bottle::backend::docker::docker_endpoint;
 use claude_bottle::backend::docker::image::{self, ImageBuildError};
 use claude_bottle::core::provision::{Item, ProvisionSet, Source};
 use futures_util::StreamExt;
@@ -411,7 +412,7 @@ async fn the_builder_builds_and_reports_failures() {
     let tag = image::tag_for(good.as_bytes())
         .replace("claude-bottle-agent", "claude-bottle-test/agent-build");
     cleanup.images.push(tag.clone());
-    image::build_dockerfile(&good, &tag, &labels, false)
+    image::build_dockerfile(&docker_endpoint(), &good, &tag, &labels, false)
         .await
         .expect("a good build");
     let out = docker_cli(&[
@@ -428,7 +429,7 @@ async fn the_builder_builds_and_reports_failures() {
     let bad = format!("FROM {base}\nRUN echo about to fail && exit 3\n");
     let bad_tag = format!("claude-bottle-test/agent-bad:{pid}");
     cleanup.images.push(bad_tag.clone());
-    let err = image::build_dockerfile(&bad, &bad_tag, &labels, true)
+    let err = image::build_dockerfile(&docker_endpoint(), &bad, &bad_tag, &labels, true)
         .await
         .expect_err("a failing build");
     let ImageBuildError::Failed { status, tail, .. } = &err else {

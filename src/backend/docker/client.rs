@@ -23,6 +23,8 @@ use bollard::query_parameters::{
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::endpoint::docker_endpoint;
+
 /// What went wrong, by the one distinction callers act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorKind {
@@ -71,14 +73,6 @@ impl EngineError {
             endpoint: docker_endpoint(),
         }
     }
-}
-
-/// The daemon address this process talks to, as `DOCKER_HOST` or the default.
-pub(crate) fn docker_endpoint() -> String {
-    std::env::var("DOCKER_HOST")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned())
 }
 
 pub(crate) type Labels = BTreeMap<String, String>;
@@ -228,6 +222,8 @@ pub(crate) type LabelFilter = Vec<(String, String)>;
 /// The Engine API operations a session uses. `Clone` is cheap (a shared
 /// connection) so a bring-up task can own one.
 pub(crate) trait Engine: Clone + Send + Sync + 'static {
+    /// The daemon address this engine talks to; the docker CLI is pointed at it.
+    fn endpoint(&self) -> &str;
     /// A new connection to the same daemon, for use on another async runtime
     /// (the teardown backstop in `Drop` runs on its own thread).
     fn reconnect(&self) -> impl Future<Output = Result<Self, EngineError>> + Send;
@@ -306,11 +302,14 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
 #[derive(Clone)]
 pub(crate) struct BollardEngine {
     docker: Docker,
+    endpoint: String,
 }
 
 impl fmt::Debug for BollardEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BollardEngine").finish_non_exhaustive()
+        f.debug_struct("BollardEngine")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -318,7 +317,11 @@ impl BollardEngine {
     /// Connects to the daemon named by `DOCKER_HOST` (or the default socket)
     /// and settles on the daemon's API version when it is older than bollard's.
     pub async fn connect() -> Result<Self, EngineError> {
-        let docker = Docker::connect_with_defaults()
+        Self::connect_to(docker_endpoint()).await
+    }
+
+    async fn connect_to(endpoint: String) -> Result<Self, EngineError> {
+        let docker = Docker::connect_with_host(&endpoint)
             .map_err(|e| classify("connect", e))?
             .with_request_modifier(ask_for_duplicate_check);
         let docker = docker
@@ -326,11 +329,11 @@ impl BollardEngine {
             .await
             .map_err(|e| classify("read its version", e))?;
         tracing::debug!(
-            endpoint = %docker_endpoint(),
+            endpoint = %endpoint,
             api = %docker.client_version(),
             "connected to the Docker daemon"
         );
-        Ok(Self { docker })
+        Ok(Self { docker, endpoint })
     }
 }
 
@@ -464,18 +467,24 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
 }
 
 impl Engine for BollardEngine {
+    fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     async fn reconnect(&self) -> Result<Self, EngineError> {
-        Self::connect().await
+        Self::connect_to(self.endpoint.clone()).await
     }
 
     async fn build_image(&self, tag: &str, progress: bool) -> Result<(), EngineError> {
-        super::image::build(tag, progress).await.map_err(|e| {
-            EngineError::new(
-                ErrorKind::Other,
-                format!("build the agent image `{tag}`"),
-                e.to_string(),
-            )
-        })
+        super::image::build(&self.endpoint, tag, progress)
+            .await
+            .map_err(|e| {
+                EngineError::new(
+                    ErrorKind::Other,
+                    format!("build the agent image `{tag}`"),
+                    e.to_string(),
+                )
+            })
     }
 
     async fn runtimes(&self) -> Result<Vec<String>, EngineError> {

@@ -270,7 +270,14 @@ impl FakeEngine {
     }
 }
 
+/// The daemon address the fake reports; no CLI ever runs against it.
+pub(crate) const FAKE_ENDPOINT: &str = "unix:///run/fake-docker.sock";
+
 impl Engine for FakeEngine {
+    fn endpoint(&self) -> &str {
+        FAKE_ENDPOINT
+    }
+
     async fn reconnect(&self) -> Result<Self, EngineError> {
         Ok(self.clone())
     }

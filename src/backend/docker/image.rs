@@ -1,7 +1,8 @@
 //! The built-in agent image: an embedded Dockerfile, a tag derived from its
 //! content, and a build through the docker CLI (`docker build -t TAG -`, the
-//! Dockerfile on stdin, no context). The CLI inherits the environment, so
-//! `DOCKER_HOST` and the user's builder settings apply.
+//! Dockerfile on stdin, no context), aimed at the daemon the session's
+//! Engine API client uses (`endpoint::docker_command`); the user's builder
+//! settings apply.
 //!
 //! Whether the tag already exists is the caller's question (an image inspect);
 //! this module only knows how to make it.
@@ -15,7 +16,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+
+use super::endpoint::docker_command;
 
 /// The Dockerfile of the built-in agent image.
 pub const DOCKERFILE: &str = include_str!("Dockerfile");
@@ -69,18 +71,20 @@ pub enum ImageBuildError {
 /// Builds the built-in agent image as `tag`. Output goes to stderr: a one-line
 /// progress view when `show_progress` (stderr is a terminal), the build's own
 /// lines otherwise. Dropping the future kills the build.
-pub async fn build(tag: &str, show_progress: bool) -> Result<(), ImageBuildError> {
-    build_dockerfile(DOCKERFILE, tag, &[], show_progress).await
+pub async fn build(endpoint: &str, tag: &str, show_progress: bool) -> Result<(), ImageBuildError> {
+    build_dockerfile(endpoint, DOCKERFILE, tag, &[], show_progress).await
 }
 
-/// Builds `dockerfile` (no context) as `tag` with extra `labels`.
+/// Builds `dockerfile` (no context) as `tag` with extra `labels`, on the
+/// daemon at `endpoint`.
 pub async fn build_dockerfile(
+    endpoint: &str,
     dockerfile: &str,
     tag: &str,
     labels: &[(&str, &str)],
     show_progress: bool,
 ) -> Result<(), ImageBuildError> {
-    let mut command = Command::new("docker");
+    let mut command = docker_command(endpoint);
     // `--force-rm`: a failed classic build otherwise leaves its intermediate
     // container behind.
     command.arg("build").arg("--force-rm").arg("--tag").arg(tag);

@@ -5,12 +5,14 @@
 //! - `session`: bring-up, running Claude, teardown;
 //! - `cleanup`: `list` and `cleanup` by label;
 //! - `client`: the Engine API behind a narrow trait;
+//! - `endpoint`: the one daemon both the Engine API and the docker CLI reach;
 //! - `names`: resource names and labels;
 //! - `archive`, `image`: provisioning archives and the built-in agent image.
 
 pub mod archive;
 mod cleanup;
 mod client;
+mod endpoint;
 pub mod image;
 mod names;
 mod plan;
@@ -31,6 +33,7 @@ use super::{
 };
 pub use cleanup::DockerCleanupPlan;
 use client::BollardEngine;
+pub use endpoint::docker_endpoint;
 
 /// The Docker backend. Connects to the daemon (honouring `DOCKER_HOST`) on
 /// first use.

@@ -979,11 +979,9 @@ impl<E: Engine> Session<E> {
         // `docker exec -t` puts the terminal in raw mode; if this future is
         // dropped on a signal, the CLI is killed before it can restore it.
         let _terminal = tty.then(TerminalModeGuard::save).flatten();
-        let status = tokio::process::Command::new("docker")
+        // The CLI must talk to the daemon the session was made on.
+        let status = super::endpoint::docker_command(self.engine.endpoint())
             .args(&argv)
-            // The CLI must talk to the daemon the session was made on.
-            .env("DOCKER_HOST", super::client::docker_endpoint())
-            .env_remove("DOCKER_CONTEXT")
             .stdin(std::process::Stdio::inherit())
             .stdout(std::process::Stdio::inherit())
             .stderr(std::process::Stdio::inherit())
