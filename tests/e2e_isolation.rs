@@ -14,7 +14,7 @@
 //! | 3 | no host address (every interface, both gateways) answers a listener on the host's 0.0.0.0 | curl sweep in the bottle; the listener's peer log | a container on a plain `--internal` network reaches it at gateway, docker0 and the uplink |
 //! | 4 | no name resolves, and no query reaches the DNS server or crosses any host interface | getent, nslookup, dig (embedded, direct UDP/TCP), python; DNS server log; AF_PACKET capture | a container pointed at the DNS server shows in its log and in the capture |
 //! | 5 | git clone/push over SSH through the proxy; an unlisted name and a wrong known_hosts key fail | git in the bottle; server-side history; proxy and sshd logs | the unlisted name answers on port 22 from the egress network |
-//! | 6 | a `${VAR}` secret is in no host command line, no recent file, no output (debug logs on), no container file; present in the agent's environment | /proc scans, file walk, grep as root in the container via stdin | a canary file is found by the same grep; the value's hash inside |
+//! | 6 | a `${VAR}` secret is in no host command line, no recent file, no output (debug logs on), no container file, not in the container's Config.Env (`docker inspect`) nor the daemon's files of it (config.v2.json); present in the agent's environment | /proc scans, file walk, grep as root in the container via stdin, `docker inspect`, the daemon's state directory | a canary file is found by the same grep; a literal is found in Config.Env and config.v2.json; the value's hash inside |
 //! | 7 | two bottles reach neither the other's proxy (both sides, by address and name), agent nor test host | curl, python ICMP in both bottles; the other proxy's log | each agent's listener answers a container on its own network |
 //! | 8 | no root (setuid, su, sudo, setpriv, user namespace), no Docker socket or TCP port, caps empty, NNP, init, pids limit; git/ssh/parallel jobs work | probes and the stub's /proc/self/status; `docker inspect` | the same setuid binary gives euid 0 without no-new-privileges |
 
@@ -833,13 +833,19 @@ fn a_secret_lives_only_in_the_agents_environment() {
     }
     let secret = format!("e2e-secret-{:016x}{:016x}", rand_u64(), rand_u64());
     let canary = format!("e2e-canary-{:016x}", rand_u64());
+    // A literal: it belongs in the container's config, so finding it there
+    // shows the config checks below read where env values are kept.
+    let literal = format!("e2e-literal-{:016x}", rand_u64());
     let secret_sha = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(secret.as_bytes()))
     };
     let mut spec = SessionSpec::new(
         "secret",
-        json!({ "env": { "E2E_SECRET": "${E2E_SECRET_SRC}" }, "egress": { "allowlist": ["x.test"] } }),
+        json!({
+            "env": { "E2E_SECRET": "${E2E_SECRET_SRC}", "E2E_LITERAL": literal },
+            "egress": { "allowlist": ["x.test"] }
+        }),
     )
     .probe("secret_present", "printf %s \"$E2E_SECRET\" | sha256sum");
     spec.env.push(("E2E_SECRET_SRC".into(), secret.clone()));
@@ -884,12 +890,35 @@ fn a_secret_lives_only_in_the_agents_environment() {
         "grep -rlsF -f /dev/stdin / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev",
         Some(patterns.as_bytes()),
     );
+    // As the agent's uid: root without capabilities may not read another
+    // uid's environ. This exec has no secret of its own (the test passes no
+    // `-e`), so each hit is a process of Claude's exec.
     let environ_search = session.exec(
-        "0",
+        "1000",
         "cat > /tmp/e2e-p; for f in /proc/[0-9]*/environ; do grep -qsF -f /tmp/e2e-p \"$f\" && echo \"$f\"; done; rm -f /tmp/e2e-p",
         Some(format!("{secret}\n").as_bytes()),
     );
+    // ...and what the daemon keeps of the container: `docker inspect` and
+    // the files of its state directory (config.v2.json, hostconfig.json, ...).
     let config_env = inspect(&session.agent_container, "{{json .Config.Env}}");
+    let container_id = inspect(&session.agent_container, "{{.Id}}");
+    let state_dir = std::path::Path::new(&docker_ok(&["info", "-f", "{{.DockerRootDir}}"]))
+        .join("containers")
+        .join(&container_id);
+    let config_v2 = std::fs::read_to_string(state_dir.join("config.v2.json")).unwrap_or_else(|e| {
+        panic!(
+            "cannot read the daemon's `{}/config.v2.json` (the suite needs the local daemon, as root): {e}",
+            state_dir.display()
+        )
+    });
+    let mut state_hits = Vec::new();
+    find_in_tree(
+        &state_dir,
+        secret.as_bytes(),
+        std::time::UNIX_EPOCH,
+        &mut state_hits,
+        0,
+    );
     let outcome = session.finish();
 
     assert!(
@@ -917,6 +946,10 @@ fn a_secret_lives_only_in_the_agents_environment() {
                 .all(|l| l.starts_with("/proc/") && l.ends_with("/environ")),
         "the secret should be in the environment of the agent's processes: {environs:?}"
     );
+    assert!(
+        !environs.lines().any(|l| l == "/proc/1/environ"),
+        "the container's own processes (pid 1, from its config) should not have the secret: {environs:?}"
+    );
     let present = outcome.report.probe("secret_present");
     assert!(
         present.stdout.starts_with(&secret_sha),
@@ -936,14 +969,30 @@ fn a_secret_lives_only_in_the_agents_environment() {
             .is_some_and(|n| n.contains(&json!("E2E_SECRET"))),
         "the agent's environment names"
     );
-    if config_env.contains(&secret) {
-        // Docker keeps a container's Config.Env in `docker inspect` and in its
-        // config.v2.json on the daemon's disk: a fact of passing env at
-        // create time, reported rather than failed (claude-bottle wrote no file).
-        eprintln!(
-            "e2e: NOTE: the secret is in the agent container's Config.Env (docker inspect / config.v2.json)"
-        );
-    }
+    // The daemon keeps a container's Config.Env for good; the secret goes on
+    // Claude's exec instead, and the literal stays in the config.
+    assert!(
+        config_env.contains(&format!("E2E_LITERAL={literal}")),
+        "CONTROL: the literal should be in the agent container's Config.Env: {config_env}"
+    );
+    assert!(
+        config_v2.contains(&literal),
+        "CONTROL: the literal should be in `{}/config.v2.json`",
+        state_dir.display()
+    );
+    assert!(
+        !config_env.contains(&secret) && !config_env.contains("E2E_SECRET="),
+        "the secret is in the agent container's Config.Env (docker inspect): {config_env}"
+    );
+    assert!(
+        !config_v2.contains(&secret),
+        "the secret is in the daemon's `{}/config.v2.json`",
+        state_dir.display()
+    );
+    assert!(
+        state_hits.is_empty(),
+        "the secret is in the daemon's files of the container: {state_hits:?}"
+    );
     outcome.assert_clean();
 }
 

@@ -430,7 +430,7 @@ fn to_labels(labels: Option<HashMap<String, String>>) -> Labels {
     labels.unwrap_or_default().into_iter().collect()
 }
 
-fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let env = spec
         .env
         .iter()

@@ -4,11 +4,13 @@
 //! - `plan`: `prepare`, host-side, the daemon only queried;
 //! - `session`: bring-up, running Claude, teardown;
 //! - `cleanup`: `list` and `cleanup` by label;
+//! - `agent_env`: which variables go in the container's config, which only on Claude's exec;
 //! - `client`: the Engine API behind a narrow trait;
 //! - `endpoint`: the one daemon both the Engine API and the docker CLI reach;
 //! - `names`: resource names and labels;
 //! - `archive`, `image`: provisioning archives and the built-in agent image.
 
+mod agent_env;
 pub mod archive;
 mod cleanup;
 mod client;

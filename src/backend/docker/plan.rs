@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use tempfile::TempDir;
 
+use super::agent_env::{self, AgentEnvError};
 use super::client::{Engine, EngineError, LabelFilter};
 use super::names::{Names, Owner, new_session_id};
 use crate::backend::{BackendError, BottleSpec};
@@ -125,6 +126,8 @@ pub(crate) enum PrepareError {
     Pipelock(#[from] PipelockConfigError),
     #[error(transparent)]
     Provision(#[from] ProvisionError),
+    #[error(transparent)]
+    AgentEnv(#[from] AgentEnvError),
     #[error(
         "image `{image}` of bottle `{bottle}` is not present locally\n  hint: build or pull it first (`docker pull {image}`), or remove `image` from bottle `{bottle}` to use the built-in agent image"
     )]
@@ -158,6 +161,7 @@ impl From<PrepareError> for BackendError {
             err,
             PrepareError::Egress(_)
                 | PrepareError::Pipelock(_)
+                | PrepareError::AgentEnv(_)
                 | PrepareError::PinnedNameTaken { .. }
         );
         if usage {
@@ -179,6 +183,7 @@ pub(crate) async fn prepare<E: Engine>(
     // Host-side checks first: they need no daemon and are the user's to fix.
     let policy = EgressPolicy::for_bottle(&spec.bottle_name, &spec.bottle)?;
     let pipelock_yaml = pipelock::render(&spec.bottle_name, &policy)?;
+    agent_env::check(&spec.bottle_name, &spec.env)?;
 
     let agent_image = spec
         .bottle

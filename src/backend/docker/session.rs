@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::agent_env;
 use super::client::{
     ContainerSpec, Engine, EngineError, EnvPair, ErrorKind, LabelFilter, NetworkSpec, created_key,
 };
@@ -619,43 +620,13 @@ pub(crate) fn proxy_container_spec(
     }
 }
 
-pub(crate) const PROXY_ENV_NAMES: [&str; 4] =
-    ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"];
-pub(crate) const NO_PROXY_ENV_NAMES: [&str; 2] = ["NO_PROXY", "no_proxy"];
-pub(crate) const NO_PROXY: &str = "localhost,127.0.0.1";
-
 pub(crate) fn agent_container_spec(
     plan: &SessionPlan,
     names: &Names,
     internal_id: &str,
     proxy_address: &str,
 ) -> ContainerSpec {
-    let reserved = |name: &str| {
-        name == "HOME" || PROXY_ENV_NAMES.contains(&name) || NO_PROXY_ENV_NAMES.contains(&name)
-    };
-    let mut env: Vec<EnvPair> = Vec::new();
-    for var in &plan.spec.env.vars {
-        if reserved(&var.name) {
-            tracing::warn!(
-                "bottle `{}` sets `{}`, which the bottle itself decides; ignored",
-                plan.spec.bottle_name,
-                var.name
-            );
-            continue;
-        }
-        env.push(EnvPair {
-            name: var.name.clone(),
-            value: var.value.clone(),
-        });
-    }
-    env.push(EnvPair::new("HOME", plan.container_home.clone()));
-    let url = proxy_url(names);
-    for name in PROXY_ENV_NAMES {
-        env.push(EnvPair::new(name, url.clone()));
-    }
-    for name in NO_PROXY_ENV_NAMES {
-        env.push(EnvPair::new(name, NO_PROXY));
-    }
+    let env = agent_env::container_env(&plan.spec.env, &plan.container_home, &proxy_url(names));
     ContainerSpec {
         name: names.agent.clone(),
         image: plan.image.reference().to_owned(),
@@ -700,7 +671,9 @@ pub(crate) fn proxy_config_archive(yaml: &str) -> Result<Vec<u8>, LaunchError> {
         .map_err(|e| LaunchError::Archive(e.to_string()))
 }
 
-/// The `docker exec` argument list that runs Claude (SPEC §6 "Running Claude").
+/// The `docker exec` argument list that runs Claude (SPEC §6 "Running
+/// Claude"). Each of `exec_env` is passed as `-e NAME` alone: its value
+/// reaches the CLI through its environment ([`claude_command`]).
 pub(crate) fn exec_args(
     container: &str,
     container_home: &str,
@@ -708,6 +681,7 @@ pub(crate) fn exec_args(
     remote_control: bool,
     claude_args: &[String],
     tty: bool,
+    exec_env: &[EnvPair],
 ) -> Vec<String> {
     // `-i` always: piped stdin reaches Claude; `-t` only on a real terminal.
     let mut argv: Vec<String> = vec!["exec".into(), "-i".into()];
@@ -721,9 +695,12 @@ pub(crate) fn exec_args(
         CONTAINER_USER.into(),
         "-w".into(),
         format!("{}/workspace", container_home.trim_end_matches('/')),
-        container.into(),
-        "claude".into(),
     ]);
+    for pair in exec_env {
+        argv.push("-e".into());
+        argv.push(pair.name.clone());
+    }
+    argv.extend([container.into(), "claude".into()]);
     if remote_control {
         argv.push("remote-control".into());
     }
@@ -733,6 +710,19 @@ pub(crate) fn exec_args(
     }
     argv.extend(claude_args.iter().cloned());
     argv
+}
+
+/// The docker CLI running `argv` (from [`exec_args`]) on the daemon at
+/// `endpoint`, with the values of `exec_env` in its environment for its
+/// `-e NAME` arguments to pick up.
+pub(crate) fn claude_command(
+    endpoint: &str,
+    argv: &[String],
+    exec_env: &[EnvPair],
+) -> tokio::process::Command {
+    let mut command = super::endpoint::docker_command(endpoint);
+    command.args(argv).envs(agent_env::exposed(exec_env));
+    command
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -967,6 +957,7 @@ impl<E: Engine> Session<E> {
 
     pub async fn exec_claude(&mut self, args: &[String], tty: bool) -> Result<i32, BackendError> {
         let started = self.require_started()?;
+        let exec_env = agent_env::exec_env(&self.plan.spec.env);
         let argv = exec_args(
             &started.names.agent,
             &self.plan.container_home,
@@ -974,14 +965,14 @@ impl<E: Engine> Session<E> {
             self.plan.spec.remote_control,
             args,
             tty,
+            &exec_env,
         );
         tracing::debug!(?argv, "running Claude");
         // `docker exec -t` puts the terminal in raw mode; if this future is
         // dropped on a signal, the CLI is killed before it can restore it.
         let _terminal = tty.then(TerminalModeGuard::save).flatten();
         // The CLI must talk to the daemon the session was made on.
-        let status = super::endpoint::docker_command(self.engine.endpoint())
-            .args(&argv)
+        let status = claude_command(self.engine.endpoint(), &argv, &exec_env)
             .stdin(std::process::Stdio::inherit())
             .stdout(std::process::Stdio::inherit())
             .stderr(std::process::Stdio::inherit())

@@ -340,10 +340,10 @@ async fn the_agent_container_is_hardened_and_reaches_only_its_proxy() {
     assert_eq!(host, "claude-bottle-pipelock-reviewer");
     assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{ip}");
     let env: Vec<String> = agent.env.iter().map(|e| format!("{e:?}")).collect();
+    // GITHUB_TOKEN comes from the host: it goes on Claude's exec only.
     assert_eq!(
         env,
         [
-            "GITHUB_TOKEN=<redacted>",
             "GIT_AUTHOR_NAME=<redacted>",
             "HOME=<redacted>",
             "HTTPS_PROXY=<redacted>",
@@ -363,7 +363,7 @@ async fn the_agent_container_is_hardened_and_reaches_only_its_proxy() {
             .map(|e| e.value.expose_secret().to_owned())
             .unwrap()
     };
-    assert_eq!(value("GITHUB_TOKEN"), SECRET);
+    assert_eq!(value("GIT_AUTHOR_NAME"), "Bottle Bot");
     assert_eq!(
         value("HTTPS_PROXY"),
         "http://claude-bottle-pipelock-reviewer:8888"
@@ -375,6 +375,9 @@ async fn the_agent_container_is_hardened_and_reaches_only_its_proxy() {
     assert_eq!(value("NO_PROXY"), "localhost,127.0.0.1");
     assert_eq!(value("HOME"), "/home/node");
     assert!(!format!("{:?}", engine.state().calls).contains(SECRET));
+    let request = serde_json::to_string(&super::client::create_body(agent)).unwrap();
+    assert!(!request.contains(SECRET), "{request}");
+    assert!(!request.contains("GITHUB_TOKEN"), "{request}");
     for label in [LABEL_MANAGED, LABEL_SESSION, LABEL_PID] {
         assert!(agent.labels.contains_key(label));
     }
@@ -797,16 +800,80 @@ fn exec_line_follows_the_terminal_and_the_prompt() {
         false,
         &args,
         true,
+        &[],
     );
     assert_eq!(
         line.join(" "),
         "exec -i -t --detach-keys ctrl-_,ctrl-^,ctrl-_ -u 1000:1000 -w /home/node/workspace claude-bottle-a claude --append-system-prompt-file /home/node/.claude-bottle-prompt.txt -p hello"
     );
-    let line = session::exec_args("c", "/home/node/", None, true, &args, false);
+    let line = session::exec_args("c", "/home/node/", None, true, &args, false, &[]);
     assert_eq!(
         line.join(" "),
         "exec -i --detach-keys ctrl-_,ctrl-^,ctrl-_ -u 1000:1000 -w /home/node/workspace c claude remote-control -p hello"
     );
+}
+
+#[test]
+fn secrets_reach_the_exec_by_name_with_values_only_in_the_clis_environment() {
+    use std::ffi::OsStr;
+    let home = tempfile::tempdir().unwrap();
+    let mut spec = spec("reviewer", home.path());
+    spec.env.vars.push(ResolvedVar {
+        name: "CLAUDE_CODE_OAUTH_TOKEN".into(),
+        source: EnvSource::OauthToken,
+        host_var: Some("CLAUDE_BOTTLE_OAUTH_TOKEN".into()),
+        value: SecretString::from("oauth-token-value"),
+    });
+    let exec_env = super::agent_env::exec_env(&spec.env);
+    let argv = session::exec_args(
+        "claude-bottle-reviewer",
+        "/home/node",
+        None,
+        false,
+        &["-p".to_owned(), "hi".to_owned()],
+        false,
+        &exec_env,
+    );
+    assert_eq!(
+        argv.join(" "),
+        "exec -i --detach-keys ctrl-_,ctrl-^,ctrl-_ -u 1000:1000 -w /home/node/workspace -e GITHUB_TOKEN -e CLAUDE_CODE_OAUTH_TOKEN claude-bottle-reviewer claude -p hi"
+    );
+    let command = session::claude_command("unix:///run/d.sock", &argv, &exec_env);
+    let command = command.as_std();
+    let args: Vec<&OsStr> = command.get_args().collect();
+    assert_eq!(args, argv.iter().map(OsStr::new).collect::<Vec<_>>());
+    let envs: Vec<(&OsStr, Option<&OsStr>)> = command.get_envs().collect();
+    for (name, value) in [
+        ("GITHUB_TOKEN", SECRET),
+        ("CLAUDE_CODE_OAUTH_TOKEN", "oauth-token-value"),
+        ("DOCKER_HOST", "unix:///run/d.sock"),
+    ] {
+        assert!(
+            envs.contains(&(OsStr::new(name), Some(OsStr::new(value)))),
+            "{name} in {envs:?}"
+        );
+    }
+    assert!(
+        !envs.iter().any(|(name, _)| *name == "GIT_AUTHOR_NAME"),
+        "a literal stays in the container's config"
+    );
+}
+
+#[tokio::test]
+async fn prepare_refuses_a_host_secret_named_like_a_docker_cli_setting() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut spec = spec("reviewer", home.path());
+    spec.env.vars[0].name = "DOCKER_CONFIG".into();
+    let err = plan::prepare(&engine, spec, &settings(), BUILT_IN.into())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PrepareError::AgentEnv(_)), "{err}");
+    assert!(
+        crate::backend::BackendError::from(err).usage,
+        "a manifest problem is a usage error"
+    );
+    assert!(engine.mutations().is_empty());
 }
 
 #[tokio::test]
