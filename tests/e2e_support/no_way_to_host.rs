@@ -2,7 +2,8 @@
 //! test (e2e_runsc): a service listening on the host's `0.0.0.0` answers a
 //! control container on a plain `--internal` network at the network's
 //! gateway, at docker0 and at the host's own interface address, and answers
-//! the agent at none of the host's addresses.
+//! the agent at none of the host's addresses. It also holds the product to
+//! the runtime it reports (log line and plan) against the daemon's runtimes.
 
 use std::net::IpAddr;
 
@@ -10,6 +11,7 @@ use serde_json::json;
 
 use super::docker::{Resources, inspect, subnet_of};
 use super::host::{HostListener, default_route_interface, host_ipv4_addresses, rand_u64};
+use super::runtime::registered_runtimes;
 use super::session::{AGENT_IMAGE, Session, SessionDirs, SessionSpec, TestHost};
 
 /// For each target address: one line `REACHED <ip> <body>` or `BLOCKED <ip>`.
@@ -40,6 +42,46 @@ fn parse_sweep(output: &str) -> Vec<(String, bool, String)> {
             }
         })
         .collect()
+}
+
+/// The runtime text of SPEC §6: `runsc (gVisor)` when the daemon has a
+/// runtime named `runsc`, `runc (default)` otherwise.
+fn runtime_text(runsc_registered: bool) -> &'static str {
+    if runsc_registered {
+        "runsc (gVisor)"
+    } else {
+        "runc (default)"
+    }
+}
+
+/// The product's stderr says `docker runtime: <text>` twice, with nothing
+/// else after the key: once as its log line (`INFO`, then the target when
+/// verbose) and once as the plan's line.
+fn assert_runtime_lines(stderr: &str, runsc_registered: bool) {
+    let expected = format!("docker runtime: {}", runtime_text(runsc_registered));
+    let mentions: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.contains("docker runtime:"))
+        .collect();
+    let log_lines: Vec<&&str> = mentions
+        .iter()
+        .filter(|l| {
+            l.strip_prefix("INFO ").is_some_and(|message| {
+                message == expected
+                    || message.split_once(": ").is_some_and(|(target, rest)| {
+                        target.starts_with("claude_bottle") && rest == expected
+                    })
+            })
+        })
+        .collect();
+    let plan_lines: Vec<&&str> = mentions.iter().filter(|l| **l == expected).collect();
+    assert_eq!(
+        (log_lines.len(), plan_lines.len(), mentions.len()),
+        (1, 1, 2),
+        "expected the log line `INFO {expected}` and the plan line `{expected}`, and no other \
+         mention of the runtime, in claude-bottle's stderr: {mentions:#?}\n--- stderr\n{stderr}"
+    );
 }
 
 fn in_subnet(ip: &IpAddr, subnet: &str) -> bool {
@@ -130,6 +172,8 @@ pub fn assert_no_way_to_host(tag: &str, expected_runtime: &str) {
         "curl -sS -m 10 -o /dev/null -w 'HTTP_CODE=%{http_code}\\n' \"http://$UPLINK_IP:$PORT/\"",
     );
     let mut session = Session::start(spec, SessionDirs::new());
+    // The caller holds the runtime lock: this is what the session detected.
+    let runsc_registered = registered_runtimes().iter().any(|r| r == "runsc");
     let runtime = inspect(&session.agent_container, "{{.HostConfig.Runtime}}");
     let proxy_runtime = inspect(&session.proxy_container, "{{.HostConfig.Runtime}}");
     let internal_gateway = Session::gateway_of(&session.internal_network);
@@ -152,6 +196,13 @@ pub fn assert_no_way_to_host(tag: &str, expected_runtime: &str) {
     let report = &outcome.report;
 
     assert_eq!(runtime, expected_runtime, "the agent container's runtime");
+    assert_eq!(
+        runsc_registered,
+        expected_runtime == "runsc",
+        "the daemon's runtimes do not fit the test: `runsc` registered is {runsc_registered}, \
+         the agent is expected under `{expected_runtime}`"
+    );
+    assert_runtime_lines(&outcome.stderr, runsc_registered);
     assert_ne!(proxy_runtime, "runsc", "the proxy must not run under runsc");
     assert!(
         report.probe("proxied_fetch").succeeded(),
