@@ -210,6 +210,110 @@ async fn the_plan_shows_names_but_never_values() {
     insta::assert_snapshot!(text);
 }
 
+const HOST_SECRET: &str = "host-secret-value-9f2c";
+const PROMPTED_SECRET: &str = "typed-secret-value-41d7";
+const OAUTH_SECRET: &str = "oauth-token-value-c3e8";
+
+/// Every kind of thing a plan shows: SSH to a DNS and an IP host (non-22
+/// port), skills, env of every kind, trusted domains, v4 and v6 CIDRs,
+/// `--cwd` and remote control; loaded from manifest text and resolved as
+/// `start` does, with a temp HOME holding the skills and identity files.
+#[tokio::test]
+async fn the_plan_of_a_rich_manifest_shows_everything_but_values() {
+    use crate::core::env::{OAUTH_TOKEN_HOST_VAR, resolve};
+    use crate::manifest::{ManifestSource, load_from_str};
+    use crate::term::FakeTerminal;
+
+    let home = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    for skill in ["review", "release-notes"] {
+        let dir = home.path().join(".claude/skills").join(skill);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("SKILL.md"), format!("# {skill}\n")).unwrap();
+    }
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    for key in ["id_github", "id_buildbox"] {
+        std::fs::write(home.path().join(".ssh").join(key), "not a real key\n").unwrap();
+    }
+    std::fs::create_dir_all(cwd.path().join(".git")).unwrap();
+    let manifest = load_from_str(
+        r#"{
+          "bottles": {
+            "work": {
+              "env": {
+                "GIT_AUTHOR_NAME": "Bottle Bot",
+                "PRICE_TAG": "costs $$5",
+                "GITHUB_TOKEN": "${GH_TOKEN_SRC}",
+                "DEPLOY_KEY": "$DEPLOY_KEY_SRC"
+              },
+              "ssh": [
+                { "Host": "github.com", "User": "git", "IdentityFile": "~/.ssh/id_github" },
+                { "Host": "buildbox", "HostName": "192.0.2.10", "User": "ci", "Port": 2222,
+                  "IdentityFile": "~/.ssh/id_buildbox" }
+              ],
+              "egress": {
+                "allowlist": ["api.anthropic.com", "*.githubusercontent.com", "github.com"],
+                "trusted_domains": ["intranet.example.com"],
+                "ip_cidrs": ["10.20.0.0/16", "fd00:1234::/48"]
+              }
+            }
+          },
+          "agents": {
+            "Rich.Reviewer": { "bottle": "work", "skills": ["review", "release-notes"], "prompt": "Review." }
+          }
+        }"#,
+        ManifestSource::Embedded,
+    )
+    .unwrap();
+    let agent = manifest.agents["Rich.Reviewer"].clone();
+    let bottle = manifest.bottle_of(&agent).clone();
+    let host_env: std::collections::BTreeMap<String, String> = [
+        ("GH_TOKEN_SRC", HOST_SECRET),
+        (OAUTH_TOKEN_HOST_VAR, OAUTH_SECRET),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    // DEPLOY_KEY_SRC is unset: it is asked for at the (fake) terminal.
+    let mut term = FakeTerminal::with_inputs(true, &[PROMPTED_SECRET]);
+    let env = resolve("work", &bottle.env, &host_env, &mut term).unwrap();
+    let spec = BottleSpec {
+        agent_name: "Rich.Reviewer".into(),
+        agent,
+        bottle_name: "work".into(),
+        bottle,
+        env,
+        cwd: Some(cwd.path().to_path_buf()),
+        pinned_name: None,
+        remote_control: true,
+        host_home: home.path().to_path_buf(),
+    };
+    let engine = engine();
+    let mut plan = prepared(&engine, spec).await;
+    plan.owner.session = "fedcba9876543210".into();
+    let text = plan
+        .to_string()
+        .replace(&cwd.path().display().to_string(), "<cwd>");
+    let debug = format!("{plan:?}");
+    for secret in [HOST_SECRET, PROMPTED_SECRET, OAUTH_SECRET] {
+        assert!(!text.contains(secret), "{secret} in the plan:\n{text}");
+        assert!(!debug.contains(secret), "{secret} in the plan's Debug");
+    }
+    // The values are there to hide: they reached the plan's env.
+    use secrecy::ExposeSecret;
+    let values: Vec<&str> = plan
+        .spec
+        .env
+        .vars
+        .iter()
+        .map(|v| v.value.expose_secret())
+        .collect();
+    for value in [HOST_SECRET, PROMPTED_SECRET, OAUTH_SECRET, "costs $5"] {
+        assert!(values.contains(&value), "{value} not resolved: {values:?}");
+    }
+    insta::assert_snapshot!(text);
+}
+
 #[tokio::test]
 async fn launch_follows_the_order_of_the_spec() {
     let home = tempfile::tempdir().unwrap();
