@@ -95,8 +95,26 @@ pub fn build(
     Ok(set)
 }
 
+/// Top-level directories of a Linux image that belong to the system: none
+/// may be the container home.
+const SYSTEM_DIRS: [&str; 21] = [
+    "bin", "boot", "dev", "etc", "home", "lib", "lib32", "lib64", "libx32", "media", "mnt", "opt",
+    "proc", "root", "run", "sbin", "srv", "sys", "tmp", "usr", "var",
+];
+
+/// System trees whose every directory is the system's: the home may not lie
+/// anywhere inside them either.
+const SYSTEM_TREES: [&str; 14] = [
+    "bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "run", "sbin", "sys",
+    "usr", "var",
+];
+
 /// Every path of the set is built from the home and written unquoted into
-/// `ssh_config`, so it must be absolute and plain.
+/// `ssh_config`, so it must be absolute and plain. The provisioning archive
+/// makes the home and the directories in it owned by uid 1000, re-owning
+/// them when the image has them already, so the home may not be a system
+/// directory: with `/` or `/usr` as its home the agent could rewrite the
+/// image's system files.
 fn checked_container_home(home: &str) -> Result<&str, ProvisionError> {
     let plain = home.starts_with('/')
         && !home.split('/').any(|part| part == "..")
@@ -108,8 +126,32 @@ fn checked_container_home(home: &str) -> Result<&str, ProvisionError> {
             home: home.to_owned(),
         });
     }
-    let trimmed = home.trim_end_matches('/');
-    Ok(if trimmed.is_empty() { "/" } else { trimmed })
+    if let Some((relation, system_dir)) = system_dir_of(home) {
+        return Err(ProvisionError::ContainerHomeIsSystemDir {
+            home: home.to_owned(),
+            relation,
+            system_dir,
+        });
+    }
+    // Not empty: `/` itself was refused above.
+    Ok(home.trim_end_matches('/'))
+}
+
+/// The system directory `home` is (`is`) or lies in (`lies in`), if any.
+/// `home` is absolute and without `..`; `.` and repeated `/` name nothing
+/// more, as in the archive.
+fn system_dir_of(home: &str) -> Option<(&'static str, String)> {
+    let parts: Vec<&str> = home
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect();
+    match parts.as_slice() {
+        [] => Some(("is", "/".to_owned())),
+        [top] => SYSTEM_DIRS.contains(top).then(|| ("is", format!("/{top}"))),
+        [top, ..] => SYSTEM_TREES
+            .contains(top)
+            .then(|| ("lies in", format!("/{top}"))),
+    }
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -244,6 +286,16 @@ pub enum ProvisionError {
         "container home `{home}` is not a plain absolute path\n  hint: set `{CONTAINER_HOME_ENV}` to an absolute path without `..`, spaces or quotes, or unset it to use `{DEFAULT_CONTAINER_HOME}`"
     )]
     ContainerHomeInvalid { home: String },
+
+    #[error(
+        "container home `{home}` {relation} the system directory `{system_dir}`: provisioning makes the home owned by uid 1000, which would hand the image's system files to the agent\n  hint: set `{CONTAINER_HOME_ENV}` to a directory of the agent's own, such as `/home/agent`, or unset it to use `{DEFAULT_CONTAINER_HOME}`"
+    )]
+    ContainerHomeIsSystemDir {
+        home: String,
+        /// `is` or `lies in`.
+        relation: &'static str,
+        system_dir: String,
+    },
 
     #[error(
         "skill `{skill}` of agent `{agent}` is missing: `{path}` does not exist\n  hint: create the skill directory `{path}`, or remove `{skill}` from `agents.{agent}.skills`"
@@ -669,6 +721,58 @@ mod tests {
             matches!(err, ProvisionError::WorkspaceMissing { .. }),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn a_system_directory_is_refused_as_the_container_home() {
+        let host = Host::new();
+        let spec = spec(&host, "You review.", &[], vec![], false);
+        for (home, what) in [
+            ("/", "is the system directory `/`"),
+            ("//", "is the system directory `/`"),
+            ("/.", "is the system directory `/`"),
+            ("/usr", "is the system directory `/usr`"),
+            ("/usr/", "is the system directory `/usr`"),
+            ("//usr", "is the system directory `/usr`"),
+            ("/./etc", "is the system directory `/etc`"),
+            ("/etc", "is the system directory `/etc`"),
+            ("/bin", "is the system directory `/bin`"),
+            ("/var", "is the system directory `/var`"),
+            ("/home", "is the system directory `/home`"),
+            ("/root", "is the system directory `/root`"),
+            ("/tmp", "is the system directory `/tmp`"),
+            ("/usr/local", "lies in the system directory `/usr`"),
+            ("/var/lib/agent", "lies in the system directory `/var`"),
+            ("/etc/ssh", "lies in the system directory `/etc`"),
+        ] {
+            let err = build(&spec, PROXY, home).expect_err(home);
+            assert!(
+                matches!(err, ProvisionError::ContainerHomeIsSystemDir { .. }),
+                "{home}: {err:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("container home `{home}` {what}: ")),
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "\n  hint: set `CLAUDE_BOTTLE_CONTAINER_HOME` to a directory of the agent's own"
+                ),
+                "{text}"
+            );
+        }
+        for home in [
+            "/home/node",
+            "/home/agent/",
+            "/workspace",
+            "/opt/agent",
+            "/srv/bottle",
+            "/tmp/agent",
+        ] {
+            let set = build(&spec, PROXY, home).unwrap_or_else(|e| panic!("{home}: {e}"));
+            assert_eq!(set.dirs[0].0, home.trim_end_matches('/'));
+        }
     }
 
     #[test]

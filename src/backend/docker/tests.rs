@@ -186,6 +186,38 @@ async fn prepare_reports_missing_images() {
 }
 
 #[tokio::test]
+async fn prepare_refuses_a_system_directory_as_the_container_home() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    for container_home in ["/", "/usr", "/etc"] {
+        let settings = Settings {
+            container_home: container_home.into(),
+            ..settings()
+        };
+        let err = plan::prepare(
+            &engine,
+            spec("reviewer", home.path()),
+            &settings,
+            BUILT_IN.into(),
+        )
+        .await
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "container home `{container_home}` is the system directory `{container_home}`: "
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  hint: set `CLAUDE_BOTTLE_CONTAINER_HOME`"),
+            "{text}"
+        );
+    }
+    assert!(engine.mutations().is_empty(), "{:?}", engine.ops());
+}
+
+#[tokio::test]
 async fn prepare_refuses_a_taken_pinned_name() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
