@@ -501,6 +501,43 @@ fn every_rule_names_the_path_and_the_expectation() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// The same table through the binary: each bad manifest exits 2 with the
+/// JSON path and the expectation on stderr, and nothing on stdout.
+#[test]
+fn every_rule_exits_two_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for case in cases() {
+        let path = dir
+            .path()
+            .join(format!("{}.json", case.name.replace(' ', "_")));
+        std::fs::write(&path, case.manifest.to_string()).unwrap();
+        let out = assert_cmd::Command::cargo_bin("claude-bottle")
+            .unwrap()
+            .env("NO_COLOR", "1")
+            .arg("--manifest")
+            .arg(&path)
+            .args(["proxy-config", "a"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(2)
+            || !out.stdout.is_empty()
+            || !stderr.contains(case.path)
+            || !stderr.contains(case.expected)
+        {
+            failures.push(format!(
+                "{}: exit {:?}, wanted path {:?} and {:?} in:\n{stderr}",
+                case.name,
+                out.status.code(),
+                case.path,
+                case.expected
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 /// All the messages of the table in one reviewable file.
 #[test]
 fn error_messages_snapshot() {
