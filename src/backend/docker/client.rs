@@ -17,8 +17,8 @@ use bollard::models::{
     NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, ListNetworksOptions, LogsOptions,
-    RemoveContainerOptions, UploadToContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions,
+    LogsOptions, RemoveContainerOptions, UploadToContainerOptions,
 };
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use secrecy::{ExposeSecret, SecretString};
@@ -234,6 +234,14 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
     fn build_image(
         &self,
         tag: &str,
+        progress: bool,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Pulls `image` from its registry, with a progress view when `progress`
+    /// (log lines otherwise). Dropping the future abandons the pull; it
+    /// creates nothing that would need removing.
+    fn pull_image(
+        &self,
+        image: &str,
         progress: bool,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Returns the network's ID. A taken name is [`ErrorKind::Conflict`],
@@ -510,6 +518,38 @@ impl Engine for BollardEngine {
                 }
             }
         }
+    }
+
+    async fn pull_image(&self, image: &str, progress: bool) -> Result<(), EngineError> {
+        let operation = format!("pull the image `{image}`");
+        let (repository, tag) = super::pull::split_reference(image);
+        let options = CreateImageOptions {
+            from_image: Some(repository),
+            tag: Some(tag),
+            ..CreateImageOptions::default()
+        };
+        let mut view = super::pull::PullView::new(image, progress);
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| match e {
+                // bollard's 2-minute limit covers the wait for the reply's
+                // headers, which the daemon sends once the registry answers.
+                BollardError::RequestTimeoutError => EngineError::new(
+                    ErrorKind::Other,
+                    operation.as_str(),
+                    "the daemon did not answer within 2 minutes: i/o timeout waiting for the registry",
+                ),
+                other => classify(&operation, other),
+            })?;
+            let progress = info.progress_detail.unwrap_or_default();
+            view.update(&super::pull::PullEvent {
+                id: info.id,
+                status: info.status.unwrap_or_default(),
+                current: progress.current,
+                total: progress.total,
+            });
+        }
+        Ok(())
     }
 
     async fn create_network(&self, spec: &NetworkSpec) -> Result<String, EngineError> {

@@ -16,6 +16,7 @@ pub(crate) enum Call {
     Runtimes,
     ImageExists(String),
     BuildImage(String),
+    PullImage(String),
     CreateNetwork(NetworkSpec),
     RemoveNetwork(String),
     CreateContainer(Box<ContainerSpec>),
@@ -48,6 +49,7 @@ impl Call {
             Self::Runtimes => "runtimes".into(),
             Self::ImageExists(i) => format!("image_exists {i}"),
             Self::BuildImage(i) => format!("build_image {i}"),
+            Self::PullImage(i) => format!("pull_image {i}"),
             Self::CreateNetwork(n) => format!("create_network {}", n.name),
             Self::RemoveNetwork(n) => format!("remove_network {n}"),
             Self::CreateContainer(c) => format!("create_container {}", c.name),
@@ -100,6 +102,9 @@ pub(crate) struct FakeState {
     /// Starting a container under this runtime fails with this message.
     pub failing_runtime: Option<(String, String)>,
     pub build_delay: Option<Duration>,
+    pub pull_delay: Option<Duration>,
+    /// Pulls fail with this error (no registry has the image).
+    pub pull_failure: Option<EngineError>,
     pub logs: String,
     /// Names that a "concurrent session" takes right before they are created.
     pub stolen_names: BTreeSet<String>,
@@ -299,6 +304,20 @@ impl Engine for FakeEngine {
             tokio::time::sleep(delay).await;
         }
         self.state().images.insert(tag.to_owned());
+        Ok(())
+    }
+
+    async fn pull_image(&self, image: &str, _progress: bool) -> Result<(), EngineError> {
+        self.record(Call::PullImage(image.to_owned()));
+        let delay = self.state().pull_delay;
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        let mut state = self.state();
+        if let Some(err) = state.pull_failure.clone() {
+            return Err(err);
+        }
+        state.images.insert(image.to_owned());
         Ok(())
     }
 

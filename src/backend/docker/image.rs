@@ -11,13 +11,12 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 
 use super::endpoint::docker_command;
+use super::progress;
 
 /// The Dockerfile of the built-in agent image.
 pub const DOCKERFILE: &str = include_str!("Dockerfile");
@@ -113,7 +112,7 @@ pub async fn build_dockerfile(
         )));
     };
 
-    tracing::info!("building the agent image `{tag}`");
+    progress::log_above(|| tracing::info!("building the agent image `{tag}`"));
     let mut view = BuildView::new(show_progress);
     let feed = async {
         let written = stdin.write_all(dockerfile.as_bytes()).await;
@@ -129,7 +128,7 @@ pub async fn build_dockerfile(
     if status.success() {
         fed.map_err(io_error)?;
         read.map_err(io_error)?;
-        tracing::info!("built the agent image `{tag}`");
+        progress::log_above(|| tracing::info!("built the agent image `{tag}`"));
         return Ok(());
     }
     Err(ImageBuildError::Failed {
@@ -166,26 +165,15 @@ async fn pump_output(
 }
 
 struct BuildView {
-    bar: Option<ProgressBar>,
+    /// The tag is in the log line above; the view keeps its width for the step.
+    view: Option<progress::Line>,
     tail: VecDeque<String>,
 }
 
 impl BuildView {
     fn new(show_progress: bool) -> Self {
-        let bar = show_progress.then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            if let Ok(style) =
-                ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}")
-            {
-                bar.set_style(style);
-            }
-            // The tag is in the log line above; the bar keeps its width for the step.
-            bar.set_prefix("building the agent image");
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
         Self {
-            bar,
+            view: show_progress.then(|| progress::Line::new("building the agent image")),
             tail: VecDeque::with_capacity(TAIL_LINES),
         }
     }
@@ -200,10 +188,10 @@ impl BuildView {
             self.tail.pop_front();
         }
         self.tail.push_back(line.to_owned());
-        match &self.bar {
-            Some(bar) => {
+        match &self.view {
+            Some(view) => {
                 if let Some(step) = step_of(line) {
-                    bar.set_message(step);
+                    view.set_message(step);
                 }
             }
             None => {
@@ -213,9 +201,8 @@ impl BuildView {
     }
 
     fn finish(&mut self) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
+        // Dropping the view clears it.
+        self.view = None;
     }
 
     fn tail_text(&self) -> String {

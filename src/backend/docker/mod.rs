@@ -8,7 +8,9 @@
 //! - `client`: the Engine API behind a narrow trait;
 //! - `endpoint`: the one daemon both the Engine API and the docker CLI reach;
 //! - `names`: resource names and labels;
-//! - `archive`, `image`: provisioning archives and the built-in agent image.
+//! - `archive`, `image`: provisioning archives and the built-in agent image;
+//! - `pull`: pulling the proxy image when it is absent;
+//! - `progress`: the image step's progress views, sharing stderr.
 
 mod agent_env;
 pub mod archive;
@@ -18,6 +20,8 @@ mod endpoint;
 pub mod image;
 mod names;
 mod plan;
+mod progress;
+mod pull;
 mod session;
 
 #[cfg(test)]

@@ -107,6 +107,8 @@ pub(crate) struct SessionPlan {
     pub names: Names,
     pub image: AgentImageChoice,
     pub proxy_image: String,
+    /// When absent, the bring-up pulls it (a fresh machine never has it).
+    pub proxy_image_present: bool,
     pub runtime: Runtime,
     pub policy: EgressPolicy,
     pub pipelock_yaml: String,
@@ -132,10 +134,6 @@ pub(crate) enum PrepareError {
         "image `{image}` of bottle `{bottle}` is not present locally\n  hint: build or pull it first (`docker pull {image}`), or remove `image` from bottle `{bottle}` to use the built-in agent image"
     )]
     BottleImageMissing { image: String, bottle: String },
-    #[error(
-        "proxy image `{image}` is not present locally\n  hint: pull it with `docker pull {image}`, or set `{PIPELOCK_IMAGE_ENV}` to a pipelock image that is present"
-    )]
-    ProxyImageMissing { image: String },
     #[error(
         "no free name for agent `{agent}`: `{first}` up to suffix -{max} are all taken\n  hint: run `claude-bottle cleanup` to remove bottles left behind"
     )]
@@ -216,11 +214,7 @@ pub(crate) async fn prepare<E: Engine>(
             present: agent_image_present,
         },
     };
-    if !proxy_image_present? {
-        return Err(PrepareError::ProxyImageMissing {
-            image: settings.proxy_image.clone(),
-        });
-    }
+    let proxy_image_present = proxy_image_present?;
 
     let taken: BTreeSet<String> = containers?
         .into_iter()
@@ -257,6 +251,7 @@ pub(crate) async fn prepare<E: Engine>(
         names,
         image,
         proxy_image: settings.proxy_image.clone(),
+        proxy_image_present,
         runtime,
         policy,
         pipelock_yaml,
@@ -330,10 +325,15 @@ impl fmt::Display for SessionPlan {
         line(f, "image", &image)?;
         let pinned = if self.names.pinned { " (--name)" } else { "" };
         line(f, "container", &format!("{}{pinned}", self.names.agent))?;
+        let pulled = if self.proxy_image_present {
+            ""
+        } else {
+            ", will be pulled"
+        };
         line(
             f,
             "proxy",
-            &format!("{} ({})", self.names.proxy, self.proxy_image),
+            &format!("{} ({}{pulled})", self.names.proxy, self.proxy_image),
         )?;
         line(
             f,

@@ -23,6 +23,8 @@ use super::client::{
 };
 use super::names::{LABEL_SESSION, MAX_SUFFIX, Names, Role};
 use super::plan::{AgentImageChoice, SessionPlan};
+use super::progress;
+use super::pull::ProxyPullError;
 use crate::backend::BackendError;
 use crate::core::provision::{self, Item, ProvisionError, ProvisionSet, Source};
 
@@ -105,6 +107,8 @@ pub(crate) enum LaunchError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Provision(#[from] ProvisionError),
+    #[error(transparent)]
+    ProxyPull(#[from] ProxyPullError),
     #[error("could not package the files for the bottle: {0}")]
     Archive(String),
     #[error(
@@ -221,10 +225,10 @@ impl<E: Engine> BringUp<E> {
     async fn run(self) -> Result<Started, LaunchError> {
         let first = self.plan.names.clone();
         let clock = Instant::now();
-        let (image, networks) =
-            futures_util::join!(self.ensure_image(), self.create_networks(&first));
-        image?;
-        tracing::debug!("image and networks ready in {:?}", clock.elapsed());
+        let (images, networks) =
+            futures_util::join!(self.ensure_images(), self.create_networks(&first));
+        images?;
+        tracing::debug!("images and networks ready in {:?}", clock.elapsed());
         let mut names = first;
         let mut attempt = match networks {
             Ok(ids) => self.start_bottle(&names, ids).await,
@@ -261,7 +265,14 @@ impl<E: Engine> BringUp<E> {
         }
     }
 
-    async fn ensure_image(&self) -> Result<(), LaunchError> {
+    /// The agent image is built and the proxy image pulled at once: neither
+    /// needs the other. The first failure drops the other step.
+    async fn ensure_images(&self) -> Result<(), LaunchError> {
+        futures_util::try_join!(self.ensure_agent_image(), self.ensure_proxy_image())?;
+        Ok(())
+    }
+
+    async fn ensure_agent_image(&self) -> Result<(), LaunchError> {
         let AgentImageChoice::BuiltIn {
             tag,
             present: false,
@@ -278,6 +289,39 @@ impl<E: Engine> BringUp<E> {
             built = self.engine.build_image(tag, self.progress) => Ok(built?),
             () = self.cancelled() => Err(LaunchError::Cancelled),
         }
+    }
+
+    /// Pulls the proxy image when `prepare` did not find it. A pull creates
+    /// no container or network, so an interrupted one leaves nothing to
+    /// remove: it is simply dropped.
+    async fn ensure_proxy_image(&self) -> Result<(), LaunchError> {
+        if self.plan.proxy_image_present {
+            return Ok(());
+        }
+        self.check_cancelled()?;
+        let image = &self.plan.proxy_image;
+        // Another session may have pulled it since `prepare`.
+        if self.engine.image_exists(image).await? {
+            return Ok(());
+        }
+        progress::log_above(|| tracing::info!("pulling the proxy image `{image}`"));
+        let clock = Instant::now();
+        tokio::select! {
+            pulled = self.engine.pull_image(image, self.progress) => {
+                pulled.map_err(|err| match ProxyPullError::classify(image, err) {
+                    Ok(pull) => LaunchError::ProxyPull(pull),
+                    Err(daemon) => LaunchError::Engine(daemon),
+                })?;
+            }
+            () = self.cancelled() => return Err(LaunchError::Cancelled),
+        }
+        progress::log_above(|| {
+            tracing::info!(
+                "pulled the proxy image `{image}` in {:.1} s",
+                clock.elapsed().as_secs_f64()
+            );
+        });
+        Ok(())
     }
 
     /// Creates the internal network, makes sure this session owns its name,

@@ -148,24 +148,8 @@ async fn prepare_detects_runsc() {
 }
 
 #[tokio::test]
-async fn prepare_reports_missing_images() {
+async fn prepare_reports_a_missing_bottle_image_and_plans_the_built_in_one() {
     let home = tempfile::tempdir().unwrap();
-    let engine = FakeEngine::new().with_images(&[BUILT_IN]);
-    let err = plan::prepare(
-        &engine,
-        spec("a", home.path()),
-        &settings(),
-        BUILT_IN.into(),
-    )
-    .await
-    .unwrap_err();
-    let text = err.to_string();
-    assert!(
-        text.contains("proxy image `pipelock:test` is not present locally"),
-        "{text}"
-    );
-    assert!(text.contains("CLAUDE_BOTTLE_PIPELOCK_IMAGE"), "{text}");
-
     let engine = FakeEngine::new().with_images(&[PROXY_IMAGE]);
     let mut with_image = spec("a", home.path());
     with_image.bottle.image = Some("mine/agent:1".into());
@@ -183,6 +167,169 @@ async fn prepare_reports_missing_images() {
     // The built-in image is built rather than missing.
     let plan = prepared(&engine, spec("a", home.path())).await;
     assert!(plan.to_string().contains("(built-in, will be built)"));
+}
+
+#[tokio::test]
+async fn an_absent_proxy_image_is_planned_as_pulled_and_nothing_happens_yet() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = FakeEngine::new().with_images(&[BUILT_IN]);
+    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    assert!(!plan.proxy_image_present);
+    let text = plan.to_string();
+    assert!(
+        text.contains(
+            "           proxy: claude-bottle-pipelock-reviewer (pipelock:test, will be pulled)\n"
+        ),
+        "{text}"
+    );
+    assert!(engine.mutations().is_empty(), "{:?}", engine.ops());
+
+    let present = prepared(
+        &engine.clone().with_images(&[PROXY_IMAGE]),
+        spec("reviewer", home.path()),
+    )
+    .await;
+    assert!(present.proxy_image_present);
+    assert!(
+        present
+            .to_string()
+            .contains("proxy: claude-bottle-pipelock-reviewer (pipelock:test)\n")
+    );
+}
+
+#[tokio::test]
+async fn an_absent_proxy_image_is_pulled_before_the_proxy_is_created() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = FakeEngine::new().with_images(&[BUILT_IN]);
+    let mut session = started(&engine, spec("reviewer", home.path())).await;
+    let mutations = engine.mutations();
+    assert_eq!(
+        mutations
+            .iter()
+            .filter(|m| m.starts_with("pull_image"))
+            .collect::<Vec<_>>(),
+        [&format!("pull_image {PROXY_IMAGE}")]
+    );
+    let position = |op: &str| mutations.iter().position(|m| m == op).unwrap();
+    assert!(
+        position(&format!("pull_image {PROXY_IMAGE}"))
+            < position("create_container claude-bottle-pipelock-reviewer")
+    );
+    assert_eq!(
+        container(
+            &engine.created_containers(),
+            "claude-bottle-pipelock-reviewer"
+        )
+        .image,
+        PROXY_IMAGE
+    );
+    session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_present_proxy_image_is_not_pulled() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut session = started(&engine, spec("reviewer", home.path())).await;
+    assert!(
+        !engine.ops().iter().any(|op| op.starts_with("pull_image")),
+        "{:?}",
+        engine.ops()
+    );
+    session.close().await.unwrap();
+
+    // Nor one that another session pulled between `prepare` and the bring-up.
+    let engine = FakeEngine::new().with_images(&[BUILT_IN]);
+    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    assert!(!plan.proxy_image_present);
+    engine.state().images.insert(PROXY_IMAGE.into());
+    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    session.start().await.unwrap();
+    assert!(
+        !engine.ops().iter().any(|op| op.starts_with("pull_image")),
+        "{:?}",
+        engine.ops()
+    );
+    session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_proxy_image_is_pulled_while_the_agent_image_is_built() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = FakeEngine::new();
+    engine.state().build_delay = Some(Duration::from_secs(30));
+    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    let interrupted = tokio::time::timeout(Duration::from_millis(200), session.start()).await;
+    assert!(interrupted.is_err());
+    // The build is still running, and the pull is done.
+    assert!(engine.ops().contains(&format!("build_image {BUILT_IN}")));
+    assert!(!engine.state().images.contains(BUILT_IN));
+    assert!(engine.state().images.contains(PROXY_IMAGE));
+    session.close().await.unwrap();
+    assert!(engine.state().networks.is_empty());
+}
+
+/// What Docker 20.10 answers when it cannot reach the registry.
+fn no_registry() -> super::client::EngineError {
+    super::client::EngineError::new(
+        super::client::ErrorKind::Other,
+        format!("pull the image `{PROXY_IMAGE}`"),
+        "Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io on 10.255.255.53:53: no such host",
+    )
+}
+
+#[tokio::test]
+async fn a_failed_pull_is_a_clear_error_and_everything_is_torn_down() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = FakeEngine::new().with_images(&[BUILT_IN]);
+    engine.state().pull_failure = Some(no_registry());
+    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    let scratch = plan.scratch.as_ref().unwrap().path().to_path_buf();
+    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    let err = session.start().await.unwrap_err();
+    assert_eq!(
+        err.message,
+        "could not pull the proxy image `pipelock:test` from its registry: `docker.io` could not be reached \
+         (Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io on 10.255.255.53:53: no such host)\n  \
+         hint: this machine may have no access to `docker.io`: pull the image on one that has (`docker pull pipelock:test`) \
+         and bring it here with `docker save` and `docker load`\n  \
+         hint: pull it yourself with `docker pull pipelock:test` (which uses your registry logins), \
+         or set `CLAUDE_BOTTLE_PIPELOCK_IMAGE` to a pipelock image present locally (see `docker images`)"
+    );
+    assert!(
+        engine.created_containers().is_empty(),
+        "no proxy without its image: {:?}",
+        engine.ops()
+    );
+    // The networks were made meanwhile; they go with the session.
+    session.close().await.unwrap();
+    assert!(engine.state().networks.is_empty());
+    assert!(engine.state().containers.is_empty());
+    assert!(session.ledger().networks.is_empty());
+    assert!(!scratch.exists());
+}
+
+#[tokio::test]
+async fn an_interrupted_pull_does_not_hold_up_teardown() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = FakeEngine::new().with_images(&[BUILT_IN]);
+    engine.state().pull_delay = Some(Duration::from_secs(60));
+    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    // The default drain time: a close that waited for it would take 10 s.
+    let mut session = Session::new(engine.clone(), plan, false);
+    let interrupted = tokio::time::timeout(Duration::from_millis(150), session.start()).await;
+    assert!(interrupted.is_err());
+    assert!(engine.ops().contains(&format!("pull_image {PROXY_IMAGE}")));
+    let clock = std::time::Instant::now();
+    session.close().await.unwrap();
+    assert!(
+        clock.elapsed() < Duration::from_secs(2),
+        "close took {:?}",
+        clock.elapsed()
+    );
+    assert!(engine.state().networks.is_empty());
+    assert!(!engine.state().images.contains(PROXY_IMAGE));
 }
 
 #[tokio::test]
