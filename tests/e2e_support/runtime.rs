@@ -1,6 +1,8 @@
-//! The daemon's runtimes are shared by every test on the machine. One test
-//! (e2e_runsc) registers an alias of runc named `runsc` and reloads dockerd,
-//! which changes what every concurrently starting session detects. So:
+//! The daemon's runtimes are shared by every test on the machine. The tests
+//! of e2e_runsc register a runtime named `runsc` (an alias of runc, or a
+//! stand-in that fails for one test's containers and runs everyone else's)
+//! and reload dockerd, which changes what every concurrently starting session
+//! detects. So:
 //!
 //! - a test that depends on which runtime the product detects holds
 //!   [`RuntimeLock::shared`] for its whole session;
@@ -13,10 +15,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::docker::{docker_ok, wait_for};
+use super::docker::{docker, docker_ok};
 
 pub const RUNTIME_LOCK_PATH: &str = "/tmp/claude-bottle-test-docker-runtimes.lock";
 /// Held exclusively by the Docker backend's test that runs `cleanup --yes`
@@ -83,34 +86,172 @@ pub fn registered_runtimes() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// While alive, the daemon has a runtime named `runsc`: the real gVisor when
-/// it is already registered (then nothing is changed), otherwise an alias of
-/// runc written into daemon.json and loaded with SIGHUP. Drop restores the
-/// file byte for byte and reloads again, even when the test panicked.
+/// The path the daemon runs for `runsc`: None when it has no such runtime,
+/// or when `docker info` cannot say. Never panics (guards' `Drop` use it).
+fn runsc_path() -> Option<String> {
+    let out = docker(&["info", "--format", "{{json .Runtimes}}"]);
+    if !out.status.success() {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(value.get("runsc")?.get("path")?.as_str()?.to_owned())
+}
+
+/// The `runsc` path a daemon.json (its bytes) registers, if any.
+fn runsc_path_in(daemon_json: Option<&[u8]>) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(daemon_json?).ok()?;
+    Some(
+        value
+            .get("runtimes")?
+            .get("runsc")?
+            .get("path")?
+            .as_str()?
+            .to_owned(),
+    )
+}
+
+/// Waits up to 30 s for the daemon's `runsc` to be `expected`; false (and a
+/// loud message) when it does not get there. Never panics.
+fn wait_runsc_path(expected: Option<&str>) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let current = runsc_path();
+        if current.as_deref() == expected {
+            return true;
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "e2e: dockerd's `runsc` is {current:?}, expected {expected:?}, after reloading `{DAEMON_JSON}`"
+            );
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A copy of the original daemon.json, kept while a guard has changed the
+/// file. A guard's `Drop` cannot run when nextest kills a hung test, so the
+/// next guard finds the copy and restores it first. Only touched under the
+/// exclusive runtime lock.
+const BACKUP: &str = "/var/tmp/claude-bottle-test-daemon-json.backup";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Backup {
+    /// The file's bytes; None: there was no file.
+    original: Option<Vec<u8>>,
+}
+
+/// Restores the daemon.json a killed guard left changed, if any.
+fn recover_interrupted_guard() {
+    let Ok(bytes) = std::fs::read(BACKUP) else {
+        return;
+    };
+    let backup: Backup = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("`{BACKUP}` is not a daemon.json backup: {e}"));
+    eprintln!("e2e: a runtime guard was killed before it restored `{DAEMON_JSON}`: restoring it");
+    restore_daemon_json(backup.original);
+}
+
+/// While alive, the daemon has a runtime named `runsc`. With
+/// [`RunscRegistered::ensure`], a working one: the real gVisor when it is
+/// already registered (then nothing is changed), otherwise an alias of runc.
+/// With [`RunscRegistered::failing_for`], one that cannot create some
+/// containers. A changed runtime is written into daemon.json and loaded with
+/// SIGHUP; drop restores the file byte for byte and reloads again, even when
+/// the test panicked.
 pub struct RunscRegistered {
     /// The original daemon.json (None: there was none), when we changed it.
     restore: Option<Option<Vec<u8>>>,
     pub is_alias_of_runc: bool,
+    /// Holds the stand-in runtime of [`RunscRegistered::failing_for`];
+    /// removed after the daemon forgot it.
+    _stand_in: Option<tempfile::TempDir>,
     _lock: RuntimeLock,
 }
 
 impl RunscRegistered {
     pub fn ensure() -> Self {
         let lock = RuntimeLock::exclusive();
-        if registered_runtimes().iter().any(|r| r == "runsc") {
+        recover_interrupted_guard();
+        if runsc_path().is_some() {
             return Self {
                 restore: None,
                 is_alias_of_runc: false,
+                _stand_in: None,
                 _lock: lock,
             };
         }
-        let path = Path::new(DAEMON_JSON);
-        let original = std::fs::read(path).ok();
+        let runc = which("runc").expect("runc on PATH (the alias points at it)");
+        Self::register(lock, &runc, true, None)
+    }
+
+    /// Registers as `runsc` a runtime that fails to create every container
+    /// whose OCI config (its environment, say) contains `marker`, exactly as
+    /// a runtime binary that is `/bin/false` fails (measured on Docker 20.10:
+    /// `/bin/false` and a missing binary are both accepted on reload, and
+    /// both fail `docker start` at once with "OCI runtime create failed").
+    /// Every other container it runs with the `runsc` registered before (the
+    /// real gVisor) or runc: sessions of other tests that start meanwhile,
+    /// and detect `runsc`, are not broken by this one's.
+    pub fn failing_for(marker: &str) -> Self {
+        assert!(
+            !marker.is_empty()
+                && marker
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+            "marker `{marker}` must be a plain word (it goes into a shell script)"
+        );
+        let lock = RuntimeLock::exclusive();
+        recover_interrupted_guard();
+        let delegate = match runsc_path() {
+            Some(path) if Path::new(&path).is_absolute() => PathBuf::from(path),
+            Some(name) => which(&name).unwrap_or_else(|| panic!("`runsc` path `{name}` on PATH")),
+            None => which("runc").expect("runc on PATH (the stand-in runs the rest with it)"),
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("claude-bottle-test-runsc-")
+            .tempdir()
+            .expect("temp dir for the stand-in runtime");
+        let script = dir.path().join("runsc");
+        // containerd's shim runs `<runtime> [global flags] create --bundle
+        // <dir> ... <id>`; the bundle's config.json is the container's OCI
+        // spec. Exiting 1 without a word is what `/bin/false` does.
+        let text = format!(
+            "#!/bin/sh\n\
+             # claude-bottle e2e stand-in `runsc`: fails like /bin/false for containers marked `{marker}`.\n\
+             bundle=\n\
+             prev=\n\
+             for arg in \"$@\"; do\n\
+             \x20 case \"$prev\" in --bundle|-b) bundle=$arg ;; esac\n\
+             \x20 prev=$arg\n\
+             done\n\
+             if [ -n \"$bundle\" ] && grep -qF -- '{marker}' \"$bundle/config.json\" 2>/dev/null; then\n\
+             \x20 exit 1\n\
+             fi\n\
+             exec '{}' \"$@\"\n",
+            delegate.display()
+        );
+        std::fs::write(&script, text).expect("write the stand-in runtime");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+            .expect("make the stand-in runtime executable");
+        Self::register(lock, &script, false, Some(dir))
+    }
+
+    /// Writes `runsc` -> `path` into daemon.json, reloads dockerd and waits
+    /// until it runs `path` for `runsc`.
+    fn register(
+        lock: RuntimeLock,
+        path: &Path,
+        is_alias_of_runc: bool,
+        stand_in: Option<tempfile::TempDir>,
+    ) -> Self {
+        let daemon_json = Path::new(DAEMON_JSON);
+        let original = std::fs::read(daemon_json).ok();
         let mut config: serde_json::Value = match &original {
             Some(bytes) => serde_json::from_slice(bytes).expect("daemon.json is JSON"),
             None => serde_json::json!({}),
         };
-        let runc = which("runc").expect("runc on PATH (the alias points at it)");
+        let path = path.to_str().expect("runtime path is UTF-8").to_owned();
         config
             .as_object_mut()
             .expect("daemon.json is an object")
@@ -118,27 +259,30 @@ impl RunscRegistered {
             .or_insert_with(|| serde_json::json!({}))
             .as_object_mut()
             .expect("daemon.json runtimes is an object")
-            .insert(
-                "runsc".into(),
-                serde_json::json!({ "path": runc.to_string_lossy() }),
-            );
+            .insert("runsc".into(), serde_json::json!({ "path": path }));
+        std::fs::write(
+            BACKUP,
+            serde_json::to_vec(&Backup {
+                original: original.clone(),
+            })
+            .expect("serialize the backup"),
+        )
+        .unwrap_or_else(|e| panic!("write `{BACKUP}`: {e}"));
         let guard = Self {
             restore: Some(original),
-            is_alias_of_runc: true,
+            is_alias_of_runc,
+            _stand_in: stand_in,
             _lock: lock,
         };
-        std::fs::write(path, serde_json::to_vec_pretty(&config).expect("serialize"))
-            .expect("write daemon.json");
+        std::fs::write(
+            daemon_json,
+            serde_json::to_vec_pretty(&config).expect("serialize"),
+        )
+        .expect("write daemon.json");
         assert!(reload_dockerd(), "could not reload dockerd");
-        wait_for(
-            "dockerd to register `runsc`",
-            Duration::from_secs(30),
-            || {
-                registered_runtimes()
-                    .iter()
-                    .any(|r| r == "runsc")
-                    .then_some(())
-            },
+        assert!(
+            wait_runsc_path(Some(&path)),
+            "dockerd did not load `runsc` -> `{path}`"
         );
         guard
     }
@@ -146,52 +290,61 @@ impl RunscRegistered {
 
 impl Drop for RunscRegistered {
     fn drop(&mut self) {
-        let Some(original) = self.restore.take() else {
-            return;
-        };
-        // dockerd's reload replaces its runtimes only when the file names
-        // `runtimes`: restoring a file without the key would leave `runsc`
-        // registered. So first reload with the original runtimes spelled out
-        // (empty when it had none), then put the original bytes back.
-        let path = Path::new(DAEMON_JSON);
-        let mut unregister: serde_json::Value = original
-            .as_deref()
-            .and_then(|bytes| serde_json::from_slice(bytes).ok())
-            .unwrap_or_else(|| serde_json::json!({}));
-        if let Some(config) = unregister.as_object_mut() {
-            config
-                .entry("runtimes")
-                .or_insert_with(|| serde_json::json!({}));
+        if let Some(original) = self.restore.take() {
+            restore_daemon_json(original);
         }
-        let unregistered = serde_json::to_vec_pretty(&unregister)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(path, bytes));
-        if let Err(e) = unregistered {
+    }
+}
+
+/// Puts the original daemon.json (None: there was none) back and reloads,
+/// leaving the daemon with the `runsc` it names (or none), then drops the
+/// backup. Never panics: it runs in a guard's `Drop`, possibly while a failed
+/// test unwinds.
+fn restore_daemon_json(original: Option<Vec<u8>>) {
+    // dockerd's reload replaces its runtimes only when the file names
+    // `runtimes`: restoring a file without the key would leave `runsc`
+    // registered. So first reload with the original runtimes spelled out
+    // (empty when it had none), then put the original bytes back.
+    let path = Path::new(DAEMON_JSON);
+    let mut unregister: serde_json::Value = original
+        .as_deref()
+        .and_then(|bytes| serde_json::from_slice(bytes).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    if let Some(config) = unregister.as_object_mut() {
+        config
+            .entry("runtimes")
+            .or_insert_with(|| serde_json::json!({}));
+    }
+    let unregistered = serde_json::to_vec_pretty(&unregister)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(path, bytes));
+    let mut restored = match unregistered {
+        Ok(()) => true,
+        Err(e) => {
             eprintln!(
                 "e2e: CANNOT RESTORE `{DAEMON_JSON}`: {e}; restore it by hand and SIGHUP dockerd"
             );
+            false
         }
-        reload_dockerd();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while registered_runtimes().iter().any(|r| r == "runsc") {
-            if std::time::Instant::now() > deadline {
-                eprintln!("e2e: dockerd still lists `runsc` after restoring `{DAEMON_JSON}`");
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let restored = match original {
-            Some(bytes) => std::fs::write(path, bytes),
-            None => std::fs::remove_file(path),
-        };
-        if let Err(e) = restored {
-            eprintln!(
-                "e2e: CANNOT RESTORE `{DAEMON_JSON}`: {e}; restore it by hand and SIGHUP dockerd"
-            );
-        }
-        // Without `runtimes` in the file this reload changes no runtime; it
-        // makes the daemon's view of its file current again.
-        reload_dockerd();
+    };
+    restored &= reload_dockerd();
+    restored &= wait_runsc_path(runsc_path_in(original.as_deref()).as_deref());
+    let written = match original {
+        Some(bytes) => std::fs::write(path, bytes),
+        None => std::fs::remove_file(path),
+    };
+    if let Err(e) = written {
+        eprintln!(
+            "e2e: CANNOT RESTORE `{DAEMON_JSON}`: {e}; restore it by hand and SIGHUP dockerd"
+        );
+        restored = false;
+    }
+    // Without `runtimes` in the file this reload changes no runtime; it
+    // makes the daemon's view of its file current again.
+    restored &= reload_dockerd();
+    // Kept when something failed, so the next guard tries again.
+    if restored && let Err(e) = std::fs::remove_file(BACKUP) {
+        eprintln!("e2e: could not remove `{BACKUP}`: {e}");
     }
 }
 
