@@ -256,7 +256,7 @@ impl fmt::Display for ProxyPullError {
         match self.failure {
             PullFailure::RegistryUnreachable => write!(
                 f,
-                "`{registry}` could not be reached ({detail})\n  hint: this machine may have no access to `{registry}`: pull the image on one that has (`docker pull {image}`) and bring it here with `docker save` and `docker load`"
+                "`{registry}` could not be reached ({detail})\n  hint: this machine may have no access to `{registry}`: bring the image from one that has, with `docker save` and `docker load`"
             )?,
             PullFailure::NoSuchImage => write!(
                 f,

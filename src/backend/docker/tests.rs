@@ -292,8 +292,8 @@ async fn a_failed_pull_is_a_clear_error_and_everything_is_torn_down() {
         err.message,
         "could not pull the proxy image `pipelock:test` from its registry: `docker.io` could not be reached \
          (Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io on 10.255.255.53:53: no such host)\n  \
-         hint: this machine may have no access to `docker.io`: pull the image on one that has (`docker pull pipelock:test`) \
-         and bring it here with `docker save` and `docker load`\n  \
+         hint: this machine may have no access to `docker.io`: bring the image from one that has, \
+         with `docker save` and `docker load`\n  \
          hint: pull it yourself with `docker pull pipelock:test` (which uses your registry logins), \
          or set `CLAUDE_BOTTLE_PIPELOCK_IMAGE` to a pipelock image present locally (see `docker images`)"
     );

@@ -1,0 +1,675 @@
+//! The proxy image pull on the real Docker daemon: a fresh machine has no
+//! pipelock image, so `start` pulls it. This machine has no image registry,
+//! so one test checks that a pull that cannot reach its registry fails within
+//! seconds with the pull error and leaves nothing, and another serves the
+//! pipelock stand-in from a registry of its own on 127.0.0.1 (the daemon
+//! speaks plain HTTP to loopback registries) to check that a pulled image is
+//! used as is and the session runs.
+//!
+//! Images: the agent test image is the bottle's `image` (no build); the
+//! stand-in is what the local registry serves (scripts/build-test-images.sh
+//! builds both). Without a daemon or the images these tests fail when `CI`
+//! is set and skip loudly otherwise.
+//!
+//! Resources: every agent is named `dp-<test>-<pid>-<n>`, so everything the
+//! product makes carries `claude-bottle.agent=<that name>`; a [`Fixture`]
+//! removes whatever is left with that label when it drops, and stale `dp-*`
+//! resources of dead test processes are swept first. The only thing a test
+//! makes itself is the pulled tag, which a guard untags.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const AGENT_IMAGE: &str = "claude-bottle-test/agent:current";
+const PIPELOCK_IMAGE: &str = "claude-bottle-test/pipelock-standin:current";
+/// An image no registry has, on a machine that reaches none.
+const ABSENT_IMAGE: &str = "claude-bottle-test/absent:none";
+const BIN: &str = env!("CARGO_BIN_EXE_claude-bottle");
+/// Held shared by session tests; `cleanup --yes` (docker_session) takes it
+/// exclusively, since it removes every claude-bottle resource.
+const CLEANUP_LOCK: &str = "/tmp/claude-bottle-test-docker-cleanup.lock";
+
+// ---------------------------------------------------------------------------
+// Docker CLI helpers
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run `docker {}`: {e}", args.join(" ")))
+}
+
+fn docker_lines(args: &[&str]) -> Vec<String> {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn image_exists(image: &str) -> bool {
+    docker(&["image", "inspect", image]).status.success()
+}
+
+fn image_id(image: &str) -> String {
+    docker_lines(&["image", "inspect", "--format", "{{.Id}}", image]).join("")
+}
+
+fn pid_alive(pid: &str) -> bool {
+    pid.parse::<i32>().is_ok_and(|pid| {
+        pid > 0
+            && matches!(
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+                Ok(()) | Err(nix::errno::Errno::EPERM)
+            )
+    })
+}
+
+fn remove_resources(containers: &[String], networks: &[String]) {
+    for id in containers {
+        let _ = docker(&["rm", "-f", "-v", id]);
+    }
+    for id in networks {
+        let _ = docker(&["network", "rm", id]);
+    }
+}
+
+/// Removes `dp-*` resources whose test process is gone.
+fn sweep_stale() {
+    let format = "{{.ID}}\t{{.Label \"claude-bottle.agent\"}}\t{{.Label \"claude-bottle.pid\"}}";
+    let filter = "label=claude-bottle.managed=true";
+    let stale = |lines: Vec<String>| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|line| {
+                let mut parts = line.split('\t');
+                let (id, agent, pid) = (parts.next()?, parts.next()?, parts.next()?);
+                (agent.starts_with("dp-") && !pid_alive(pid)).then(|| id.to_owned())
+            })
+            .collect()
+    };
+    let containers = stale(docker_lines(&[
+        "ps", "-a", "--filter", filter, "--format", format,
+    ]));
+    let networks = stale(docker_lines(&[
+        "network", "ls", "--filter", filter, "--format", format,
+    ]));
+    remove_resources(&containers, &networks);
+}
+
+/// Whether the tests can run here; with `CI` set, a missing daemon or image fails them.
+fn ready() -> bool {
+    let problem = if !docker(&["info"]).status.success() {
+        Some(format!(
+            "the Docker daemon at `{}` does not answer",
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+        ))
+    } else {
+        let missing: Vec<&str> = [AGENT_IMAGE, PIPELOCK_IMAGE]
+            .into_iter()
+            .filter(|image| !image_exists(image))
+            .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "test images missing: {}\n  hint: run scripts/build-test-images.sh",
+                missing.join(", ")
+            )
+        })
+    };
+    match problem {
+        None => {
+            sweep_stale();
+            true
+        }
+        Some(problem) if std::env::var_os("CI").is_some() => panic!("docker_pull: {problem}"),
+        Some(problem) => {
+            eprintln!("\n!!! docker_pull: SKIPPED: {problem}\n");
+            false
+        }
+    }
+}
+
+/// A shared `flock` on a well-known file, released on drop.
+struct SharedLock {
+    _file: fs::File,
+}
+
+impl SharedLock {
+    fn take(path: &str) -> Self {
+        use std::os::fd::AsRawFd;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("open `{path}`: {e}"));
+        // SAFETY: flock on a descriptor this value owns; closing it releases the lock.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH) };
+        assert_eq!(rc, 0, "flock `{path}`: {}", std::io::Error::last_os_error());
+        Self { _file: file }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A test's home, manifest and agent
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    agent: String,
+    proxy_image: String,
+    _lock: SharedLock,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Fixture {
+    /// An agent in a bottle with the agent test image, whose proxy image is `proxy_image`.
+    fn new(tag: &str, proxy_image: &str) -> Self {
+        let lock = SharedLock::take(CLEANUP_LOCK);
+        let agent = format!(
+            "dp-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["home", "tmp", "work"] {
+            fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let manifest = json!({
+            "bottles": { "dp": {
+                "image": AGENT_IMAGE,
+                "egress": { "allowlist": ["api.anthropic.com"] }
+            } },
+            "agents": { &agent: { "bottle": "dp", "prompt": "" } }
+        });
+        fs::write(
+            dir.path().join("manifest.json"),
+            serde_json::to_vec_pretty(&manifest).unwrap(),
+        )
+        .unwrap();
+        Self {
+            dir,
+            agent,
+            proxy_image: proxy_image.to_owned(),
+            _lock: lock,
+        }
+    }
+
+    fn scratch_root(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
+
+    /// `claude-bottle --manifest M ARGS`, with stdin closed.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--manifest")
+            .arg(self.dir.path().join("manifest.json"))
+            .args(args)
+            .current_dir(self.dir.path().join("work"))
+            .env("HOME", self.dir.path().join("home"))
+            .env("TMPDIR", self.scratch_root())
+            .env("CLAUDE_BOTTLE_PIPELOCK_IMAGE", &self.proxy_image)
+            .env("NO_COLOR", "1")
+            .env_remove("CLAUDE_BOTTLE_BACKEND")
+            .env_remove("CLAUDE_BOTTLE_OAUTH_TOKEN")
+            .env_remove("CLAUDE_BOTTLE_CONTAINER_HOME")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run claude-bottle")
+    }
+
+    fn assert_nothing_left(&self) {
+        let filter = format!("label=claude-bottle.agent={}", self.agent);
+        let containers = docker_lines(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]);
+        let networks = docker_lines(&[
+            "network",
+            "ls",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Name}}",
+        ]);
+        assert_eq!(
+            (containers, networks),
+            (vec![], vec![]),
+            "resources of `{}` were left behind",
+            self.agent
+        );
+        let scratch: Vec<_> = fs::read_dir(self.scratch_root())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert!(scratch.is_empty(), "scratch files were left: {scratch:?}");
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let filter = format!("label=claude-bottle.agent={}", self.agent);
+        let containers = docker_lines(&["ps", "-aq", "--filter", &filter]);
+        let networks = docker_lines(&["network", "ls", "-q", "--filter", &filter]);
+        remove_resources(&containers, &networks);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A registry of one image on 127.0.0.1
+
+/// Serves one local image over the registry API v2: its manifest under one
+/// repository and tag, its config and layers as blobs, all read from
+/// `docker save` (whose layers are the uncompressed diffs, so a layer's
+/// digest is its diff ID, and the daemon takes uncompressed tars under the
+/// gzip media type).
+struct LocalRegistry {
+    port: u16,
+    repository: String,
+    tag: String,
+    /// Manifest requests answered, to prove the pull came here.
+    manifests_served: Arc<AtomicUsize>,
+}
+
+/// Where a layer blob is in `docker save`'s output, and its size.
+#[derive(Clone)]
+struct Layer {
+    entry: String,
+    size: u64,
+}
+
+/// `docker save IMAGE` as a stream of tar entries.
+fn saved(image: &str) -> (std::process::Child, tar::Archive<std::process::ChildStdout>) {
+    let mut child = Command::new("docker")
+        .args(["save", image])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run docker save");
+    let stdout = child.stdout.take().expect("stdout piped");
+    (child, tar::Archive::new(stdout))
+}
+
+impl LocalRegistry {
+    fn serve(image: &str, repository: &str, tag: &str) -> Self {
+        // One pass reads the small files; layers are only measured.
+        let mut files = std::collections::BTreeMap::new();
+        let mut sizes = std::collections::BTreeMap::new();
+        let (mut child, mut archive) = saved(image);
+        for entry in archive.entries().expect("docker save output") {
+            let mut entry = entry.expect("a saved entry");
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            if path.ends_with("layer.tar") {
+                sizes.insert(path, entry.size());
+            } else if path.ends_with(".json") {
+                files.insert(path, read_to_string(&mut entry).into_bytes());
+            }
+        }
+        assert!(child.wait().unwrap().success(), "docker save {image}");
+        let saved_manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+        let entry = &saved_manifest[0];
+        let config = files[entry["Config"].as_str().expect("Config")].clone();
+        let config_json: Value = serde_json::from_slice(&config).unwrap();
+        let diff_ids = config_json["rootfs"]["diff_ids"]
+            .as_array()
+            .expect("diff_ids");
+        let mut layers = std::collections::BTreeMap::new();
+        let layer_descriptors: Vec<Value> = entry["Layers"]
+            .as_array()
+            .expect("Layers")
+            .iter()
+            .zip(diff_ids)
+            .map(|(path, diff_id)| {
+                let path = path.as_str().unwrap().to_owned();
+                let size = sizes[&path];
+                let digest = diff_id.as_str().unwrap().to_owned();
+                layers.insert(digest.clone(), Layer { entry: path, size });
+                json!({
+                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "size": size,
+                    "digest": digest,
+                })
+            })
+            .collect();
+        let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": config.len(),
+                "digest": config_digest,
+            },
+            "layers": layer_descriptors,
+        }))
+        .unwrap();
+
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the registry");
+        let port = listener.local_addr().unwrap().port();
+        let manifests_served = Arc::new(AtomicUsize::new(0));
+        let routes = Arc::new(Routes {
+            image: image.to_owned(),
+            repository: repository.to_owned(),
+            tag: tag.to_owned(),
+            manifest,
+            config_digest,
+            config,
+            layers,
+            manifests_served: Arc::clone(&manifests_served),
+        });
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let routes = Arc::clone(&routes);
+                std::thread::spawn(move || routes.answer(stream));
+            }
+        });
+        Self {
+            port,
+            repository: repository.to_owned(),
+            tag: tag.to_owned(),
+            manifests_served,
+        }
+    }
+
+    fn reference(&self) -> String {
+        format!("127.0.0.1:{}/{}:{}", self.port, self.repository, self.tag)
+    }
+}
+
+struct Routes {
+    image: String,
+    repository: String,
+    tag: String,
+    manifest: Vec<u8>,
+    config_digest: String,
+    config: Vec<u8>,
+    layers: std::collections::BTreeMap<String, Layer>,
+    manifests_served: Arc<AtomicUsize>,
+}
+
+impl Routes {
+    /// One request per connection (`Connection: close`).
+    fn answer(&self, mut stream: TcpStream) {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut first = [0u8; 1];
+        // The daemon tries TLS first; a handshake record starts with 0x16.
+        if stream
+            .peek(&mut first)
+            .map_or(true, |n| n == 0 || first[0] == 0x16)
+        {
+            return;
+        }
+        let mut reader = BufReader::new(match stream.try_clone() {
+            Ok(s) => s,
+            Err(_) => return,
+        });
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).is_err() {
+            return;
+        }
+        loop {
+            let mut header = String::new();
+            match reader.read_line(&mut header) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if header.trim().is_empty() => break,
+                Ok(_) => {}
+            }
+        }
+        let mut words = request_line.split_whitespace();
+        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let head = method == "HEAD";
+        let manifest_path = format!("/v2/{}/manifests/", self.repository);
+        let blob_path = format!("/v2/{}/blobs/", self.repository);
+        let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&self.manifest)));
+        let ok = |content_type: &str, headers: &[(&str, &str)], length: u64| Reply {
+            status: "200 OK",
+            content_type: content_type.to_owned(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            length,
+        };
+        let _ = if path == "/v2/" || path == "/v2" {
+            ok("application/json", &[], 2).send(&mut stream, head, |s| s.write_all(b"{}"))
+        } else if let Some(reference) = path.strip_prefix(&manifest_path) {
+            if reference == self.tag || reference == manifest_digest {
+                self.manifests_served.fetch_add(1, Ordering::Relaxed);
+                ok(
+                    "application/vnd.docker.distribution.manifest.v2+json",
+                    &[("Docker-Content-Digest", &manifest_digest)],
+                    self.manifest.len() as u64,
+                )
+                .send(&mut stream, head, |s| s.write_all(&self.manifest))
+            } else {
+                not_found(&mut stream, head, "MANIFEST_UNKNOWN")
+            }
+        } else if let Some(digest) = path.strip_prefix(&blob_path) {
+            if digest == self.config_digest {
+                ok("application/octet-stream", &[], self.config.len() as u64).send(
+                    &mut stream,
+                    head,
+                    |s| s.write_all(&self.config),
+                )
+            } else if let Some(layer) = self.layers.get(digest) {
+                ok("application/octet-stream", &[], layer.size)
+                    .send(&mut stream, head, |s| self.copy_layer(layer, s))
+            } else {
+                not_found(&mut stream, head, "BLOB_UNKNOWN")
+            }
+        } else {
+            not_found(&mut stream, head, "NAME_UNKNOWN")
+        };
+    }
+
+    /// Streams one layer out of a fresh `docker save`.
+    fn copy_layer(&self, layer: &Layer, out: &mut TcpStream) -> std::io::Result<()> {
+        let (mut child, mut archive) = saved(&self.image);
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            if entry.path()?.to_string_lossy() == layer.entry {
+                std::io::copy(&mut entry, out)?;
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(())
+    }
+}
+
+struct Reply {
+    status: &'static str,
+    content_type: String,
+    headers: Vec<(String, String)>,
+    length: u64,
+}
+
+impl Reply {
+    fn send(
+        self,
+        stream: &mut TcpStream,
+        head: bool,
+        body: impl FnOnce(&mut TcpStream) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let mut text = format!(
+            "HTTP/1.1 {}\r\nDocker-Distribution-API-Version: registry/2.0\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.status, self.content_type, self.length
+        );
+        for (name, value) in &self.headers {
+            text.push_str(&format!("{name}: {value}\r\n"));
+        }
+        text.push_str("\r\n");
+        stream.write_all(text.as_bytes())?;
+        if !head {
+            body(stream)?;
+        }
+        stream.flush()
+    }
+}
+
+fn not_found(stream: &mut TcpStream, head: bool, code: &str) -> std::io::Result<()> {
+    let body = format!("{{\"errors\":[{{\"code\":\"{code}\",\"message\":\"unknown\"}}]}}");
+    Reply {
+        status: "404 Not Found",
+        content_type: "application/json".to_owned(),
+        headers: Vec::new(),
+        length: body.len() as u64,
+    }
+    .send(stream, head, |s| s.write_all(body.as_bytes()))
+}
+
+/// Untags a pulled reference when dropped (the image itself is the
+/// stand-in's, which keeps its own tags).
+struct PulledTag(String);
+
+impl Drop for PulledTag {
+    fn drop(&mut self) {
+        let _ = docker(&["image", "rm", &self.0]);
+    }
+}
+
+fn read_to_string(mut reader: impl Read) -> String {
+    let mut text = String::new();
+    let _ = reader.read_to_string(&mut text);
+    text
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn start_with_a_proxy_image_no_registry_has_fails_fast_and_leaves_nothing() {
+    if !ready() {
+        return;
+    }
+    assert!(
+        !image_exists(ABSENT_IMAGE),
+        "`{ABSENT_IMAGE}` exists on this daemon; this test needs it absent"
+    );
+    let fx = Fixture::new("absent", ABSENT_IMAGE);
+    let clock = Instant::now();
+    let out = fx.run(&["start", &fx.agent, "--yes", "--", "-p", "hello"]);
+    let elapsed = clock.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("failed start took {elapsed:?}");
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "took {elapsed:?}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("(claude-bottle-test/absent:none, will be pulled)"),
+        "the plan says the image will be pulled:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("pulling the proxy image `claude-bottle-test/absent:none`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "could not pull the proxy image `claude-bottle-test/absent:none` from its registry: `docker.io` could not be reached ("
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "\n  hint: pull it yourself with `docker pull claude-bottle-test/absent:none`"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`CLAUDE_BOTTLE_PIPELOCK_IMAGE`"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "stdout is for data only");
+    assert!(!image_exists(ABSENT_IMAGE));
+    fx.assert_nothing_left();
+}
+
+#[test]
+fn a_dry_run_with_an_absent_proxy_image_plans_the_pull_and_pulls_nothing() {
+    if !ready() {
+        return;
+    }
+    let fx = Fixture::new("dry", ABSENT_IMAGE);
+    let out = fx.run(&["start", &fx.agent, "--dry-run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // A pull here cannot succeed, so success means none was tried.
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "proxy: claude-bottle-pipelock-{} (claude-bottle-test/absent:none, will be pulled)\n",
+            fx.agent
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pulling the proxy image"), "{stderr}");
+    fx.assert_nothing_left();
+}
+
+#[test]
+fn a_proxy_image_pulled_from_a_registry_is_used_as_is() {
+    if !ready() {
+        return;
+    }
+    let registry = LocalRegistry::serve(
+        PIPELOCK_IMAGE,
+        "claude-bottle-test/pulled-standin",
+        &format!("p{}", std::process::id()),
+    );
+    let reference = registry.reference();
+    assert!(!image_exists(&reference), "`{reference}` exists already");
+    let _untag = PulledTag(reference.clone());
+    let fx = Fixture::new("pulled", &reference);
+    let out = fx.run(&[
+        "start",
+        &fx.agent,
+        "--yes",
+        "--",
+        "--stub-exit",
+        "7",
+        "-p",
+        "hi",
+    ]);
+    let stderr = read_to_string(&out.stderr[..]);
+    assert_eq!(out.status.code(), Some(7), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("({reference}, will be pulled)")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("pulled the proxy image `{reference}` in ")),
+        "{stderr}"
+    );
+    assert!(
+        registry.manifests_served.load(Ordering::Relaxed) > 0,
+        "the daemon did not ask the registry"
+    );
+    // The very image the registry served: pulled, tagged, nothing rebuilt.
+    assert_eq!(image_id(&reference), image_id(PIPELOCK_IMAGE));
+    fx.assert_nothing_left();
+
+    // Present now: the next start plans no pull and makes none.
+    let served = registry.manifests_served.load(Ordering::Relaxed);
+    let again = Fixture::new("pulled-again", &reference);
+    let out = again.run(&["start", &again.agent, "--yes", "--", "-p", "hi"]);
+    let stderr = read_to_string(&out.stderr[..]);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(stderr.contains(&format!("({reference})\n")), "{stderr}");
+    assert_eq!(registry.manifests_served.load(Ordering::Relaxed), served);
+    again.assert_nothing_left();
+}
