@@ -215,9 +215,10 @@ impl Fixture {
         self.dir.path().join("tmp")
     }
 
-    /// `claude-bottle --manifest M ARGS`, with stdin closed.
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+    /// `claude-bottle --manifest M ARGS` with this fixture's home and variables.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
             .arg("--manifest")
             .arg(self.dir.path().join("manifest.json"))
             .args(args)
@@ -228,7 +229,13 @@ impl Fixture {
             .env("NO_COLOR", "1")
             .env_remove("CLAUDE_BOTTLE_BACKEND")
             .env_remove("CLAUDE_BOTTLE_OAUTH_TOKEN")
-            .env_remove("CLAUDE_BOTTLE_CONTAINER_HOME")
+            .env_remove("CLAUDE_BOTTLE_CONTAINER_HOME");
+        command
+    }
+
+    /// Runs `claude-bottle ARGS` to its end, with stdin closed.
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args)
             .stdin(Stdio::null())
             .output()
             .expect("run claude-bottle")
@@ -281,8 +288,8 @@ struct LocalRegistry {
     port: u16,
     repository: String,
     tag: String,
-    /// Manifest requests answered, to prove the pull came here.
-    manifests_served: Arc<AtomicUsize>,
+    /// Manifest requests received, to prove the pull came here.
+    manifest_requests: Arc<AtomicUsize>,
 }
 
 /// Where a layer blob is in `docker save`'s output, and its size.
@@ -305,6 +312,12 @@ fn saved(image: &str) -> (std::process::Child, tar::Archive<std::process::ChildS
 
 impl LocalRegistry {
     fn serve(image: &str, repository: &str, tag: &str) -> Self {
+        Self::serve_holding(image, repository, tag, None)
+    }
+
+    /// Like [`serve`](Self::serve), but each manifest request waits `hold`
+    /// before it is answered: a pull that stays in flight.
+    fn serve_holding(image: &str, repository: &str, tag: &str, hold: Option<Duration>) -> Self {
         // One pass reads the small files; layers are only measured.
         let mut files = std::collections::BTreeMap::new();
         let mut sizes = std::collections::BTreeMap::new();
@@ -359,7 +372,7 @@ impl LocalRegistry {
 
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the registry");
         let port = listener.local_addr().unwrap().port();
-        let manifests_served = Arc::new(AtomicUsize::new(0));
+        let manifest_requests = Arc::new(AtomicUsize::new(0));
         let routes = Arc::new(Routes {
             image: image.to_owned(),
             repository: repository.to_owned(),
@@ -368,7 +381,8 @@ impl LocalRegistry {
             config_digest,
             config,
             layers,
-            manifests_served: Arc::clone(&manifests_served),
+            manifest_requests: Arc::clone(&manifest_requests),
+            hold,
         });
         std::thread::spawn(move || {
             for stream in listener.incoming().map_while(Result::ok) {
@@ -380,7 +394,7 @@ impl LocalRegistry {
             port,
             repository: repository.to_owned(),
             tag: tag.to_owned(),
-            manifests_served,
+            manifest_requests,
         }
     }
 
@@ -397,7 +411,8 @@ struct Routes {
     config_digest: String,
     config: Vec<u8>,
     layers: std::collections::BTreeMap<String, Layer>,
-    manifests_served: Arc<AtomicUsize>,
+    manifest_requests: Arc<AtomicUsize>,
+    hold: Option<Duration>,
 }
 
 impl Routes {
@@ -447,7 +462,10 @@ impl Routes {
             ok("application/json", &[], 2).send(&mut stream, head, |s| s.write_all(b"{}"))
         } else if let Some(reference) = path.strip_prefix(&manifest_path) {
             if reference == self.tag || reference == manifest_digest {
-                self.manifests_served.fetch_add(1, Ordering::Relaxed);
+                self.manifest_requests.fetch_add(1, Ordering::Relaxed);
+                if let Some(hold) = self.hold {
+                    std::thread::sleep(hold);
+                }
                 ok(
                     "application/vnd.docker.distribution.manifest.v2+json",
                     &[("Docker-Content-Digest", &manifest_digest)],
@@ -656,7 +674,7 @@ fn a_proxy_image_pulled_from_a_registry_is_used_as_is() {
         "{stderr}"
     );
     assert!(
-        registry.manifests_served.load(Ordering::Relaxed) > 0,
+        registry.manifest_requests.load(Ordering::Relaxed) > 0,
         "the daemon did not ask the registry"
     );
     // The very image the registry served: pulled, tagged, nothing rebuilt.
@@ -664,12 +682,70 @@ fn a_proxy_image_pulled_from_a_registry_is_used_as_is() {
     fx.assert_nothing_left();
 
     // Present now: the next start plans no pull and makes none.
-    let served = registry.manifests_served.load(Ordering::Relaxed);
+    let served = registry.manifest_requests.load(Ordering::Relaxed);
     let again = Fixture::new("pulled-again", &reference);
     let out = again.run(&["start", &again.agent, "--yes", "--", "-p", "hi"]);
     let stderr = read_to_string(&out.stderr[..]);
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
     assert!(stderr.contains(&format!("({reference})\n")), "{stderr}");
-    assert_eq!(registry.manifests_served.load(Ordering::Relaxed), served);
+    assert_eq!(registry.manifest_requests.load(Ordering::Relaxed), served);
     again.assert_nothing_left();
+}
+
+#[test]
+fn sigterm_while_the_proxy_image_is_pulled_leaves_nothing() {
+    if !ready() {
+        return;
+    }
+    let registry = LocalRegistry::serve_holding(
+        PIPELOCK_IMAGE,
+        "claude-bottle-test/held-standin",
+        &format!("p{}", std::process::id()),
+        Some(Duration::from_secs(60)),
+    );
+    let reference = registry.reference();
+    let _untag = PulledTag(reference.clone());
+    let fx = Fixture::new("held", &reference);
+    let mut child = fx
+        .command(&["start", &fx.agent, "--yes", "--", "-p", "hi"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn claude-bottle");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while registry.manifest_requests.load(Ordering::Relaxed) == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "claude-bottle exited before it pulled"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never asked the registry"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let clock = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if clock.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("claude-bottle did not exit within 20 s of SIGTERM during the pull");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = read_to_string(child.stderr.take().expect("stderr piped"));
+    eprintln!("exit after SIGTERM took {:?}", clock.elapsed());
+    assert_eq!(status.code(), Some(128 + 15), "stderr:\n{stderr}");
+    assert!(
+        clock.elapsed() < Duration::from_secs(10),
+        "teardown waited for the pull: {:?}",
+        clock.elapsed()
+    );
+    assert!(!image_exists(&reference));
+    fx.assert_nothing_left();
 }
