@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::args::ListArgs;
 use super::{Error, load_manifest};
 use crate::backend::{self, ActiveBottle, Backend, Selected};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, ManifestSource};
 
 #[derive(Debug, Serialize)]
 struct AgentRow<'a> {
@@ -19,6 +19,10 @@ struct AgentRow<'a> {
 
 #[derive(Debug, Serialize)]
 struct Listing<'a> {
+    /// The manifest file, or `null` for the embedded default.
+    manifest_path: Option<String>,
+    /// The same for people, as in error messages.
+    #[serde(skip)]
     manifest: String,
     agents: Vec<AgentRow<'a>>,
     active: Vec<ActiveBottle>,
@@ -29,7 +33,12 @@ pub async fn run(manifest_path: Option<&std::path::Path>, args: ListArgs) -> Res
     let active = match backend::select(std::env::var(backend::BACKEND_ENV).ok().as_deref())? {
         Selected::Docker(docker) => docker.list_active().await?,
     };
+    let manifest_path = match &manifest.source {
+        ManifestSource::File(path) => Some(path.display().to_string()),
+        ManifestSource::Embedded => None,
+    };
     let listing = Listing {
+        manifest_path,
         manifest: manifest.source.to_string(),
         agents: agent_rows(&manifest),
         active,
@@ -146,6 +155,7 @@ mod tests {
     #[test]
     fn table_shows_agents_and_active_bottles() {
         let listing = Listing {
+            manifest_path: None,
             manifest: "test".into(),
             agents: vec![AgentRow {
                 name: "reviewer",
