@@ -7,12 +7,16 @@
 //! skip loudly otherwise. Every resource carries `claude-bottle.test=1`, the
 //! suite and the pid; stale ones of dead runs are swept first.
 
+mod docker_support {
+    pub mod daemon;
+    pub mod test_resources;
+}
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
-use std::process::Command;
 
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecResults};
@@ -25,6 +29,8 @@ use claude_bottle::backend::docker::archive::tar_archive;
 use claude_bottle::backend::docker::docker_endpoint;
 use claude_bottle::backend::docker::image::{self, ImageBuildError};
 use claude_bottle::core::provision::{Item, ProvisionSet, Source};
+use docker_support::daemon::{docker, remove_resources};
+use docker_support::test_resources::{TEST_PID_LABEL, sweep_stale_test_resources};
 use futures_util::StreamExt;
 
 const SUITE: &str = "docker_provision";
@@ -33,68 +39,23 @@ fn labels() -> Vec<(String, String)> {
     vec![
         ("claude-bottle.test".into(), "1".into()),
         ("claude-bottle.test.suite".into(), SUITE.into()),
-        (
-            "claude-bottle.test.pid".into(),
-            std::process::id().to_string(),
-        ),
+        (TEST_PID_LABEL.into(), std::process::id().to_string()),
     ]
 }
 
-fn docker_cli(args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .args(args)
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .expect("run docker")
-}
-
-/// The daemon, or `None` (after a loud message) when there is none and `CI` is unset.
+/// The daemon, or `None` (after a loud message) when there is none and `CI`
+/// is unset; this suite's stale resources are swept first.
 async fn daemon() -> Option<Docker> {
-    let reachable = match Docker::connect_with_defaults() {
-        Ok(docker) => docker.ping().await.map(|_| docker),
-        Err(err) => Err(err),
-    };
-    match reachable {
-        Ok(docker) => {
-            sweep_stale();
-            Some(docker)
-        }
-        Err(err) if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but the Docker daemon is unreachable: {err}")
-        }
-        Err(err) => {
-            eprintln!("SKIPPED: no Docker daemon ({err}); these tests need one");
-            None
-        }
+    if !docker_support::daemon::ready(SUITE, &[]) {
+        return None;
     }
-}
-
-/// Removes this suite's containers and images left by runs whose process is gone.
-fn sweep_stale() {
-    let filter = format!("label=claude-bottle.test.suite={SUITE}");
-    let pid_format = "{{.ID}} {{index .Labels \"claude-bottle.test.pid\"}}";
-    let containers = docker_cli(&["ps", "-a", "--filter", &filter, "--format", pid_format]);
-    let images = docker_cli(&["images", "--filter", &filter, "--format", "{{.ID}}"]);
-    for line in String::from_utf8_lossy(&containers.stdout).lines() {
-        if let Some((id, pid)) = line.split_once(' ')
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            docker_cli(&["rm", "-f", id]);
-        }
-    }
-    for id in String::from_utf8_lossy(&images.stdout).lines() {
-        let pid = docker_cli(&[
-            "image",
-            "inspect",
-            "--format",
-            "{{index .Config.Labels \"claude-bottle.test.pid\"}}",
-            id,
-        ]);
-        let pid = String::from_utf8_lossy(&pid.stdout).trim().to_owned();
-        if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
-            docker_cli(&["rmi", "-f", id]);
-        }
-    }
+    sweep_stale_test_resources(&format!("claude-bottle.test.suite={SUITE}"));
+    let docker = Docker::connect_with_defaults().expect("connect to the Docker daemon");
+    docker
+        .ping()
+        .await
+        .expect("the daemon answers the CLI but not the Engine API");
+    Some(docker)
 }
 
 /// Removes what a test created, even when it fails.
@@ -106,11 +67,9 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for id in &self.containers {
-            docker_cli(&["rm", "-f", id]);
-        }
+        remove_resources(&self.containers, &[]);
         for tag in &self.images {
-            docker_cli(&["rmi", "-f", tag]);
+            docker(&["rmi", "-f", tag]);
         }
     }
 }
@@ -136,7 +95,7 @@ fn busybox_image(cleanup: &mut Cleanup, name: &str) -> String {
     args.push(context.path().display().to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     cleanup.images.push(tag.clone());
-    let out = docker_cli(&args);
+    let out = docker(&args);
     assert!(
         out.status.success(),
         "busybox image build failed: {}",
@@ -405,7 +364,7 @@ async fn the_builder_builds_and_reports_failures() {
     let labels = [
         ("claude-bottle.test", "1"),
         ("claude-bottle.test.suite", SUITE),
-        ("claude-bottle.test.pid", pid.as_str()),
+        (TEST_PID_LABEL, pid.as_str()),
     ];
 
     let good = format!("FROM {base}\nRUN echo built > /marker\n");
@@ -415,7 +374,7 @@ async fn the_builder_builds_and_reports_failures() {
     image::build_dockerfile(&docker_endpoint(), &good, &tag, &labels, false)
         .await
         .expect("a good build");
-    let out = docker_cli(&[
+    let out = docker(&[
         "run",
         "--rm",
         "--label",
@@ -448,7 +407,7 @@ async fn the_builder_builds_and_reports_failures() {
     );
     assert!(message.contains("set `image` in the bottle"), "{message}");
 
-    let leftovers = docker_cli(&[
+    let leftovers = docker(&[
         "ps",
         "-aq",
         "--filter",

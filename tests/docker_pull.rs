@@ -17,262 +17,70 @@
 //! resources of dead test processes are swept first. The only thing a test
 //! makes itself is the pulled tag, which a guard untags.
 
-use std::fs;
+mod docker_support {
+    pub mod daemon;
+    pub mod fixture;
+    pub mod lock;
+    pub mod sessions;
+}
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use docker_support::daemon::{docker, docker_lines, image_exists};
+use docker_support::fixture::Fixture;
+use docker_support::lock::{CLEANUP_LOCK, FileLock};
+use docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-const AGENT_IMAGE: &str = "claude-bottle-test/agent:current";
-const PIPELOCK_IMAGE: &str = "claude-bottle-test/pipelock-standin:current";
 /// An image no registry has, on a machine that reaches none.
 const ABSENT_IMAGE: &str = "claude-bottle-test/absent:none";
-const BIN: &str = env!("CARGO_BIN_EXE_claude-bottle");
-/// Held shared by session tests; `cleanup --yes` (docker_session) takes it
-/// exclusively, since it removes every claude-bottle resource.
-const CLEANUP_LOCK: &str = "/tmp/claude-bottle-test-docker-cleanup.lock";
+/// Agents of this suite are named `dp-...`.
+const AGENT_PREFIX: &str = "dp-";
 
-// ---------------------------------------------------------------------------
-// Docker CLI helpers
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run `docker {}`: {e}", args.join(" ")))
-}
-
-fn docker_lines(args: &[&str]) -> Vec<String> {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-fn image_exists(image: &str) -> bool {
-    docker(&["image", "inspect", image]).status.success()
+/// Whether the tests can run here; with `CI` set, a missing daemon or image fails them.
+fn ready() -> bool {
+    docker_support::fixture::ready("docker_pull", AGENT_PREFIX)
 }
 
 fn image_id(image: &str) -> String {
     docker_lines(&["image", "inspect", "--format", "{{.Id}}", image]).join("")
 }
 
-fn pid_alive(pid: &str) -> bool {
-    pid.parse::<i32>().is_ok_and(|pid| {
-        pid > 0
-            && matches!(
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-                Ok(()) | Err(nix::errno::Errno::EPERM)
-            )
-    })
-}
-
-fn remove_resources(containers: &[String], networks: &[String]) {
-    for id in containers {
-        let _ = docker(&["rm", "-f", "-v", id]);
-    }
-    for id in networks {
-        let _ = docker(&["network", "rm", id]);
-    }
-}
-
-/// Removes `dp-*` resources whose test process is gone.
-fn sweep_stale() {
-    let format = "{{.ID}}\t{{.Label \"claude-bottle.agent\"}}\t{{.Label \"claude-bottle.pid\"}}";
-    let filter = "label=claude-bottle.managed=true";
-    let stale = |lines: Vec<String>| -> Vec<String> {
-        lines
-            .iter()
-            .filter_map(|line| {
-                let mut parts = line.split('\t');
-                let (id, agent, pid) = (parts.next()?, parts.next()?, parts.next()?);
-                (agent.starts_with("dp-") && !pid_alive(pid)).then(|| id.to_owned())
-            })
-            .collect()
-    };
-    let containers = stale(docker_lines(&[
-        "ps", "-a", "--filter", filter, "--format", format,
-    ]));
-    let networks = stale(docker_lines(&[
-        "network", "ls", "--filter", filter, "--format", format,
-    ]));
-    remove_resources(&containers, &networks);
-}
-
-/// Whether the tests can run here; with `CI` set, a missing daemon or image fails them.
-fn ready() -> bool {
-    let problem = if !docker(&["info"]).status.success() {
-        Some(format!(
-            "the Docker daemon at `{}` does not answer",
-            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
-        ))
-    } else {
-        let missing: Vec<&str> = [AGENT_IMAGE, PIPELOCK_IMAGE]
-            .into_iter()
-            .filter(|image| !image_exists(image))
-            .collect();
-        (!missing.is_empty()).then(|| {
-            format!(
-                "test images missing: {}\n  hint: run scripts/build-test-images.sh",
-                missing.join(", ")
-            )
-        })
-    };
-    match problem {
-        None => {
-            sweep_stale();
-            true
-        }
-        Some(problem) if std::env::var_os("CI").is_some() => panic!("docker_pull: {problem}"),
-        Some(problem) => {
-            eprintln!("\n!!! docker_pull: SKIPPED: {problem}\n");
-            false
-        }
-    }
-}
-
-/// A shared `flock` on a well-known file, released on drop.
-struct SharedLock {
-    _file: fs::File,
-}
-
-impl SharedLock {
-    fn take(path: &str) -> Self {
-        use std::os::fd::AsRawFd;
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .unwrap_or_else(|e| panic!("open `{path}`: {e}"));
-        // SAFETY: flock on a descriptor this value owns; closing it releases the lock.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH) };
-        assert_eq!(rc, 0, "flock `{path}`: {}", std::io::Error::last_os_error());
-        Self { _file: file }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // A test's home, manifest and agent
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    agent: String,
-    proxy_image: String,
-    _lock: SharedLock,
+/// An agent in a bottle with the agent test image, whose proxy image is `proxy_image`.
+fn fixture(tag: &str, proxy_image: &str) -> Fixture {
+    let fx = Fixture::new(
+        AGENT_PREFIX,
+        tag,
+        &[("CLAUDE_BOTTLE_PIPELOCK_IMAGE", proxy_image)],
+        FileLock::take(CLEANUP_LOCK, false),
+    );
+    fx.write_manifest(&json!({
+        "bottles": { "dp": {
+            "image": AGENT_IMAGE,
+            "egress": { "allowlist": ["api.anthropic.com"] }
+        } },
+        "agents": { &fx.agent: { "bottle": "dp", "prompt": "" } }
+    }));
+    fx
 }
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
+/// What this suite adds to the shared fixture.
 impl Fixture {
-    /// An agent in a bottle with the agent test image, whose proxy image is `proxy_image`.
-    fn new(tag: &str, proxy_image: &str) -> Self {
-        let lock = SharedLock::take(CLEANUP_LOCK);
-        let agent = format!(
-            "dp-{tag}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        for sub in ["home", "tmp", "work"] {
-            fs::create_dir_all(dir.path().join(sub)).unwrap();
-        }
-        let manifest = json!({
-            "bottles": { "dp": {
-                "image": AGENT_IMAGE,
-                "egress": { "allowlist": ["api.anthropic.com"] }
-            } },
-            "agents": { &agent: { "bottle": "dp", "prompt": "" } }
-        });
-        fs::write(
-            dir.path().join("manifest.json"),
-            serde_json::to_vec_pretty(&manifest).unwrap(),
-        )
-        .unwrap();
-        Self {
-            dir,
-            agent,
-            proxy_image: proxy_image.to_owned(),
-            _lock: lock,
-        }
-    }
-
-    fn scratch_root(&self) -> PathBuf {
-        self.dir.path().join("tmp")
-    }
-
-    /// `claude-bottle --manifest M ARGS` with this fixture's home and variables.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
-        command
-            .arg("--manifest")
-            .arg(self.dir.path().join("manifest.json"))
-            .args(args)
-            .current_dir(self.dir.path().join("work"))
-            .env("HOME", self.dir.path().join("home"))
-            .env("TMPDIR", self.scratch_root())
-            .env("CLAUDE_BOTTLE_PIPELOCK_IMAGE", &self.proxy_image)
-            .env("NO_COLOR", "1")
-            .env_remove("CLAUDE_BOTTLE_BACKEND")
-            .env_remove("CLAUDE_BOTTLE_OAUTH_TOKEN")
-            .env_remove("CLAUDE_BOTTLE_CONTAINER_HOME");
-        command
-    }
-
     /// Runs `claude-bottle ARGS` to its end, with stdin closed.
     fn run(&self, args: &[&str]) -> Output {
         self.command(args)
             .stdin(Stdio::null())
             .output()
             .expect("run claude-bottle")
-    }
-
-    fn assert_nothing_left(&self) {
-        let filter = format!("label=claude-bottle.agent={}", self.agent);
-        let containers = docker_lines(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]);
-        let networks = docker_lines(&[
-            "network",
-            "ls",
-            "--filter",
-            &filter,
-            "--format",
-            "{{.Name}}",
-        ]);
-        assert_eq!(
-            (containers, networks),
-            (vec![], vec![]),
-            "resources of `{}` were left behind",
-            self.agent
-        );
-        let scratch: Vec<_> = fs::read_dir(self.scratch_root())
-            .unwrap()
-            .filter_map(Result::ok)
-            .map(|e| e.file_name())
-            .collect();
-        assert!(scratch.is_empty(), "scratch files were left: {scratch:?}");
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let filter = format!("label=claude-bottle.agent={}", self.agent);
-        let containers = docker_lines(&["ps", "-aq", "--filter", &filter]);
-        let networks = docker_lines(&["network", "ls", "-q", "--filter", &filter]);
-        remove_resources(&containers, &networks);
     }
 }
 
@@ -578,7 +386,7 @@ fn start_with_a_proxy_image_no_registry_has_fails_fast_and_leaves_nothing() {
         !image_exists(ABSENT_IMAGE),
         "`{ABSENT_IMAGE}` exists on this daemon; this test needs it absent"
     );
-    let fx = Fixture::new("absent", ABSENT_IMAGE);
+    let fx = fixture("absent", ABSENT_IMAGE);
     let clock = Instant::now();
     let out = fx.run(&["start", &fx.agent, "--yes", "--", "-p", "hello"]);
     let elapsed = clock.elapsed();
@@ -623,7 +431,7 @@ fn a_dry_run_with_an_absent_proxy_image_plans_the_pull_and_pulls_nothing() {
     if !ready() {
         return;
     }
-    let fx = Fixture::new("dry", ABSENT_IMAGE);
+    let fx = fixture("dry", ABSENT_IMAGE);
     let out = fx.run(&["start", &fx.agent, "--dry-run"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // A pull here cannot succeed, so success means none was tried.
@@ -645,14 +453,14 @@ fn a_proxy_image_pulled_from_a_registry_is_used_as_is() {
         return;
     }
     let registry = LocalRegistry::serve(
-        PIPELOCK_IMAGE,
+        PIPELOCK_STANDIN_IMAGE,
         "claude-bottle-test/pulled-standin",
         &format!("p{}", std::process::id()),
     );
     let reference = registry.reference();
     assert!(!image_exists(&reference), "`{reference}` exists already");
     let _untag = PulledTag(reference.clone());
-    let fx = Fixture::new("pulled", &reference);
+    let fx = fixture("pulled", &reference);
     let out = fx.run(&[
         "start",
         &fx.agent,
@@ -678,12 +486,12 @@ fn a_proxy_image_pulled_from_a_registry_is_used_as_is() {
         "the daemon did not ask the registry"
     );
     // The very image the registry served: pulled, tagged, nothing rebuilt.
-    assert_eq!(image_id(&reference), image_id(PIPELOCK_IMAGE));
+    assert_eq!(image_id(&reference), image_id(PIPELOCK_STANDIN_IMAGE));
     fx.assert_nothing_left();
 
     // Present now: the next start plans no pull and makes none.
     let served = registry.manifest_requests.load(Ordering::Relaxed);
-    let again = Fixture::new("pulled-again", &reference);
+    let again = fixture("pulled-again", &reference);
     let out = again.run(&["start", &again.agent, "--yes", "--", "-p", "hi"]);
     let stderr = read_to_string(&out.stderr[..]);
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
@@ -698,14 +506,14 @@ fn sigterm_while_the_proxy_image_is_pulled_leaves_nothing() {
         return;
     }
     let registry = LocalRegistry::serve_holding(
-        PIPELOCK_IMAGE,
+        PIPELOCK_STANDIN_IMAGE,
         "claude-bottle-test/held-standin",
         &format!("p{}", std::process::id()),
         Some(Duration::from_secs(60)),
     );
     let reference = registry.reference();
     let _untag = PulledTag(reference.clone());
-    let fx = Fixture::new("held", &reference);
+    let fx = fixture("held", &reference);
     let mut child = fx
         .command(&["start", &fx.agent, "--yes", "--", "-p", "hi"])
         .stdin(Stdio::null())

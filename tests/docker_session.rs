@@ -14,284 +14,100 @@
 //! stale `dk-*` resources of dead test processes are swept first. Resources
 //! the tests make themselves carry `claude-bottle.test=1`.
 
+mod docker_support {
+    pub mod daemon;
+    pub mod fixture;
+    pub mod lock;
+    pub mod sessions;
+}
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use docker_support::daemon::{docker, docker_lines, pid_alive};
+use docker_support::fixture::Fixture;
+use docker_support::lock::{CLEANUP_LOCK, FileLock};
+use docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE, managed_resources};
 use serde_json::{Value, json};
 
-const AGENT_IMAGE: &str = "claude-bottle-test/agent:current";
-const PIPELOCK_IMAGE: &str = "claude-bottle-test/pipelock-standin:current";
-const BIN: &str = env!("CARGO_BIN_EXE_claude-bottle");
 const SECRET: &str = "dk-secret-value-9f1c2e";
 const PROMPT: &str = "You review pull requests.";
-/// Held shared by every session test here and exclusively by the test that
-/// runs `cleanup --yes`, which removes every claude-bottle resource on the
-/// daemon. Tests elsewhere that must not lose a live session to it can take
-/// it shared too.
-const CLEANUP_LOCK: &str = "/tmp/claude-bottle-test-docker-cleanup.lock";
+/// Agents of this suite are named `dk-...`.
+const AGENT_PREFIX: &str = "dk-";
 /// Held shared while a test asserts which runtime was detected: the runsc
-/// test changes the daemon's runtimes under the exclusive lock.
+/// test changes the daemon's runtimes under the exclusive lock (the file of
+/// e2e_support's `RUNTIME_LOCK_PATH`).
 const RUNTIME_LOCK: &str = "/tmp/claude-bottle-test-docker-runtimes.lock";
-
-// ---------------------------------------------------------------------------
-// Docker CLI helpers
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run `docker {}`: {e}", args.join(" ")))
-}
-
-fn docker_lines(args: &[&str]) -> Vec<String> {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-fn pid_alive(pid: &str) -> bool {
-    pid.parse::<i32>().is_ok_and(|pid| {
-        pid > 0
-            && matches!(
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-                Ok(()) | Err(nix::errno::Errno::EPERM)
-            )
-    })
-}
-
-/// Every claude-bottle container and network on the daemon: (kind, id, agent, pid).
-fn managed_resources() -> Vec<(&'static str, String, String, String)> {
-    let format = "{{.ID}}\t{{.Label \"claude-bottle.agent\"}}\t{{.Label \"claude-bottle.pid\"}}";
-    let mut found = Vec::new();
-    for (kind, args) in [
-        (
-            "container",
-            vec![
-                "ps",
-                "-a",
-                "--filter",
-                "label=claude-bottle.managed=true",
-                "--format",
-                format,
-            ],
-        ),
-        (
-            "network",
-            vec![
-                "network",
-                "ls",
-                "--filter",
-                "label=claude-bottle.managed=true",
-                "--format",
-                format,
-            ],
-        ),
-    ] {
-        for line in docker_lines(&args) {
-            let mut parts = line.split('\t').map(str::to_owned);
-            let id = parts.next().unwrap_or_default();
-            let agent = parts.next().unwrap_or_default();
-            let pid = parts.next().unwrap_or_default();
-            found.push((kind, id, agent, pid));
-        }
-    }
-    found
-}
-
-fn remove_resources(containers: &[String], networks: &[String]) {
-    for id in containers {
-        let _ = docker(&["rm", "-f", "-v", id]);
-    }
-    for id in networks {
-        let _ = docker(&["network", "rm", id]);
-    }
-}
-
-/// Removes `dk-*` resources whose test process is gone.
-fn sweep_stale() {
-    let stale: Vec<_> = managed_resources()
-        .into_iter()
-        .filter(|(_, _, agent, pid)| agent.starts_with("dk-") && !pid_alive(pid))
-        .collect();
-    let ids = |kind: &str| -> Vec<String> {
-        stale
-            .iter()
-            .filter(|r| r.0 == kind)
-            .map(|r| r.1.clone())
-            .collect()
-    };
-    remove_resources(&ids("container"), &ids("network"));
-}
 
 /// Whether the tests can run here; with `CI` set, a missing daemon or image fails them.
 fn ready() -> bool {
-    let problem = if !docker(&["info"]).status.success() {
-        Some(format!(
-            "the Docker daemon at `{}` does not answer",
-            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
-        ))
-    } else {
-        let missing: Vec<&str> = [AGENT_IMAGE, PIPELOCK_IMAGE]
-            .into_iter()
-            .filter(|image| !docker(&["image", "inspect", image]).status.success())
-            .collect();
-        (!missing.is_empty()).then(|| {
-            format!(
-                "test images missing: {}\n  hint: run scripts/build-test-images.sh",
-                missing.join(", ")
-            )
-        })
-    };
-    match problem {
-        None => {
-            sweep_stale();
-            true
-        }
-        Some(problem) if std::env::var_os("CI").is_some() => panic!("docker_session: {problem}"),
-        Some(problem) => {
-            eprintln!("\n!!! docker_session: SKIPPED: {problem}\n");
-            false
-        }
-    }
-}
-
-/// A `flock` on a well-known file, released on drop.
-struct FileLock {
-    _file: fs::File,
-}
-
-impl FileLock {
-    fn take(path: &str, exclusive: bool) -> Self {
-        use std::os::fd::AsRawFd;
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .unwrap_or_else(|e| panic!("open `{path}`: {e}"));
-        let operation = if exclusive {
-            libc::LOCK_EX
-        } else {
-            libc::LOCK_SH
-        };
-        // SAFETY: flock on a descriptor this value owns; closing it releases the lock.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
-        assert_eq!(rc, 0, "flock `{path}`: {}", std::io::Error::last_os_error());
-        Self { _file: file }
-    }
+    docker_support::fixture::ready("docker_session", AGENT_PREFIX)
 }
 
 // ---------------------------------------------------------------------------
 // A test's home, manifest and agent
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    agent: String,
-    _lock: FileLock,
+/// A fixture whose agent runs in a bottle with the agent test image.
+fn fixture(tag: &str) -> Fixture {
+    fixture_with_bottle(tag, PROMPT, json!({ "image": AGENT_IMAGE }))
 }
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+fn fixture_with_bottle(tag: &str, prompt: &str, extra: Value) -> Fixture {
+    fixture_with_lock(tag, prompt, extra, FileLock::take(CLEANUP_LOCK, false))
+}
 
+/// A home with a skill and an SSH key, and a bottle with an env (one value
+/// from the host's secret), an SSH entry and an allowlist, `extra` merged in.
+fn fixture_with_lock(tag: &str, prompt: &str, extra: Value, lock: FileLock) -> Fixture {
+    let fx = Fixture::new(
+        AGENT_PREFIX,
+        tag,
+        &[
+            ("DK_SECRET", SECRET),
+            ("CLAUDE_BOTTLE_PIPELOCK_IMAGE", PIPELOCK_STANDIN_IMAGE),
+        ],
+        lock,
+    );
+    let home = fx.dir.path().join("home");
+    let skill = home.join(".claude/skills/review");
+    fs::create_dir_all(skill.join("refs")).unwrap();
+    fs::write(skill.join("SKILL.md"), "# review\n").unwrap();
+    fs::write(skill.join("refs/checklist.md"), "- tests\n").unwrap();
+    let ssh = home.join(".ssh");
+    fs::create_dir_all(&ssh).unwrap();
+    fs::write(ssh.join("id_dk"), "not a real key\n").unwrap();
+    fs::set_permissions(ssh.join("id_dk"), fs::Permissions::from_mode(0o600)).unwrap();
+    let mut bottle = json!({
+        "env": { "GIT_AUTHOR_NAME": "Bottle Bot", "DK_TOKEN": "${DK_SECRET}" },
+        "ssh": [{
+            "Host": "gitbox",
+            "HostName": "git.dk.test",
+            "User": "git",
+            "IdentityFile": "~/.ssh/id_dk"
+        }],
+        "egress": { "allowlist": ["api.anthropic.com"] }
+    });
+    if let (Some(bottle), Some(extra)) = (bottle.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            bottle.insert(k.clone(), v.clone());
+        }
+    }
+    fx.write_manifest(&json!({
+        "bottles": { "dk": bottle },
+        "agents": { &fx.agent: { "bottle": "dk", "skills": ["review"], "prompt": prompt } }
+    }));
+    fx
+}
+
+/// What this suite adds to the shared fixture.
 impl Fixture {
-    /// A fixture whose agent runs in a bottle with the agent test image.
-    fn new(tag: &str) -> Self {
-        Self::with_bottle(tag, PROMPT, json!({ "image": AGENT_IMAGE }))
-    }
-
-    fn with_bottle(tag: &str, prompt: &str, extra: Value) -> Self {
-        Self::with_lock(tag, prompt, extra, FileLock::take(CLEANUP_LOCK, false))
-    }
-
-    fn with_lock(tag: &str, prompt: &str, extra: Value, lock: FileLock) -> Self {
-        let agent = format!(
-            "dk-{tag}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let home = dir.path().join("home");
-        let skill = home.join(".claude/skills/review");
-        fs::create_dir_all(skill.join("refs")).unwrap();
-        fs::write(skill.join("SKILL.md"), "# review\n").unwrap();
-        fs::write(skill.join("refs/checklist.md"), "- tests\n").unwrap();
-        let ssh = home.join(".ssh");
-        fs::create_dir_all(&ssh).unwrap();
-        fs::write(ssh.join("id_dk"), "not a real key\n").unwrap();
-        fs::set_permissions(ssh.join("id_dk"), fs::Permissions::from_mode(0o600)).unwrap();
-        fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        fs::create_dir_all(dir.path().join("work")).unwrap();
-        let mut bottle = json!({
-            "env": { "GIT_AUTHOR_NAME": "Bottle Bot", "DK_TOKEN": "${DK_SECRET}" },
-            "ssh": [{
-                "Host": "gitbox",
-                "HostName": "git.dk.test",
-                "User": "git",
-                "IdentityFile": "~/.ssh/id_dk"
-            }],
-            "egress": { "allowlist": ["api.anthropic.com"] }
-        });
-        if let (Some(bottle), Some(extra)) = (bottle.as_object_mut(), extra.as_object()) {
-            for (k, v) in extra {
-                bottle.insert(k.clone(), v.clone());
-            }
-        }
-        let manifest = json!({
-            "bottles": { "dk": bottle },
-            "agents": { &agent: { "bottle": "dk", "skills": ["review"], "prompt": prompt } }
-        });
-        fs::write(
-            dir.path().join("manifest.json"),
-            serde_json::to_vec_pretty(&manifest).unwrap(),
-        )
-        .unwrap();
-        Self {
-            dir,
-            agent,
-            _lock: lock,
-        }
-    }
-
     fn slug(&self) -> &str {
         &self.agent
-    }
-
-    fn scratch_root(&self) -> PathBuf {
-        self.dir.path().join("tmp")
-    }
-
-    /// `claude-bottle --manifest M ARGS` with this fixture's home and variables.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
-        command
-            .arg("--manifest")
-            .arg(self.dir.path().join("manifest.json"))
-            .args(args)
-            .current_dir(self.dir.path().join("work"))
-            .env("HOME", self.dir.path().join("home"))
-            .env("TMPDIR", self.scratch_root())
-            .env("DK_SECRET", SECRET)
-            .env("CLAUDE_BOTTLE_PIPELOCK_IMAGE", PIPELOCK_IMAGE)
-            .env("NO_COLOR", "1")
-            .env_remove("CLAUDE_BOTTLE_BACKEND")
-            .env_remove("CLAUDE_BOTTLE_OAUTH_TOKEN")
-            .env_remove("CLAUDE_BOTTLE_CONTAINER_HOME");
-        command
     }
 
     fn start_args<'a>(&'a self, claude_args: &[&'a str]) -> Vec<&'a str> {
@@ -314,46 +130,6 @@ impl Fixture {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped()),
         )
-    }
-
-    /// Containers and networks carrying this fixture's agent label, as names.
-    fn leftovers(&self) -> (Vec<String>, Vec<String>) {
-        let filter = format!("label=claude-bottle.agent={}", self.agent);
-        (
-            docker_lines(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]),
-            docker_lines(&[
-                "network",
-                "ls",
-                "--filter",
-                &filter,
-                "--format",
-                "{{.Name}}",
-            ]),
-        )
-    }
-
-    fn assert_nothing_left(&self) {
-        assert_eq!(
-            self.leftovers(),
-            (vec![], vec![]),
-            "resources of `{}` were left behind",
-            self.agent
-        );
-        let scratch: Vec<_> = fs::read_dir(self.scratch_root())
-            .unwrap()
-            .filter_map(Result::ok)
-            .map(|e| e.file_name())
-            .collect();
-        assert!(scratch.is_empty(), "scratch files were left: {scratch:?}");
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let filter = format!("label=claude-bottle.agent={}", self.agent);
-        let containers = docker_lines(&["ps", "-aq", "--filter", &filter]);
-        let networks = docker_lines(&["network", "ls", "-q", "--filter", &filter]);
-        remove_resources(&containers, &networks);
     }
 }
 
@@ -470,7 +246,7 @@ fn a_full_session_provisions_the_bottle_and_returns_claudes_exit_code() {
         return;
     }
     let _runtime = FileLock::take(RUNTIME_LOCK, false);
-    let fx = Fixture::new("full");
+    let fx = fixture("full");
     let started = Instant::now();
     let out = fx.run(&["--stub-exit", "7", "-p", "hello"]);
     let elapsed = started.elapsed();
@@ -565,7 +341,7 @@ fn an_agent_without_a_prompt_gets_no_prompt_flag_but_an_empty_file() {
     if !ready() {
         return;
     }
-    let fx = Fixture::with_bottle("noprompt", "", json!({ "image": AGENT_IMAGE }));
+    let fx = fixture_with_bottle("noprompt", "", json!({ "image": AGENT_IMAGE }));
     let out = fx.run(&[
         "--stub-sh",
         "stat -c '%a %u %g %s' /home/node/.claude-bottle-prompt.txt",
@@ -592,7 +368,7 @@ fn piped_stdin_reaches_claude() {
     if !ready() {
         return;
     }
-    let fx = Fixture::new("stdin");
+    let fx = fixture("stdin");
     let mut child = fx
         .command(&fx.start_args(&["--stub-read-line"]))
         .stdin(Stdio::piped())
@@ -619,7 +395,7 @@ fn two_sessions_of_one_agent_run_side_by_side() {
     if !ready() {
         return;
     }
-    let fx = Fixture::new("two");
+    let fx = fixture("two");
     let first = fx.spawn(&["--stub-sleep", "6"]);
     let second = fx.spawn(&["--stub-sleep", "6"]);
     wait_until("both stubs to sleep", Duration::from_secs(60), || {
@@ -675,7 +451,7 @@ fn dry_run_prints_the_plan_and_creates_nothing() {
         return;
     }
     let _runtime = FileLock::take(RUNTIME_LOCK, false);
-    let fx = Fixture::new("dry");
+    let fx = fixture("dry");
     let since = chrono_like_now();
     let out = fx
         .command(&["start", &fx.agent, "--dry-run"])
@@ -744,8 +520,8 @@ fn interrupt_in(phase: Phase, signal: nix::sys::signal::Signal) {
     }
     let fx = match phase {
         // No bottle image: the built-in image is (to be) built.
-        Phase::Image => Fixture::with_bottle("sig-image", PROMPT, json!({})),
-        _ => Fixture::new(&format!("sig-{phase:?}").to_lowercase()),
+        Phase::Image => fixture_with_bottle("sig-image", PROMPT, json!({})),
+        _ => fixture(&format!("sig-{phase:?}").to_lowercase()),
     };
     let mut command = fx.command(&fx.start_args(&["--stub-sleep", "60"]));
     let marker = fx.dir.path().join("build-started");
@@ -862,7 +638,7 @@ fn wait_for_no_live_sessions(except: &str) {
         || {
             managed_resources()
                 .iter()
-                .all(|(_, _, agent, pid)| agent == except || !pid_alive(pid))
+                .all(|r| r.agent == except || !pid_alive(&r.pid))
         },
     );
 }
@@ -872,7 +648,7 @@ fn after_sigkill_list_shows_an_orphan_and_cleanup_removes_only_claude_bottles() 
     if !ready() {
         return;
     }
-    let fx = Fixture::with_lock(
+    let fx = fixture_with_lock(
         "kill",
         PROMPT,
         json!({ "image": AGENT_IMAGE }),
@@ -1065,7 +841,7 @@ fn under_a_pseudo_terminal_a_typed_line_reaches_claude_and_its_code_returns() {
     if !ready() {
         return;
     }
-    let fx = Fixture::new("pty");
+    let fx = fixture("pty");
     let mut term = OnTerminal::spawn(fx.command(&fx.start_args(&["--stub-read-line"])));
     wait_until(
         "the stub to ask for a line",
@@ -1088,7 +864,7 @@ fn sigterm_under_a_pseudo_terminal_leaves_it_usable_and_nothing_behind() {
     if !ready() {
         return;
     }
-    let fx = Fixture::new("pty-term");
+    let fx = fixture("pty-term");
     let mut term = OnTerminal::spawn(fx.command(&fx.start_args(&["--stub-sleep", "60"])));
     wait_until("the stub to sleep", Duration::from_secs(60), || {
         term.text().contains("CLAUDE_STUB_SLEEPING")

@@ -1,0 +1,110 @@
+//! The docker CLI as the real-daemon test binaries use it (tests/docker_*.rs,
+//! and tests/e2e_*.rs through e2e_support): run a command, decide whether the
+//! tests can run here, tell a live test process from a gone one, and remove
+//! what a test leaves.
+//!
+//! The tests talk to the daemon through the CLI rather than the Engine API on
+//! purpose: it is the product's job to use the API, and a second, independent
+//! path to the daemon makes the checks harder to fool with a shared bug.
+//!
+//! A binary declares only the modules of tests/docker_support/ it uses (an
+//! inline `mod docker_support { pub mod daemon; ... }`), so no helper is dead
+//! code in it. Every module needs this one.
+
+use std::process::{Command, Output, Stdio};
+
+/// `docker ARGS`, output captured, stdin closed. Never panics on a non-zero
+/// exit. Builds use the classic builder: this daemon has no BuildKit.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `docker {}`: {e}", args.join(" ")))
+}
+
+/// `docker ARGS` that must succeed: the lines of its stdout, blank ones dropped.
+pub fn docker_lines(args: &[&str]) -> Vec<String> {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "`docker {}` failed ({}):\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn image_exists(image: &str) -> bool {
+    docker(&["image", "inspect", image]).status.success()
+}
+
+/// Whether `suite`'s tests can run here: the daemon answers and has every one
+/// of `images`. With `CI` set, a missing daemon or image FAILS the test
+/// (SPEC §9); elsewhere the test is skipped with a loud message, and returns
+/// early.
+#[must_use]
+pub fn ready(suite: &str, images: &[&str]) -> bool {
+    let problem = if !docker(&["info", "--format", "{{.ServerVersion}}"])
+        .status
+        .success()
+    {
+        Some(format!(
+            "the Docker daemon at `{}` does not answer",
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+        ))
+    } else {
+        let missing: Vec<&str> = images
+            .iter()
+            .copied()
+            .filter(|image| !image_exists(image))
+            .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "test images missing: {}\n  hint: run scripts/build-test-images.sh",
+                missing.join(", ")
+            )
+        })
+    };
+    match problem {
+        None => true,
+        Some(problem) if std::env::var_os("CI").is_some() => panic!("{suite}: {problem}"),
+        Some(problem) => {
+            eprintln!("\n!!! {suite}: SKIPPED: {problem}\n");
+            false
+        }
+    }
+}
+
+/// Whether the process a `pid` label names lives (nextest runs tests in
+/// parallel processes: a resource whose maker lives belongs to a test running
+/// right now). Text that is no pid names no live process.
+pub fn pid_alive(pid: &str) -> bool {
+    pid.trim().parse::<i32>().is_ok_and(|pid| {
+        pid > 0
+            && matches!(
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+                Ok(()) | Err(nix::errno::Errno::EPERM)
+            )
+    })
+}
+
+/// Removes containers (with their anonymous volumes) then networks, by name
+/// or ID, ignoring ones already gone. Containers first: a network cannot go
+/// while anything is attached.
+pub fn remove_resources(containers: &[String], networks: &[String]) {
+    if !containers.is_empty() {
+        let mut args = vec!["rm", "-f", "-v"];
+        args.extend(containers.iter().map(String::as_str));
+        let _ = docker(&args);
+    }
+    for network in networks {
+        let _ = docker(&["network", "rm", network]);
+    }
+}

@@ -1,0 +1,128 @@
+//! A test's home, scratch root, working directory, manifest and agent for
+//! running the `claude-bottle` binary on the real daemon. The agent's name
+//! (`<prefix><tag>-<pid>-<n>`) is unique to the test, so everything the
+//! product makes for it carries `claude-bottle.agent=<that name>`; whatever
+//! still does when the fixture drops is removed.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::Value;
+
+use super::daemon::remove_resources;
+use super::lock::FileLock;
+use super::sessions::{
+    AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE, containers_with, networks_with, sweep_stale_agents,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_claude-bottle");
+
+/// Whether `suite`'s session tests can run here (the daemon answers and has
+/// the agent and stand-in images; see `daemon::ready`); when they can, the
+/// stale resources of the suite's agents, named `<agent_prefix>...`, are
+/// swept first.
+#[must_use]
+pub fn ready(suite: &str, agent_prefix: &str) -> bool {
+    let ready = super::daemon::ready(suite, &[AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE]);
+    if ready {
+        sweep_stale_agents(agent_prefix);
+    }
+    ready
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub agent: String,
+    /// Set on every command, after the fixture's own variables.
+    env: Vec<(String, String)>,
+    /// Declared last so it is released after `Drop` has removed what is left.
+    _lock: FileLock,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Fixture {
+    /// An agent named `<agent_prefix><tag>-<pid>-<n>` with an empty `home`,
+    /// `tmp` (the scratch root) and `work` directory; `lock` (the cleanup
+    /// lock, see `lock.rs`) is held until the fixture drops.
+    pub fn new(agent_prefix: &str, tag: &str, env: &[(&str, &str)], lock: FileLock) -> Self {
+        let agent = format!(
+            "{agent_prefix}{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["home", "tmp", "work"] {
+            fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        Self {
+            dir,
+            agent,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            _lock: lock,
+        }
+    }
+
+    pub fn write_manifest(&self, manifest: &Value) {
+        fs::write(
+            self.dir.path().join("manifest.json"),
+            serde_json::to_vec_pretty(manifest).unwrap(),
+        )
+        .unwrap();
+    }
+
+    pub fn scratch_root(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
+
+    /// `claude-bottle --manifest M ARGS` with this fixture's home and variables.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .arg("--manifest")
+            .arg(self.dir.path().join("manifest.json"))
+            .args(args)
+            .current_dir(self.dir.path().join("work"))
+            .env("HOME", self.dir.path().join("home"))
+            .env("TMPDIR", self.scratch_root())
+            .env("NO_COLOR", "1")
+            .env_remove("CLAUDE_BOTTLE_BACKEND")
+            .env_remove("CLAUDE_BOTTLE_OAUTH_TOKEN")
+            .env_remove("CLAUDE_BOTTLE_CONTAINER_HOME")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    /// Containers and networks carrying this fixture's agent label, as names.
+    pub fn leftovers(&self) -> (Vec<String>, Vec<String>) {
+        let label = format!("claude-bottle.agent={}", self.agent);
+        (containers_with(&[&label]), networks_with(&[&label]))
+    }
+
+    pub fn assert_nothing_left(&self) {
+        assert_eq!(
+            self.leftovers(),
+            (vec![], vec![]),
+            "resources of `{}` were left behind",
+            self.agent
+        );
+        let scratch: Vec<_> = fs::read_dir(self.scratch_root())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert!(scratch.is_empty(), "scratch files were left: {scratch:?}");
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let (containers, networks) = self.leftovers();
+        remove_resources(&containers, &networks);
+    }
+}
