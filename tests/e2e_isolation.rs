@@ -18,6 +18,12 @@
 //! | 7 | two bottles reach neither the other's proxy (both sides, by address and name), agent nor test host | curl, python ICMP in both bottles; the other proxy's log | each agent's listener answers a container on its own network |
 //! | 8 | no root (setuid, su, sudo, setpriv, user namespace), no Docker socket or TCP port, caps empty, NNP, init, pids limit; git/ssh/parallel jobs work | probes and the stub's /proc/self/status; `docker inspect` | the same setuid binary gives euid 0 without no-new-privileges |
 
+mod docker_support {
+    pub mod daemon;
+    pub mod lock;
+    pub mod sessions;
+    pub mod test_resources;
+}
 mod e2e_support;
 
 use std::collections::BTreeSet;

@@ -22,16 +22,25 @@
 //! only, so sessions of other tests that start meanwhile still run. A hang
 //! is caught by nextest's timeout.
 
+mod docker_support {
+    pub mod daemon;
+    pub mod lock;
+    pub mod sessions;
+    pub mod test_resources;
+}
 mod e2e_support;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde_json::json;
 
-use e2e_support::docker::{containers_with, networks_with, remove, sweep_stale};
+use docker_support::daemon::remove_resources;
+use docker_support::lock::{CLEANUP_LOCK, FileLock};
+use docker_support::sessions::{containers_with, networks_with};
+use e2e_support::docker::sweep_stale;
 use e2e_support::no_way_to_host::assert_no_way_to_host;
-use e2e_support::runtime::{CLEANUP_LOCK_PATH, FileLock, RunscRegistered};
-use e2e_support::session::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE, SessionDirs, unique_agent};
+use e2e_support::runtime::RunscRegistered;
+use e2e_support::session::{AGENT_IMAGE, SessionDirs, unique_agent};
 
 #[test]
 fn no_address_of_the_host_answers_the_agent_under_runsc() {
@@ -65,7 +74,7 @@ impl Backstop {
 
 impl Drop for Backstop {
     fn drop(&mut self) {
-        remove(
+        remove_resources(
             &containers_with(&[&self.label]),
             &networks_with(&[&self.label]),
         );
@@ -82,42 +91,26 @@ fn a_registered_runsc_that_cannot_start_the_agent_ends_start_with_a_clear_error(
     // the stand-in refuses exactly this session's agent container.
     let _runsc = RunscRegistered::failing_for(&agent);
     // Taken after the runtime lock, as every holder of both does.
-    let _cleanup = FileLock::shared(CLEANUP_LOCK_PATH);
+    let _cleanup = FileLock::take(CLEANUP_LOCK, false);
     sweep_stale();
     let backstop = Backstop {
         label: format!("claude-bottle.agent={agent}"),
     };
     let dirs = SessionDirs::new();
-    let manifest = json!({
+    dirs.write_manifest(&json!({
         "bottles": { "e2e": {
             "image": AGENT_IMAGE,
             "egress": { "allowlist": ["api.anthropic.com"] }
         } },
         "agents": { agent.clone(): { "bottle": "e2e" } }
-    });
-    std::fs::write(
-        dirs.manifest(),
-        serde_json::to_vec_pretty(&manifest).expect("manifest JSON"),
-    )
-    .expect("write manifest");
+    }));
 
-    let mut command = Command::new(env!("CARGO_BIN_EXE_claude-bottle"));
-    command
-        .arg("--manifest")
-        .arg(dirs.manifest())
+    let out = dirs
+        .command()
         .args(["start", &agent, "--yes", "--", "--stub-exit", "0"])
-        .current_dir(dirs.work())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dirs.home())
-        .env("TMPDIR", dirs.tmp())
-        .env("NO_COLOR", "1")
-        .env("CLAUDE_BOTTLE_PIPELOCK_IMAGE", PIPELOCK_STANDIN_IMAGE)
-        .stdin(Stdio::null());
-    if let Some(host) = std::env::var_os("DOCKER_HOST") {
-        command.env("DOCKER_HOST", host);
-    }
-    let out = command.output().expect("run claude-bottle");
+        .stdin(Stdio::null())
+        .output()
+        .expect("run claude-bottle");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("--- stdout\n{stdout}\n--- stderr\n{stderr}");

@@ -50,6 +50,13 @@ pub fn sweep_stale_agents(agent_prefix: &str) {
         .into_iter()
         .filter(|r| r.agent.starts_with(agent_prefix) && !pid_alive(&r.pid))
         .collect();
+    if !stale.is_empty() {
+        let names: Vec<String> = stale
+            .iter()
+            .map(|r| format!("{} {}", r.kind, r.id))
+            .collect();
+        eprintln!("sweeping stale resources of `{agent_prefix}*` agents: {names:?}");
+    }
     let ids = |kind: &str| -> Vec<String> {
         stale
             .iter()

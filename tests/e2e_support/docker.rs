@@ -1,22 +1,19 @@
-//! The docker CLI as the suite uses it: run a command and get its output,
-//! label what the test creates, remove it again even when the test fails, and
-//! sweep what a crashed earlier run left behind.
-//!
-//! The suite talks to the daemon through the CLI rather than the Engine API on
-//! purpose: it is the product's job to use the API, and a second, independent
-//! path to the daemon makes the checks harder to fool with a shared bug.
+//! The docker CLI as the e2e suite uses it, on top of tests/docker_support/:
+//! label what the test creates, remove it again even when the test fails,
+//! sweep what a crashed earlier run left behind, and read what the daemon
+//! says of containers and networks.
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
+
+use crate::docker_support::daemon::{docker, remove_resources};
+use crate::docker_support::sessions::sweep_stale_agents;
+use crate::docker_support::test_resources::{TEST_PID_LABEL, sweep_stale_test_resources};
 
 /// Every resource the suite creates carries this label (the team's rule)...
 pub const TEST_LABEL: &str = "claude-bottle.test=1";
 /// ...and this one, so the sweep below removes only the e2e suite's own.
 pub const OWNER_LABEL: &str = "claude-bottle.test.owner=e2e";
-/// The pid of the test process that made a resource: a resource whose maker is
-/// gone is stale, one whose maker lives belongs to a test running right now
-/// (nextest runs tests in parallel processes) and must not be touched.
-pub const PID_LABEL_KEY: &str = "claude-bottle.test.pid";
 /// Agent names of the suite start with this, so the product's resources of a
 /// crashed e2e session can be told from everyone else's.
 pub const AGENT_PREFIX: &str = "e2e-";
@@ -29,17 +26,8 @@ pub fn label_args() -> Vec<String> {
         "--label".into(),
         OWNER_LABEL.into(),
         "--label".into(),
-        format!("{PID_LABEL_KEY}={}", std::process::id()),
+        format!("{TEST_PID_LABEL}={}", std::process::id()),
     ]
-}
-
-/// `docker ARGS`, output captured. Never panics on a non-zero exit.
-pub fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `docker {}`: {e}", args.join(" ")))
 }
 
 /// `docker ARGS` that must succeed; its trimmed stdout.
@@ -59,22 +47,6 @@ pub fn docker_ok(args: &[&str]) -> String {
 pub fn docker_ok_owned(args: &[String]) -> String {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     docker_ok(&refs)
-}
-
-/// Whether the daemon answers.
-pub fn daemon_answers() -> bool {
-    Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-pub fn image_exists(image: &str) -> bool {
-    docker(&["image", "inspect", image]).status.success()
 }
 
 /// `docker inspect -f FORMAT OBJECT`.
@@ -140,112 +112,13 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Optio
     }
 }
 
-/// Names of the containers (any state) carrying every one of `labels`
-/// (`key=value` or `key`), sorted.
-pub fn containers_with(labels: &[&str]) -> Vec<String> {
-    names(&["ps", "-a", "--format", "{{.Names}}"], labels)
-}
-
-/// Names of the networks carrying every one of `labels`, sorted.
-pub fn networks_with(labels: &[&str]) -> Vec<String> {
-    names(&["network", "ls", "--format", "{{.Name}}"], labels)
-}
-
-fn names(command: &[&str], labels: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = command.iter().map(|s| (*s).to_owned()).collect();
-    for label in labels {
-        args.push("--filter".into());
-        args.push(format!("label={label}"));
-    }
-    let mut names: Vec<String> = docker_ok_owned(&args)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect();
-    names.sort();
-    names
-}
-
-/// Removes containers (force) then networks, by name, ignoring ones already
-/// gone. Containers first: a network cannot go while anything is attached.
-pub fn remove(containers: &[String], networks: &[String]) {
-    if !containers.is_empty() {
-        let mut args = vec!["rm", "-f", "-v"];
-        args.extend(containers.iter().map(String::as_str));
-        let _ = docker(&args);
-    }
-    for network in networks {
-        let _ = docker(&["network", "rm", network]);
-    }
-}
-
-fn pid_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
 /// Removes what earlier, crashed runs of the suite left: test resources of
 /// the e2e owner whose test process is gone, and the product's resources of
 /// e2e agents whose claude-bottle process is gone. Resources of tests running
 /// right now (their pid lives) and everything not the suite's stay.
 pub fn sweep_stale() {
-    let stale = |kind: &[&str], pid_key: &str, extra: &dyn Fn(&str) -> bool| -> Vec<String> {
-        let mut args: Vec<String> = kind.iter().map(|s| (*s).to_owned()).collect();
-        // Containers name their name field `Names`, networks `Name`.
-        let name_field = if kind[0] == "ps" { "Names" } else { "Name" };
-        args.extend([
-            "--format".to_owned(),
-            format!("{{{{.{name_field}}}}}\t{{{{.Label \"{pid_key}\"}}}}\t{{{{.Label \"claude-bottle.agent\"}}}}"),
-        ]);
-        docker_ok_owned(&args)
-            .lines()
-            .filter_map(|line| {
-                let mut cols = line.split('\t');
-                let name = cols.next()?.to_owned();
-                let pid: u32 = cols.next()?.trim().parse().ok()?;
-                let agent = cols.next().unwrap_or_default();
-                (!pid_alive(pid) && extra(agent)).then_some(name)
-            })
-            .collect()
-    };
-    let any = |_: &str| true;
-    let e2e_agent = |agent: &str| agent.starts_with(AGENT_PREFIX);
-    let owner_filter = format!("label={OWNER_LABEL}");
-    let test_containers = stale(
-        &["ps", "-a", "--filter", &owner_filter],
-        PID_LABEL_KEY,
-        &any,
-    );
-    let product_containers = stale(
-        &["ps", "-a", "--filter", "label=claude-bottle.managed=true"],
-        "claude-bottle.pid",
-        &e2e_agent,
-    );
-    let test_networks = stale(
-        &["network", "ls", "--filter", &owner_filter],
-        PID_LABEL_KEY,
-        &any,
-    );
-    let product_networks = stale(
-        &[
-            "network",
-            "ls",
-            "--filter",
-            "label=claude-bottle.managed=true",
-        ],
-        "claude-bottle.pid",
-        &e2e_agent,
-    );
-    let containers: Vec<String> = test_containers
-        .into_iter()
-        .chain(product_containers)
-        .collect();
-    let networks: Vec<String> = test_networks.into_iter().chain(product_networks).collect();
-    if !containers.is_empty() || !networks.is_empty() {
-        eprintln!(
-            "e2e: sweeping stale resources: containers {containers:?}, networks {networks:?}"
-        );
-    }
-    remove(&containers, &networks);
+    sweep_stale_test_resources(OWNER_LABEL);
+    sweep_stale_agents(AGENT_PREFIX);
 }
 
 /// Test resources removed on drop, even when the test panics.
@@ -290,13 +163,13 @@ impl Resources {
 
     /// Removes one tracked container now (e.g. to detach it from a network).
     pub fn remove_container(&mut self, name: &str) {
-        remove(&[name.to_owned()], &[]);
+        remove_resources(&[name.to_owned()], &[]);
         self.containers.retain(|c| c != name);
     }
 }
 
 impl Drop for Resources {
     fn drop(&mut self) {
-        remove(&self.containers, &self.networks);
+        remove_resources(&self.containers, &self.networks);
     }
 }

@@ -15,40 +15,19 @@ pub mod stub;
 
 use session::{AGENT_IMAGE, DNS_IMAGE, HTTP_IMAGE, PIPELOCK_STANDIN_IMAGE, SSHD_IMAGE};
 
-/// Whether the suite can run here. With `CI` set, a missing daemon or a
-/// missing test image FAILS the test (SPEC §9); elsewhere the test is skipped
-/// with a loud message, and returns early.
+/// Whether the suite can run here: the daemon answers and has every test
+/// image (see `docker_support::daemon::ready`: with `CI` set a miss FAILS the
+/// test, elsewhere it is skipped loudly and returns early).
 #[must_use]
 pub fn ready() -> bool {
-    let missing = if !docker::daemon_answers() {
-        Some(format!(
-            "the Docker daemon at `{}` does not answer",
-            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
-        ))
-    } else {
-        let absent: Vec<&str> = [
+    crate::docker_support::daemon::ready(
+        "e2e",
+        &[
             AGENT_IMAGE,
             HTTP_IMAGE,
             SSHD_IMAGE,
             DNS_IMAGE,
             PIPELOCK_STANDIN_IMAGE,
-        ]
-        .into_iter()
-        .filter(|i| !docker::image_exists(i))
-        .collect();
-        (!absent.is_empty()).then(|| {
-            format!(
-                "test images missing: {}\n  hint: run scripts/build-test-images.sh",
-                absent.join(", ")
-            )
-        })
-    };
-    match missing {
-        None => true,
-        Some(why) if std::env::var_os("CI").is_some() => panic!("e2e: {why}"),
-        Some(why) => {
-            eprintln!("\n!!! e2e: SKIPPED: {why}\n");
-            false
-        }
-    }
+        ],
+    )
 }

@@ -13,49 +13,17 @@
 //! separate processes nextest runs tests in, and across test binaries (the
 //! Docker backend's own tests can take it too).
 
-use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::docker::{docker, docker_ok};
+use super::docker::docker_ok;
+use crate::docker_support::daemon::docker;
+use crate::docker_support::lock::FileLock;
 
 pub const RUNTIME_LOCK_PATH: &str = "/tmp/claude-bottle-test-docker-runtimes.lock";
-/// Held exclusively by the Docker backend's test that runs `cleanup --yes`
-/// (tests/docker_session.rs), which removes every claude-bottle resource on
-/// the daemon; a live e2e session holds it shared so it is not swept away.
-pub const CLEANUP_LOCK_PATH: &str = "/tmp/claude-bottle-test-docker-cleanup.lock";
 const DAEMON_JSON: &str = "/etc/docker/daemon.json";
 const DOCKERD_PID: &str = "/var/run/docker.pid";
-
-/// A `flock` on a well-known file, released on drop.
-pub struct FileLock {
-    _file: File,
-}
-
-impl FileLock {
-    pub fn shared(path: &str) -> Self {
-        Self::take(path, libc::LOCK_SH)
-    }
-
-    pub fn exclusive(path: &str) -> Self {
-        Self::take(path, libc::LOCK_EX)
-    }
-
-    fn take(path: &str, operation: libc::c_int) -> Self {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .unwrap_or_else(|e| panic!("open `{path}`: {e}"));
-        // SAFETY: flock on a descriptor we own; it is released when `file` closes.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
-        assert_eq!(rc, 0, "flock `{path}`: {}", std::io::Error::last_os_error());
-        Self { _file: file }
-    }
-}
 
 /// The runtime lock (see the module comment).
 pub struct RuntimeLock {
@@ -65,13 +33,13 @@ pub struct RuntimeLock {
 impl RuntimeLock {
     pub fn shared() -> Self {
         Self {
-            _lock: FileLock::shared(RUNTIME_LOCK_PATH),
+            _lock: FileLock::take(RUNTIME_LOCK_PATH, false),
         }
     }
 
     pub fn exclusive() -> Self {
         Self {
-            _lock: FileLock::exclusive(RUNTIME_LOCK_PATH),
+            _lock: FileLock::take(RUNTIME_LOCK_PATH, true),
         }
     }
 }

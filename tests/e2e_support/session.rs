@@ -42,22 +42,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::docker::{
-    AGENT_PREFIX, Resources, containers_with, docker_ok, ip_on, logs, networks_with, remove,
-    sweep_stale, try_inspect,
-};
+use super::docker::{AGENT_PREFIX, Resources, docker_ok, ip_on, logs, sweep_stale, try_inspect};
 use super::host::rand_u64;
-use super::runtime::{CLEANUP_LOCK_PATH, FileLock};
 use super::stub::{
     GO_MARKER, PROBE_TIMEOUT_SECS, Probe, RELEASE_MARKER, StubReport, VARS_FILE, stub_args,
     vars_script,
 };
+use crate::docker_support::daemon::remove_resources;
+use crate::docker_support::lock::{CLEANUP_LOCK, FileLock};
+use crate::docker_support::sessions::{containers_with, networks_with};
 
-pub const AGENT_IMAGE: &str = "claude-bottle-test/agent:current";
+pub use crate::docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE};
 pub const HTTP_IMAGE: &str = "claude-bottle-test/http:current";
 pub const SSHD_IMAGE: &str = "claude-bottle-test/sshd:current";
 pub const DNS_IMAGE: &str = "claude-bottle-test/dns:current";
-pub const PIPELOCK_STANDIN_IMAGE: &str = "claude-bottle-test/pipelock-standin:current";
 
 const START_LIMIT: Duration = Duration::from_secs(120);
 const PROBES_LIMIT: Duration = Duration::from_secs(300);
@@ -146,6 +144,35 @@ impl SessionDirs {
 
     pub fn manifest(&self) -> PathBuf {
         self.root.path().join("claude-bottle.json")
+    }
+
+    pub fn write_manifest(&self, manifest: &Value) {
+        std::fs::write(
+            self.manifest(),
+            serde_json::to_vec_pretty(manifest).expect("manifest JSON"),
+        )
+        .expect("write manifest");
+    }
+
+    /// `claude-bottle --manifest M` in these directories, with none of the
+    /// test's environment but `PATH` and `DOCKER_HOST`, and the pipelock
+    /// stand-in as the proxy image.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_claude-bottle"));
+        command
+            .arg("--manifest")
+            .arg(self.manifest())
+            .current_dir(self.work())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home())
+            .env("TMPDIR", self.tmp())
+            .env("NO_COLOR", "1")
+            .env("CLAUDE_BOTTLE_PIPELOCK_IMAGE", PIPELOCK_STANDIN_IMAGE);
+        if let Some(host) = std::env::var_os("DOCKER_HOST") {
+            command.env("DOCKER_HOST", host);
+        }
+        command
     }
 }
 
@@ -238,7 +265,7 @@ impl Session {
     /// resources exist and the test hosts serve on its egress network. The
     /// stub then waits for [`Session::go`].
     pub fn start(spec: SessionSpec, dirs: SessionDirs) -> Self {
-        let cleanup_lock = FileLock::shared(CLEANUP_LOCK_PATH);
+        let cleanup_lock = FileLock::take(CLEANUP_LOCK, false);
         sweep_stale();
         let agent = unique_agent(&spec.tag);
         let mut bottle = spec.bottle.clone();
@@ -250,39 +277,22 @@ impl Session {
             .entry("env")
             .or_insert_with(|| json!({}));
         env["CLAUDE_STUB_PROBE_TIMEOUT"] = json!(PROBE_TIMEOUT_SECS.to_string());
-        let manifest = json!({
+        dirs.write_manifest(&json!({
             "bottles": { "e2e": bottle },
             "agents": { agent.clone(): { "bottle": "e2e", "prompt": "You are an e2e probe." } }
-        });
-        std::fs::write(
-            dirs.manifest(),
-            serde_json::to_vec_pretty(&manifest).expect("manifest JSON"),
-        )
-        .expect("write manifest");
+        }));
 
-        let mut command = Command::new(env!("CARGO_BIN_EXE_claude-bottle"));
+        let mut command = dirs.command();
         if spec.verbose {
             command.args(["-v", "-v"]);
         }
         command
-            .arg("--manifest")
-            .arg(dirs.manifest())
             .args(["start", &agent, "--yes", "--"])
             .args(stub_args(&spec.probes))
-            .current_dir(dirs.work())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", dirs.home())
-            .env("TMPDIR", dirs.tmp())
-            .env("NO_COLOR", "1")
-            .env("CLAUDE_BOTTLE_PIPELOCK_IMAGE", PIPELOCK_STANDIN_IMAGE)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(host) = std::env::var_os("DOCKER_HOST") {
-            command.env("DOCKER_HOST", host);
-        }
         let mut child = command.spawn().expect("spawn claude-bottle");
         let stdout = Lines::default();
         let stderr = Lines::default();
@@ -631,7 +641,7 @@ impl Drop for Session {
         let networks = networks_with(&[&label]);
         if !containers.is_empty() || !networks.is_empty() {
             eprintln!("e2e: backstop removal: {containers:?} {networks:?}");
-            remove(&containers, &networks);
+            remove_resources(&containers, &networks);
         }
     }
 }
