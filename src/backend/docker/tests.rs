@@ -86,13 +86,25 @@ fn quick() -> Timeouts {
     }
 }
 
+/// A prepared session on `engine` with quick timeouts, not started yet.
+async fn unstarted(engine: &FakeEngine, spec: BottleSpec) -> Session<FakeEngine> {
+    let plan = prepared(engine, spec).await;
+    Session::new(engine.clone(), plan, false).with_timeouts(quick())
+}
+
 /// A started session on `engine`, with the calls of `prepare` forgotten.
 async fn started(engine: &FakeEngine, spec: BottleSpec) -> Session<FakeEngine> {
-    let plan = prepared(engine, spec).await;
+    let mut session = unstarted(engine, spec).await;
     engine.state().calls.clear();
-    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
     session.start().await.unwrap();
     session
+}
+
+/// The fake daemon holds no container and no network.
+fn assert_nothing_left(engine: &FakeEngine) {
+    let state = engine.state();
+    assert!(state.containers.is_empty(), "{:?}", state.containers);
+    assert!(state.networks.is_empty(), "{:?}", state.networks);
 }
 
 fn container<'a>(specs: &'a [ContainerSpec], name: &str) -> &'a ContainerSpec {
@@ -240,10 +252,9 @@ async fn a_present_proxy_image_is_not_pulled() {
 
     // Nor one that another session pulled between `prepare` and the bring-up.
     let engine = FakeEngine::new().with_images(&[BUILT_IN]);
-    let plan = prepared(&engine, spec("reviewer", home.path())).await;
-    assert!(!plan.proxy_image_present);
+    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
+    assert!(!session.plan().proxy_image_present);
     engine.state().images.insert(PROXY_IMAGE.into());
-    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
     session.start().await.unwrap();
     assert!(
         !engine.ops().iter().any(|op| op.starts_with("pull_image")),
@@ -258,8 +269,7 @@ async fn the_proxy_image_is_pulled_while_the_agent_image_is_built() {
     let home = tempfile::tempdir().unwrap();
     let engine = FakeEngine::new();
     engine.state().build_delay = Some(Duration::from_secs(30));
-    let plan = prepared(&engine, spec("reviewer", home.path())).await;
-    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
     let interrupted = tokio::time::timeout(Duration::from_millis(200), session.start()).await;
     assert!(interrupted.is_err());
     // The build is still running, and the pull is done.
@@ -304,8 +314,7 @@ async fn a_failed_pull_is_a_clear_error_and_everything_is_torn_down() {
     );
     // The networks were made meanwhile; they go with the session.
     session.close().await.unwrap();
-    assert!(engine.state().networks.is_empty());
-    assert!(engine.state().containers.is_empty());
+    assert_nothing_left(&engine);
     assert!(session.ledger().networks.is_empty());
     assert!(!scratch.exists());
 }
@@ -731,8 +740,7 @@ async fn a_runtime_that_cannot_start_containers_is_a_clear_error() {
         "runsc".into(),
         "OCI runtime create failed: exec: \"runsc\": executable file not found".into(),
     ));
-    let plan = prepared(&engine, spec("reviewer", home.path())).await;
-    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
     let err = session.start().await.unwrap_err();
     assert!(
         err.message.starts_with(
@@ -743,22 +751,20 @@ async fn a_runtime_that_cannot_start_containers_is_a_clear_error() {
     );
     assert!(err.message.contains("hint:"));
     session.close().await.unwrap();
-    assert!(engine.state().containers.is_empty());
-    assert!(engine.state().networks.is_empty());
+    assert_nothing_left(&engine);
 }
 
 #[tokio::test]
 async fn a_name_taken_during_launch_moves_every_name_to_the_next_suffix() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
-    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
     engine.state().calls.clear();
     // Another session takes the proxy name between prepare and launch.
     engine
         .state()
         .stolen_names
         .insert("claude-bottle-pipelock-reviewer".into());
-    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
     session.start().await.unwrap();
     assert_eq!(
         engine.mutations(),
@@ -794,13 +800,12 @@ async fn a_name_taken_during_launch_moves_every_name_to_the_next_suffix() {
 async fn a_network_made_twice_at_once_stays_with_the_older_session() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
-    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
     engine.state().calls.clear();
     engine
         .state()
         .racing_names
         .insert("claude-bottle-internal-reviewer".into());
-    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
     session.start().await.unwrap();
     assert_eq!(
         engine.mutations()[..4],
@@ -837,9 +842,8 @@ async fn a_taken_pinned_name_is_an_error_not_a_retry() {
     let engine = engine();
     let mut pinned = spec("reviewer", home.path());
     pinned.pinned_name = Some("my-bottle".into());
-    let plan = prepared(&engine, pinned).await;
+    let mut session = unstarted(&engine, pinned).await;
     engine.state().stolen_names.insert("my-bottle".into());
-    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
     let err = session.start().await.unwrap_err();
     assert!(err.usage);
     assert!(
@@ -870,8 +874,7 @@ async fn teardown_removes_containers_then_networks_and_is_idempotent() {
             "remove_network claude-bottle-egress-reviewer",
         ]
     );
-    assert!(engine.state().containers.is_empty());
-    assert!(engine.state().networks.is_empty());
+    assert_nothing_left(&engine);
     assert!(session.ledger().containers.is_empty());
     assert!(scratch.exists(), "the host home is not the scratch dir");
     engine.state().calls.clear();
@@ -904,8 +907,7 @@ async fn teardown_never_touches_another_session() {
         ]
     );
     second.close().await.unwrap();
-    assert!(engine.state().containers.is_empty());
-    assert!(engine.state().networks.is_empty());
+    assert_nothing_left(&engine);
 }
 
 #[tokio::test]
@@ -926,15 +928,13 @@ async fn a_start_dropped_mid_way_still_closes_everything() {
     let home = tempfile::tempdir().unwrap();
     let engine = FakeEngine::new().with_images(&[PROXY_IMAGE]);
     engine.state().build_delay = Some(Duration::from_secs(30));
-    let plan = prepared(&engine, spec("reviewer", home.path())).await;
-    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
     // The image build outlasts the signal; the networks were made meanwhile.
     let interrupted = tokio::time::timeout(Duration::from_millis(100), session.start()).await;
     assert!(interrupted.is_err());
     assert_eq!(engine.state().networks.len(), 2);
     session.close().await.unwrap();
-    assert!(engine.state().networks.is_empty());
-    assert!(engine.state().containers.is_empty());
+    assert_nothing_left(&engine);
     assert!(
         session.start().await.is_err(),
         "a closed session stays closed"
@@ -946,11 +946,12 @@ async fn a_start_dropped_while_the_proxy_starts_still_closes_everything() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
     engine.state().probe_exits = VecDeque::from([1]);
-    let plan = prepared(&engine, spec("reviewer", home.path())).await;
-    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(Timeouts {
-        proxy_ready: Duration::from_secs(30),
-        ..quick()
-    });
+    let mut session = unstarted(&engine, spec("reviewer", home.path()))
+        .await
+        .with_timeouts(Timeouts {
+            proxy_ready: Duration::from_secs(30),
+            ..quick()
+        });
     let interrupted = tokio::time::timeout(Duration::from_millis(150), session.start()).await;
     assert!(interrupted.is_err());
     // The proxy runs; the agent exists, provisioned, but was never started.
@@ -971,17 +972,15 @@ async fn a_start_dropped_while_the_proxy_starts_still_closes_everything() {
         ]
     );
     session.close().await.unwrap();
-    assert!(engine.state().networks.is_empty());
-    assert!(engine.state().containers.is_empty());
+    assert_nothing_left(&engine);
 }
 
 #[tokio::test]
 async fn resources_whose_creation_reply_was_lost_are_swept_by_label() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
-    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
     engine.state().lose_create_replies = true;
-    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
     assert!(session.start().await.is_err());
     assert!(session.ledger().networks.is_empty());
     assert_eq!(engine.state().networks.len(), 1);
@@ -998,8 +997,7 @@ async fn a_proxy_that_exits_fails_with_its_logs_and_is_torn_down() {
         state.proxy_exits = true;
         state.logs = "config: unknown key \"fetch_proxy.bogus\"\n".into();
     }
-    let plan = prepared(&engine, spec("reviewer", home.path())).await;
-    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
     let err = session.start().await.unwrap_err();
     assert!(
         err.message
@@ -1019,8 +1017,7 @@ async fn a_proxy_that_exits_fails_with_its_logs_and_is_torn_down() {
         "the agent does not start without a ready proxy"
     );
     session.close().await.unwrap();
-    assert!(engine.state().containers.is_empty());
-    assert!(engine.state().networks.is_empty());
+    assert_nothing_left(&engine);
 }
 
 #[tokio::test]
@@ -1028,8 +1025,7 @@ async fn a_proxy_that_never_gets_healthy_times_out() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
     engine.state().probe_exits = VecDeque::from([1]);
-    let plan = prepared(&engine, spec("reviewer", home.path())).await;
-    let mut session = Session::new(engine.clone(), plan, false).with_timeouts(quick());
+    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
     let err = session.start().await.unwrap_err();
     assert!(
         err.message
@@ -1069,8 +1065,7 @@ fn dropping_a_session_without_close_tears_it_down() {
         assert_eq!(engine.state().containers.len(), 2);
         drop(session);
     });
-    assert!(engine.state().containers.is_empty());
-    assert!(engine.state().networks.is_empty());
+    assert_nothing_left(&engine);
 }
 
 #[test]
