@@ -425,6 +425,35 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// `result`'s value, or `absent` when the daemon says the object is not
+/// there (a removal that finds nothing to remove has done its job).
+fn unless_not_found<T>(
+    result: Result<T, BollardError>,
+    operation: &str,
+    absent: T,
+) -> Result<T, EngineError> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(e) => {
+            let err = classify(operation, e);
+            if err.kind == ErrorKind::NotFound {
+                Ok(absent)
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
+fn network_info(network: bollard::models::Network) -> NetworkInfo {
+    NetworkInfo {
+        id: network.id.unwrap_or_default(),
+        name: network.name.unwrap_or_default(),
+        labels: to_labels(network.labels),
+        created: network.created.unwrap_or_default(),
+    }
+}
+
 fn label_filters(filter: &LabelFilter) -> HashMap<String, Vec<String>> {
     let labels = filter.iter().map(|(k, v)| format!("{k}={v}")).collect();
     HashMap::from([("label".to_owned(), labels)])
@@ -507,17 +536,11 @@ impl Engine for BollardEngine {
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let err = classify(&format!("inspect image `{image}`"), e);
-                if err.kind == ErrorKind::NotFound {
-                    Ok(false)
-                } else {
-                    Err(err)
-                }
-            }
-        }
+        unless_not_found(
+            self.docker.inspect_image(image).await.map(|_| true),
+            &format!("inspect image `{image}`"),
+            false,
+        )
     }
 
     async fn pull_image(&self, image: &str, progress: bool) -> Result<(), EngineError> {
@@ -576,17 +599,11 @@ impl Engine for BollardEngine {
     }
 
     async fn remove_network(&self, id: &str) -> Result<(), EngineError> {
-        match self.docker.remove_network(id).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let err = classify(&format!("remove network `{id}`"), e);
-                if err.kind == ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(err)
-                }
-            }
-        }
+        unless_not_found(
+            self.docker.remove_network(id).await,
+            &format!("remove network `{id}`"),
+            (),
+        )
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
@@ -773,15 +790,7 @@ impl Engine for BollardEngine {
             .list_networks(Some(options))
             .await
             .map_err(|e| classify("list networks", e))?;
-        Ok(found
-            .into_iter()
-            .map(|n| NetworkInfo {
-                id: n.id.unwrap_or_default(),
-                name: n.name.unwrap_or_default(),
-                labels: to_labels(n.labels),
-                created: n.created.unwrap_or_default(),
-            })
-            .collect())
+        Ok(found.into_iter().map(network_info).collect())
     }
 
     async fn networks_named(&self, name: &str) -> Result<Vec<NetworkInfo>, EngineError> {
@@ -797,12 +806,7 @@ impl Engine for BollardEngine {
         Ok(found
             .into_iter()
             .filter(|n| n.name.as_deref() == Some(name))
-            .map(|n| NetworkInfo {
-                id: n.id.unwrap_or_default(),
-                name: n.name.unwrap_or_default(),
-                labels: to_labels(n.labels),
-                created: n.created.unwrap_or_default(),
-            })
+            .map(network_info)
             .collect())
     }
 
@@ -812,23 +816,35 @@ impl Engine for BollardEngine {
             v: true,
             ..RemoveContainerOptions::default()
         };
-        match self.docker.remove_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let err = classify(&format!("remove container `{id}`"), e);
-                if err.kind == ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(err)
-                }
-            }
-        }
+        unless_not_found(
+            self.docker.remove_container(id, Some(options)).await,
+            &format!("remove container `{id}`"),
+            (),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The body of a POST of `body` to `uri` once `ask_for_duplicate_check`
+    /// has seen it.
+    fn body_after_patch(uri: &str, body: bytes::Bytes) -> bytes::Bytes {
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(uri)
+            .body(http_body_util::Either::Left(http_body_util::Full::new(
+                body,
+            )))
+            .unwrap();
+        let patched = ask_for_duplicate_check(request);
+        let http_body_util::Either::Left(full) = patched.into_body() else {
+            panic!("body kind changed");
+        };
+        use http_body_util::BodyExt;
+        full.collect().now_or_never().unwrap().unwrap().to_bytes()
+    }
 
     #[test]
     fn network_creation_asks_for_a_duplicate_check() {
@@ -837,19 +853,10 @@ mod tests {
             ..NetworkCreateRequest::default()
         })
         .unwrap();
-        let request = http::Request::builder()
-            .method(http::Method::POST)
-            .uri("http://localhost/v1.41/networks/create")
-            .body(http_body_util::Either::Left(http_body_util::Full::new(
-                bytes::Bytes::from(body),
-            )))
-            .unwrap();
-        let patched = ask_for_duplicate_check(request);
-        let http_body_util::Either::Left(full) = patched.into_body() else {
-            panic!("body kind changed");
-        };
-        use http_body_util::BodyExt;
-        let bytes = full.collect().now_or_never().unwrap().unwrap().to_bytes();
+        let bytes = body_after_patch(
+            "http://localhost/v1.41/networks/create",
+            bytes::Bytes::from(body),
+        );
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(json["CheckDuplicate"], serde_json::Value::Bool(true));
         assert_eq!(json["Name"], "n");
@@ -857,19 +864,10 @@ mod tests {
 
     #[test]
     fn other_requests_are_left_alone() {
-        let request = http::Request::builder()
-            .method(http::Method::POST)
-            .uri("http://localhost/v1.41/containers/create")
-            .body(http_body_util::Either::Left(http_body_util::Full::new(
-                bytes::Bytes::from_static(b"{\"Image\":\"x\"}"),
-            )))
-            .unwrap();
-        let patched = ask_for_duplicate_check(request);
-        let http_body_util::Either::Left(full) = patched.into_body() else {
-            panic!("body kind changed");
-        };
-        use http_body_util::BodyExt;
-        let bytes = full.collect().now_or_never().unwrap().unwrap().to_bytes();
+        let bytes = body_after_patch(
+            "http://localhost/v1.41/containers/create",
+            bytes::Bytes::from_static(b"{\"Image\":\"x\"}"),
+        );
         assert_eq!(&bytes[..], b"{\"Image\":\"x\"}");
     }
 
