@@ -115,6 +115,24 @@ pub(crate) struct FakeState {
     pub lose_create_replies: bool,
 }
 
+impl FakeState {
+    /// Adds a network, created after every earlier one; its ID.
+    fn insert_network(&mut self, name: &str, labels: Labels) -> String {
+        self.next_id += 1;
+        let id = format!("n{:04}", self.next_id);
+        let created = created_at(self.next_id);
+        self.networks.insert(
+            id.clone(),
+            FakeNetwork {
+                name: name.to_owned(),
+                labels,
+                created,
+            },
+        );
+        id
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub(crate) struct FakeEngine {
     state: Arc<Mutex<FakeState>>,
@@ -124,6 +142,15 @@ pub(crate) struct FakeEngine {
 fn created_at(n: u32) -> String {
     let fraction = format!("{n:09}");
     format!("2026-01-01T00:00:00.{}Z", fraction.trim_end_matches('0'))
+}
+
+fn network_info((id, network): (&String, &FakeNetwork)) -> NetworkInfo {
+    NetworkInfo {
+        id: id.clone(),
+        name: network.name.clone(),
+        labels: network.labels.clone(),
+        created: network.created.clone(),
+    }
 }
 
 fn matches(labels: &Labels, filter: &LabelFilter) -> bool {
@@ -216,19 +243,7 @@ impl FakeEngine {
     }
 
     pub fn add_foreign_network(&self, name: &str, labels: Labels) -> String {
-        let mut state = self.state();
-        state.next_id += 1;
-        let id = format!("n{:04}", state.next_id);
-        let created = created_at(state.next_id);
-        state.networks.insert(
-            id.clone(),
-            FakeNetwork {
-                name: name.to_owned(),
-                labels,
-                created,
-            },
-        );
-        id
+        self.state().insert_network(name, labels)
     }
 
     fn record(&self, call: Call) {
@@ -334,29 +349,9 @@ impl Engine for FakeEngine {
         }
         if state.racing_names.remove(&spec.name) {
             // The twin was made first; both creations pass the duplicate check.
-            state.next_id += 1;
-            let twin = format!("n{:04}", state.next_id);
-            let created = created_at(state.next_id);
-            state.networks.insert(
-                twin,
-                FakeNetwork {
-                    name: spec.name.clone(),
-                    labels: Labels::new(),
-                    created,
-                },
-            );
+            state.insert_network(&spec.name, Labels::new());
         }
-        state.next_id += 1;
-        let id = format!("n{:04}", state.next_id);
-        let created = created_at(state.next_id);
-        state.networks.insert(
-            id.clone(),
-            FakeNetwork {
-                name: spec.name.clone(),
-                labels: spec.labels.clone(),
-                created,
-            },
-        );
+        let id = state.insert_network(&spec.name, spec.labels.clone());
         if state.lose_create_replies {
             return Err(Self::lost_reply("create network"));
         }
@@ -574,12 +569,7 @@ impl Engine for FakeEngine {
             .networks
             .iter()
             .filter(|(_, n)| matches(&n.labels, &filter))
-            .map(|(id, n)| NetworkInfo {
-                id: id.clone(),
-                name: n.name.clone(),
-                labels: n.labels.clone(),
-                created: n.created.clone(),
-            })
+            .map(network_info)
             .collect())
     }
 
@@ -590,12 +580,7 @@ impl Engine for FakeEngine {
             .networks
             .iter()
             .filter(|(_, n)| n.name == name)
-            .map(|(id, n)| NetworkInfo {
-                id: id.clone(),
-                name: n.name.clone(),
-                labels: n.labels.clone(),
-                created: n.created.clone(),
-            })
+            .map(network_info)
             .collect())
     }
 
