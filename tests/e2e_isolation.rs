@@ -28,8 +28,9 @@ mod e2e_support;
 
 use std::collections::BTreeSet;
 
+use docker_support::daemon::docker_ok;
 use e2e_support::capture::PacketCapture;
-use e2e_support::docker::{docker_ok, inspect, subnet_of};
+use e2e_support::docker::{inspect, subnet_of};
 use e2e_support::host::{HostListener, host_ipv4_addresses, rand_u64};
 use e2e_support::no_way_to_host::assert_no_way_to_host;
 use e2e_support::runtime::RuntimeLock;

@@ -24,8 +24,8 @@ pub fn docker(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run `docker {}`: {e}", args.join(" ")))
 }
 
-/// `docker ARGS` that must succeed: the lines of its stdout, blank ones dropped.
-pub fn docker_lines(args: &[&str]) -> Vec<String> {
+/// `docker ARGS` that must succeed; its trimmed stdout.
+pub fn docker_ok(args: &[&str]) -> String {
     let out = docker(args);
     assert!(
         out.status.success(),
@@ -34,7 +34,12 @@ pub fn docker_lines(args: &[&str]) -> Vec<String> {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `docker ARGS` that must succeed: the lines of its stdout, blank ones dropped.
+pub fn docker_lines(args: &[&str]) -> Vec<String> {
+    docker_ok(args)
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(str::to_owned)

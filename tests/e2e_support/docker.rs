@@ -6,7 +6,7 @@
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use crate::docker_support::daemon::{docker, remove_resources};
+use crate::docker_support::daemon::{docker, docker_ok, remove_resources};
 use crate::docker_support::sessions::sweep_stale_agents;
 use crate::docker_support::test_resources::{TEST_PID_LABEL, sweep_stale_test_resources};
 
@@ -28,19 +28,6 @@ pub fn label_args() -> Vec<String> {
         "--label".into(),
         format!("{TEST_PID_LABEL}={}", std::process::id()),
     ]
-}
-
-/// `docker ARGS` that must succeed; its trimmed stdout.
-pub fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "`docker {}` failed ({}):\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// `docker ARGS` with owned arguments.

@@ -17,8 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::docker::docker_ok;
-use crate::docker_support::daemon::docker;
+use crate::docker_support::daemon::{docker, docker_ok};
 use crate::docker_support::lock::FileLock;
 
 pub const RUNTIME_LOCK_PATH: &str = "/tmp/claude-bottle-test-docker-runtimes.lock";

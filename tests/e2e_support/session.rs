@@ -42,13 +42,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::docker::{AGENT_PREFIX, Resources, docker_ok, ip_on, logs, sweep_stale, try_inspect};
+use super::docker::{AGENT_PREFIX, Resources, ip_on, logs, sweep_stale, try_inspect};
 use super::host::rand_u64;
 use super::stub::{
     GO_MARKER, PROBE_TIMEOUT_SECS, Probe, RELEASE_MARKER, StubReport, VARS_FILE, stub_args,
     vars_script,
 };
-use crate::docker_support::daemon::remove_resources;
+use crate::docker_support::daemon::{docker_ok, remove_resources};
 use crate::docker_support::lock::{CLEANUP_LOCK, FileLock};
 use crate::docker_support::sessions::{containers_with, networks_with};
 
