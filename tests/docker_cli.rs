@@ -59,3 +59,32 @@ fn start_without_yes_and_without_a_terminal_refuses_after_the_plan() {
     assert!(out.stdout.is_empty(), "stdout is for data only");
     fx.assert_nothing_left();
 }
+
+#[test]
+fn list_json_is_data_on_stdout_with_the_manifest_agents() {
+    if !ready() {
+        return;
+    }
+    let fx = Fixture::new(
+        AGENT_PREFIX,
+        "list",
+        &[],
+        FileLock::take(CLEANUP_LOCK, false),
+    );
+    fx.write_manifest(&json!({
+        "bottles": { "b": { "image": AGENT_IMAGE, "egress": { "allowlist": ["example.com"] } } },
+        "agents": { &fx.agent: { "bottle": "b", "skills": ["review", "docs"] } }
+    }));
+    let out = fx.command(&["list", "--json"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        listing["agents"],
+        json!([{ "name": fx.agent, "bottle": "b", "skills": ["review", "docs"] }])
+    );
+    let path = listing["manifest_path"].as_str().unwrap();
+    assert!(path.ends_with(".json") && !path.contains('`'), "{path}");
+    assert!(listing["active"].is_array(), "{listing}");
+    fx.assert_nothing_left();
+}
