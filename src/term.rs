@@ -8,9 +8,52 @@ pub trait Terminal {
     fn stdout_is_tty(&self) -> bool;
     fn stderr_is_tty(&self) -> bool;
     /// Writes `prompt` to stderr and reads one line without echo.
-    fn read_secret(&mut self, prompt: &str) -> io::Result<String>;
+    ///
+    /// Reads are futures so a caller can race them against a signal: a user
+    /// who presses Ctrl-C at a prompt must get out (and get their terminal's
+    /// echo back), not be stuck until they press Enter.
+    fn read_secret(&mut self, prompt: &str) -> impl Future<Output = io::Result<String>>;
     /// Writes `prompt` to stderr and reads one line (the trailing newline removed).
-    fn read_line(&mut self, prompt: &str) -> io::Result<String>;
+    fn read_line(&mut self, prompt: &str) -> impl Future<Output = io::Result<String>>;
+}
+
+/// Runs a blocking terminal read on its own thread. Dropping the future
+/// abandons the thread, which ends with the process; `tokio`'s blocking pool
+/// is not used because the runtime would wait for it at shutdown.
+async fn read_on_thread(
+    read: impl FnOnce() -> io::Result<String> + Send + 'static,
+) -> io::Result<String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(read());
+    });
+    rx.await
+        .unwrap_or_else(|_| Err(io::Error::other("the terminal reader stopped")))
+}
+
+/// Restores the terminal's mode when dropped: a read abandoned half-way
+/// (hidden input turns echo off) must not leave the user's terminal broken.
+pub struct TerminalModeGuard {
+    saved: nix::sys::termios::Termios,
+}
+
+impl TerminalModeGuard {
+    /// `None` when stdin is not a terminal.
+    pub fn save() -> Option<Self> {
+        nix::sys::termios::tcgetattr(io::stdin())
+            .ok()
+            .map(|saved| Self { saved })
+    }
+}
+
+impl Drop for TerminalModeGuard {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.saved,
+        );
+    }
 }
 
 /// The process's real stdin, stdout and stderr.
@@ -30,17 +73,24 @@ impl Terminal for RealTerminal {
         io::stderr().is_terminal()
     }
 
-    fn read_secret(&mut self, prompt: &str) -> io::Result<String> {
-        rpassword::prompt_password(prompt)
+    async fn read_secret(&mut self, prompt: &str) -> io::Result<String> {
+        let _restore = TerminalModeGuard::save();
+        let prompt = prompt.to_owned();
+        read_on_thread(move || rpassword::prompt_password(prompt)).await
     }
 
-    fn read_line(&mut self, prompt: &str) -> io::Result<String> {
-        let mut stderr = io::stderr().lock();
-        stderr.write_all(prompt.as_bytes())?;
-        stderr.flush()?;
-        let mut line = String::new();
-        io::stdin().lock().read_line(&mut line)?;
-        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    async fn read_line(&mut self, prompt: &str) -> io::Result<String> {
+        let prompt = prompt.to_owned();
+        read_on_thread(move || {
+            let mut stderr = io::stderr().lock();
+            stderr.write_all(prompt.as_bytes())?;
+            stderr.flush()?;
+            drop(stderr);
+            let mut line = String::new();
+            io::stdin().lock().read_line(&mut line)?;
+            Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+        })
+        .await
     }
 }
 
@@ -87,11 +137,11 @@ impl Terminal for FakeTerminal {
         self.stderr_tty
     }
 
-    fn read_secret(&mut self, prompt: &str) -> io::Result<String> {
+    async fn read_secret(&mut self, prompt: &str) -> io::Result<String> {
         self.next(prompt)
     }
 
-    fn read_line(&mut self, prompt: &str) -> io::Result<String> {
+    async fn read_line(&mut self, prompt: &str) -> io::Result<String> {
         self.next(prompt)
     }
 }

@@ -877,3 +877,77 @@ fn sigterm_under_a_pseudo_terminal_leaves_it_usable_and_nothing_behind() {
     assert!(term.cooked(), "the terminal was left in raw mode");
     fx.assert_nothing_left();
 }
+
+/// Ctrl-C at the `y/N` question ends `start` at once with 128+SIGINT: the
+/// plan's scratch directory is removed and nothing was created.
+#[test]
+fn ctrl_c_at_the_confirmation_prompt_exits_at_once_and_leaves_nothing() {
+    if !ready() {
+        return;
+    }
+    let fx = fixture("pty-confirm");
+    let mut term = OnTerminal::spawn(fx.command(&["start", &fx.agent, "--", "--stub-exit", "0"]));
+    wait_until("the y/N question", Duration::from_secs(60), || {
+        term.text().contains("[y/N]")
+    });
+    term.master.write_all(b"\x03").expect("type Ctrl-C");
+    let status = term.wait();
+    assert_eq!(status.code(), Some(128 + 2), "output:\n{}", term.text());
+    assert!(
+        !term.text().contains("CLAUDE_STUB_REPORT"),
+        "Claude must not run"
+    );
+    assert!(term.cooked(), "the terminal was left in raw mode");
+    fx.assert_nothing_left();
+}
+
+/// Ctrl-C at a hidden prompt for an unset `${VAR}` ends `start` with
+/// 128+SIGINT and gives the terminal its echo back.
+#[test]
+fn ctrl_c_at_a_hidden_prompt_exits_and_gives_the_echo_back() {
+    if !ready() {
+        return;
+    }
+    let fx = fixture_with_bottle(
+        "pty-secret",
+        PROMPT,
+        json!({
+            "image": AGENT_IMAGE,
+            "env": { "ASKED": "${DK_NEVER_SET}" }
+        }),
+    );
+    let mut term = OnTerminal::spawn(fx.command(&["start", &fx.agent, "--yes"]));
+    wait_until("the hidden prompt", Duration::from_secs(60), || {
+        term.text().contains("`DK_NEVER_SET`")
+    });
+    wait_until("echo to be turned off", Duration::from_secs(10), || {
+        !term.cooked()
+    });
+    term.master.write_all(b"\x03").expect("type Ctrl-C");
+    let status = term.wait();
+    assert_eq!(status.code(), Some(128 + 2), "output:\n{}", term.text());
+    assert!(term.cooked(), "echo was left off");
+    fx.assert_nothing_left();
+}
+
+/// A `y` typed at the question on a real terminal starts the bottle.
+#[test]
+fn y_typed_at_the_confirmation_prompt_starts_the_bottle() {
+    if !ready() {
+        return;
+    }
+    let fx = fixture("pty-yes");
+    let mut term = OnTerminal::spawn(fx.command(&["start", &fx.agent, "--", "--stub-exit", "4"]));
+    wait_until("the y/N question", Duration::from_secs(60), || {
+        term.text().contains("[y/N]")
+    });
+    term.master.write_all(b"y\r").expect("type y");
+    let status = term.wait();
+    assert_eq!(status.code(), Some(4), "output:\n{}", term.text());
+    assert!(
+        term.text().contains("CLAUDE_STUB_REPORT"),
+        "{}",
+        term.text()
+    );
+    fx.assert_nothing_left();
+}

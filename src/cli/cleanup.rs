@@ -5,16 +5,16 @@ use super::{Error, confirm};
 use crate::backend::{self, Backend, CleanupPlan, Selected};
 use crate::term::Terminal;
 
-pub async fn run(args: CleanupArgs, term: &mut dyn Terminal) -> Result<u8, Error> {
+pub async fn run<T: Terminal>(args: CleanupArgs, term: &mut T) -> Result<u8, Error> {
     match backend::select(std::env::var(backend::BACKEND_ENV).ok().as_deref())? {
         Selected::Docker(docker) => run_with(&docker, &args, term).await,
     }
 }
 
-async fn run_with<B: Backend>(
+async fn run_with<B: Backend, T: Terminal>(
     backend: &B,
     args: &CleanupArgs,
-    term: &mut dyn Terminal,
+    term: &mut T,
 ) -> Result<u8, Error> {
     let plan = backend.prepare_cleanup().await?;
     if plan.is_empty() {
@@ -25,7 +25,7 @@ async fn run_with<B: Backend>(
     if args.dry_run {
         return Ok(0);
     }
-    confirm(term, args.yes, "Remove all of these?")?;
+    confirm(term, args.yes, "Remove all of these?").await?;
     let report = backend.cleanup(plan).await?;
     for container in &report.containers {
         eprintln!("removed container {container}");

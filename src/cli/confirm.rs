@@ -5,7 +5,11 @@ use crate::term::Terminal;
 
 /// Asks `question` unless `assume_yes`. Without a terminal on stdin there is
 /// no one to ask, which is an error with a `--yes` hint rather than a silent No.
-pub fn confirm(term: &mut dyn Terminal, assume_yes: bool, question: &str) -> Result<(), Error> {
+pub async fn confirm<T: Terminal>(
+    term: &mut T,
+    assume_yes: bool,
+    question: &str,
+) -> Result<(), Error> {
     if assume_yes {
         return Ok(());
     }
@@ -14,6 +18,7 @@ pub fn confirm(term: &mut dyn Terminal, assume_yes: bool, question: &str) -> Res
     }
     let answer = term
         .read_line(&format!("{question} [y/N] "))
+        .await
         .map_err(Error::Prompt)?;
     match answer.trim().to_ascii_lowercase().as_str() {
         "y" | "yes" => Ok(()),
@@ -25,6 +30,13 @@ pub fn confirm(term: &mut dyn Terminal, assume_yes: bool, question: &str) -> Res
 mod tests {
     use super::*;
     use crate::term::FakeTerminal;
+    use futures_util::FutureExt;
+
+    fn confirm(term: &mut FakeTerminal, assume_yes: bool, question: &str) -> Result<(), Error> {
+        super::confirm(term, assume_yes, question)
+            .now_or_never()
+            .expect("a fake terminal never waits")
+    }
 
     #[test]
     fn yes_flag_skips_the_question() {

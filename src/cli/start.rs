@@ -10,10 +10,10 @@ use crate::backend::{self, Backend, BottleHandle, BottleSpec, Selected};
 use crate::core::env::{self, ProcessEnv};
 use crate::term::Terminal;
 
-pub async fn run(
+pub async fn run<T: Terminal>(
     manifest_path: Option<&Path>,
     args: StartArgs,
-    term: &mut dyn Terminal,
+    term: &mut T,
 ) -> Result<u8, Error> {
     // Before anything with side effects, so no phase can be killed half-way.
     let mut signals = Signals::install()?;
@@ -21,7 +21,11 @@ pub async fn run(
     let (agent_name, agent) = select_agent(&manifest, args.agent.as_deref(), "start")?;
     let backend = backend::select(std::env::var(backend::BACKEND_ENV).ok().as_deref())?;
     let bottle = manifest.bottle_of(agent);
-    let env = env::resolve(&agent.bottle, &bottle.env, &ProcessEnv, term)?;
+    // A hidden prompt may be waiting here: Ctrl-C must still get out.
+    let env = tokio::select! {
+        env = env::resolve(&agent.bottle, &bottle.env, &ProcessEnv, term) => env?,
+        interrupted = signals.recv() => return Err(interrupted),
+    };
     let cwd = if args.cwd {
         Some(std::env::current_dir().map_err(Error::CurrentDir)?)
     } else {
@@ -43,11 +47,11 @@ pub async fn run(
     }
 }
 
-async fn run_session<B: Backend>(
+async fn run_session<B: Backend, T: Terminal>(
     backend: &B,
     spec: BottleSpec,
     args: &StartArgs,
-    term: &mut dyn Terminal,
+    term: &mut T,
     signals: &mut Signals,
 ) -> Result<u8, Error> {
     let plan = tokio::select! {
@@ -58,7 +62,11 @@ async fn run_session<B: Backend>(
     if args.dry_run {
         return Ok(0);
     }
-    confirm(term, args.yes, "Start this bottle?")?;
+    // Returning drops the plan, which removes its scratch directory.
+    tokio::select! {
+        confirmed = confirm(term, args.yes, "Start this bottle?") => confirmed?,
+        interrupted = signals.recv() => return Err(interrupted),
+    }
 
     let tty = term.stdin_is_tty() && term.stdout_is_tty();
     let mut bottle = backend.launch(plan);

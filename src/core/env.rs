@@ -111,11 +111,11 @@ impl HostEnv for BTreeMap<String, String> {
 /// Resolves `env` of bottle `bottle`. An unset host variable is prompted for
 /// with hidden input when stdin is a terminal, and is an error otherwise.
 /// When `CLAUDE_BOTTLE_OAUTH_TOKEN` is set, `CLAUDE_CODE_OAUTH_TOKEN` is added.
-pub fn resolve(
+pub async fn resolve<T: Terminal>(
     bottle: &str,
     env: &BTreeMap<EnvName, EnvValue>,
     host: &dyn HostEnv,
-    term: &mut dyn Terminal,
+    term: &mut T,
 ) -> Result<ResolvedEnv, EnvError> {
     let mut vars = Vec::with_capacity(env.len() + 1);
     for (name, value) in env {
@@ -133,6 +133,7 @@ pub fn resolve(
                         let prompt = format!("value for `{var}` (bottle `{bottle}`, hidden): ");
                         let value =
                             term.read_secret(&prompt)
+                                .await
                                 .map_err(|source| EnvError::Prompt {
                                     bottle: bottle.to_owned(),
                                     var: var.to_string(),
@@ -174,6 +175,19 @@ pub fn resolve(
 mod tests {
     use super::*;
     use crate::term::FakeTerminal;
+    use futures_util::FutureExt;
+
+    /// The fake terminal answers at once, so the future is ready on first poll.
+    fn resolve_now(
+        bottle: &str,
+        env: &BTreeMap<EnvName, EnvValue>,
+        host: &dyn HostEnv,
+        term: &mut FakeTerminal,
+    ) -> Result<ResolvedEnv, EnvError> {
+        resolve(bottle, env, host, term)
+            .now_or_never()
+            .expect("a fake terminal never waits")
+    }
 
     fn env(pairs: &[(&str, EnvValue)]) -> BTreeMap<EnvName, EnvValue> {
         pairs
@@ -200,7 +214,7 @@ mod tests {
             ("A_REF", var("HOST_A")),
         ]);
         let mut term = FakeTerminal::with_inputs(false, &[]);
-        let got = resolve("default", &spec, &host(&[("HOST_A", "s3cret")]), &mut term).unwrap();
+        let got = resolve_now("default", &spec, &host(&[("HOST_A", "s3cret")]), &mut term).unwrap();
         assert_eq!(got.to_container_pairs(), ["A_REF=s3cret", "B_LIT=x$y"]);
         assert_eq!(got.vars[0].source, EnvSource::Host);
         assert_eq!(got.vars[1].source, EnvSource::Literal);
@@ -210,7 +224,7 @@ mod tests {
     fn unset_without_terminal_names_variable_and_bottle() {
         let spec = env(&[("TOKEN", var("MISSING_TOKEN"))]);
         let mut term = FakeTerminal::with_inputs(false, &[]);
-        let err = resolve("work", &spec, &host(&[]), &mut term).unwrap_err();
+        let err = resolve_now("work", &spec, &host(&[]), &mut term).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("`MISSING_TOKEN`"), "{msg}");
         assert!(msg.contains("bottle `work`"), "{msg}");
@@ -221,7 +235,7 @@ mod tests {
     fn unset_on_terminal_prompts_hidden() {
         let spec = env(&[("TOKEN", var("MISSING_TOKEN"))]);
         let mut term = FakeTerminal::with_inputs(true, &["typed-value"]);
-        let got = resolve("work", &spec, &host(&[]), &mut term).unwrap();
+        let got = resolve_now("work", &spec, &host(&[]), &mut term).unwrap();
         assert_eq!(got.to_container_pairs(), ["TOKEN=typed-value"]);
         assert_eq!(got.vars[0].source, EnvSource::Prompted);
         assert_eq!(term.prompts.len(), 1);
@@ -231,7 +245,7 @@ mod tests {
     #[test]
     fn oauth_token_is_forwarded_under_claude_name() {
         let mut term = FakeTerminal::with_inputs(false, &[]);
-        let got = resolve(
+        let got = resolve_now(
             "b",
             &env(&[]),
             &host(&[(OAUTH_TOKEN_HOST_VAR, "tok")]),
@@ -245,7 +259,7 @@ mod tests {
     fn debug_output_never_shows_values() {
         let spec = env(&[("A", var("H"))]);
         let mut term = FakeTerminal::with_inputs(false, &[]);
-        let got = resolve("b", &spec, &host(&[("H", "hunter2-secret")]), &mut term).unwrap();
+        let got = resolve_now("b", &spec, &host(&[("H", "hunter2-secret")]), &mut term).unwrap();
         assert!(!format!("{got:?}").contains("hunter2-secret"));
     }
 }

@@ -873,29 +873,6 @@ async fn remove_network_when_free<E: Engine>(engine: &E, id: &str) -> Result<(),
     }
 }
 
-/// The terminal settings of stdin, put back when dropped.
-struct TerminalModeGuard {
-    saved: nix::sys::termios::Termios,
-}
-
-impl TerminalModeGuard {
-    fn save() -> Option<Self> {
-        nix::sys::termios::tcgetattr(std::io::stdin())
-            .ok()
-            .map(|saved| Self { saved })
-    }
-}
-
-impl Drop for TerminalModeGuard {
-    fn drop(&mut self) {
-        let _ = nix::sys::termios::tcsetattr(
-            std::io::stdin(),
-            nix::sys::termios::SetArg::TCSANOW,
-            &self.saved,
-        );
-    }
-}
-
 /// A session from `launch` to `close`.
 pub(crate) struct Session<E: Engine> {
     engine: E,
@@ -1014,7 +991,7 @@ impl<E: Engine> Session<E> {
         tracing::debug!(?argv, "running Claude");
         // `docker exec -t` puts the terminal in raw mode; if this future is
         // dropped on a signal, the CLI is killed before it can restore it.
-        let _terminal = tty.then(TerminalModeGuard::save).flatten();
+        let _terminal = tty.then(crate::term::TerminalModeGuard::save).flatten();
         // The CLI must talk to the daemon the session was made on.
         let status = claude_command(self.engine.endpoint(), &argv, &exec_env)
             .stdin(std::process::Stdio::inherit())

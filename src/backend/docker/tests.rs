@@ -464,7 +464,10 @@ async fn the_plan_of_a_rich_manifest_shows_everything_but_values() {
     .collect();
     // DEPLOY_KEY_SRC is unset: it is asked for at the (fake) terminal.
     let mut term = FakeTerminal::with_inputs(true, &[PROMPTED_SECRET]);
-    let env = resolve("work", &bottle.env, &host_env, &mut term).unwrap();
+    let env =
+        futures_util::FutureExt::now_or_never(resolve("work", &bottle.env, &host_env, &mut term))
+            .expect("a fake terminal never waits")
+            .unwrap();
     let spec = BottleSpec {
         agent_name: "Rich.Reviewer".into(),
         agent,
