@@ -105,7 +105,10 @@ impl DockerCleanupPlan {
 }
 
 /// Scratch directories under `root` whose claude-bottle process is gone
-/// (a session killed with SIGKILL cannot remove its own).
+/// (a session killed with SIGKILL cannot remove its own). A directory counts
+/// only when it has the whole shape `claude-bottle-<pid>-<random>` and holds
+/// nothing but the proxy config: `root` is the shared temporary directory,
+/// and a user's own `claude-bottle-2026` must never be taken for one.
 pub(crate) fn stale_scratch_dirs(root: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(root) else {
         return Vec::new();
@@ -120,13 +123,30 @@ pub(crate) fn stale_scratch_dirs(root: &Path) -> Vec<PathBuf> {
             else {
                 return false;
             };
-            let owner = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
-            owner.is_some_and(|pid| !pid_alive(pid)) && entry.file_type().is_ok_and(|t| t.is_dir())
+            let owner = rest
+                .split_once('-')
+                .filter(|(_, random)| !random.is_empty())
+                .and_then(|(pid, _)| pid.parse::<i32>().ok());
+            owner.is_some_and(|pid| !pid_alive(pid))
+                && entry.file_type().is_ok_and(|t| t.is_dir())
+                && holds_only_scratch_files(&entry.path())
         })
         .map(|entry| entry.path())
         .collect();
     stale.sort();
     stale
+}
+
+/// Whether `dir` holds nothing but what `prepare` writes there.
+fn holds_only_scratch_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.into_iter().all(|entry| {
+            entry.is_ok_and(|e| {
+                e.file_name() == super::plan::PIPELOCK_FILE_NAME
+                    && e.file_type().is_ok_and(|t| t.is_file())
+            })
+        })
+    })
 }
 
 impl fmt::Display for DockerCleanupPlan {

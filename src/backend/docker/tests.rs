@@ -1239,6 +1239,31 @@ async fn cleanup_removes_every_managed_container_then_network_and_nothing_else()
 }
 
 #[tokio::test]
+async fn cleanup_leaves_look_alike_directories_that_hold_more_than_a_proxy_config() {
+    let root = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    // A user's own directories whose names happen to fit the pattern.
+    let bare = root.path().join(format!("claude-bottle-{dead}"));
+    let user = root.path().join(format!("claude-bottle-{dead}-backup"));
+    for dir in [&bare, &user] {
+        std::fs::create_dir(dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    }
+    std::fs::write(user.join(plan::PIPELOCK_FILE_NAME), "x").unwrap();
+
+    let engine = engine();
+    let plan = super::cleanup::prepare_cleanup(&engine, root.path())
+        .await
+        .unwrap();
+    assert!(plan.is_empty(), "{plan}");
+    super::cleanup::cleanup(&engine, plan).await.unwrap();
+    assert!(bare.join("notes.txt").exists());
+    assert!(user.join("notes.txt").exists());
+}
+
+#[tokio::test]
 async fn cleanup_removes_scratch_directories_of_dead_processes_only() {
     let root = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new("true").spawn().unwrap();
