@@ -146,6 +146,10 @@ pub(crate) enum PrepareError {
         "container name `{name}` (from `--name`) is already in use\n  hint: choose another `--name`, or remove the old container (`claude-bottle cleanup` removes claude-bottle's)"
     )]
     PinnedNameTaken { name: String },
+    #[error(
+        "`--name {name}` is not a container name Docker accepts: expected a letter or digit, then at least one letter, digit, `_`, `.` or `-`\n  hint: pick a name such as `my-bottle`"
+    )]
+    InvalidPinnedName { name: String },
     #[error("could not write the scratch file `{path}`: {source}")]
     Scratch {
         path: PathBuf,
@@ -161,6 +165,7 @@ impl From<PrepareError> for BackendError {
                 | PrepareError::Pipelock(_)
                 | PrepareError::AgentEnv(_)
                 | PrepareError::PinnedNameTaken { .. }
+                | PrepareError::InvalidPinnedName { .. }
         );
         if usage {
             BackendError::usage(err.to_string())
@@ -224,6 +229,13 @@ pub(crate) async fn prepare<E: Engine>(
     let slug = slugify(&spec.agent_name);
     let pinned = spec.pinned_name.as_deref();
     if let Some(name) = pinned
+        && !is_container_name(name)
+    {
+        return Err(PrepareError::InvalidPinnedName {
+            name: name.to_owned(),
+        });
+    }
+    if let Some(name) = pinned
         && taken.contains(name)
     {
         return Err(PrepareError::PinnedNameTaken {
@@ -259,6 +271,15 @@ pub(crate) async fn prepare<E: Engine>(
         container_home: settings.container_home.clone(),
         scratch: Some(scratch),
     })
+}
+
+/// Docker's own rule for container names (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`),
+/// without the leading `/` it would strip: the name must be used as given.
+fn is_container_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && !chars.as_str().is_empty()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// Scratch directories are named after the process that made them, so

@@ -387,6 +387,34 @@ async fn prepare_refuses_a_taken_pinned_name() {
 }
 
 #[tokio::test]
+async fn prepare_refuses_a_pinned_name_docker_would_not_take_as_it_is() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    // The daemon names a container randomly when given "", and refuses the
+    // others only after the networks and the proxy exist.
+    for bad in ["", "a", "my bottle", "-lead", "/slash", "x/y", "naïve"] {
+        let mut pinned = spec("a", home.path());
+        pinned.pinned_name = Some(bad.into());
+        let err = plan::prepare(&engine, pinned, &settings(), BUILT_IN.into())
+            .await
+            .expect_err(bad);
+        assert!(
+            matches!(err, PrepareError::InvalidPinnedName { .. }),
+            "{bad:?}: {err}"
+        );
+        assert!(err.to_string().contains("--name"), "{err}");
+        assert!(crate::backend::BackendError::from(err).usage);
+    }
+    for good in ["ab", "my-bottle_2.0", "9lives"] {
+        let mut pinned = spec("a", home.path());
+        pinned.pinned_name = Some(good.into());
+        let plan = prepared(&engine, pinned).await;
+        assert_eq!(plan.names.agent, good);
+    }
+    assert!(engine.mutations().is_empty(), "{:?}", engine.ops());
+}
+
+#[tokio::test]
 async fn the_plan_shows_names_but_never_values() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
