@@ -82,10 +82,26 @@ async fn run_session<B: Backend, T: Terminal>(
     }
     .await;
     let closed = bottle.close().await;
+    session_result(outcome, closed)
+}
+
+/// The session's exit: Claude's code, or the first failure. A signal whose
+/// teardown failed reports the teardown's failure (and its `cleanup` hint)
+/// with the signal's exit code: the plain interruption message says that
+/// everything was removed, which is then untrue.
+fn session_result(
+    outcome: Result<i32, Error>,
+    closed: Result<(), backend::BackendError>,
+) -> Result<u8, Error> {
     match (outcome, closed) {
         (Ok(code), Ok(())) => Ok(claude_exit_code(code)),
         (Ok(_), Err(teardown)) => Err(teardown.into()),
         (Err(err), Ok(())) => Err(err),
+        (Err(Error::Interrupted { signal, name }), Err(mut teardown)) => {
+            teardown.message = format!("interrupted by {name}; {}", teardown.message);
+            teardown.signal = Some(signal);
+            Err(teardown.into())
+        }
         (Err(err), Err(teardown)) => {
             tracing::error!("teardown also failed: {teardown}");
             Err(err)
@@ -97,4 +113,58 @@ async fn run_session<B: Backend, T: Terminal>(
 /// become a plain failure rather than wrapping around to success.
 fn claude_exit_code(code: i32) -> u8 {
     u8::try_from(code).unwrap_or(super::error::EXIT_FAILURE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendError;
+
+    fn left_behind() -> BackendError {
+        BackendError::new(
+            "teardown left resources behind:\n  - network `n`\n  hint: run `claude-bottle cleanup` to remove them",
+        )
+    }
+
+    #[test]
+    fn an_interruption_whose_teardown_failed_does_not_claim_a_clean_exit() {
+        let interrupted = Error::Interrupted {
+            signal: libc::SIGINT,
+            name: "SIGINT",
+        };
+        let err = session_result(Err(interrupted), Err(left_behind())).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            !text.contains("everything the session created was removed"),
+            "{text}"
+        );
+        assert!(
+            text.starts_with("interrupted by SIGINT; teardown left"),
+            "{text}"
+        );
+        assert!(text.contains("claude-bottle cleanup"), "{text}");
+        assert_eq!(err.exit_code(), 130);
+    }
+
+    #[test]
+    fn a_clean_interruption_keeps_its_message_and_code() {
+        let interrupted = Error::Interrupted {
+            signal: libc::SIGTERM,
+            name: "SIGTERM",
+        };
+        let err = session_result(Err(interrupted), Ok(())).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("everything the session created was removed")
+        );
+        assert_eq!(err.exit_code(), 143);
+    }
+
+    #[test]
+    fn claude_code_passes_through_and_a_failed_teardown_after_it_is_reported() {
+        assert_eq!(session_result(Ok(3), Ok(())).unwrap(), 3);
+        let err = session_result(Ok(0), Err(left_behind())).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert!(err.to_string().contains("cleanup"));
+    }
 }
