@@ -113,6 +113,9 @@ pub(crate) struct FakeState {
     pub racing_names: BTreeSet<String>,
     /// Responds to creations, then behaves as if the reply were lost.
     pub lose_create_replies: bool,
+    /// The next this many network removals fail with `active endpoints`, as
+    /// a daemon still listing a just force-removed container's endpoint does.
+    pub busy_network_removals: u32,
 }
 
 impl FakeState {
@@ -362,10 +365,13 @@ impl Engine for FakeEngine {
         let mut state = self.state();
         let name = Self::network_name(&state, id);
         state.calls.push(Call::RemoveNetwork(name.clone()));
-        if state
-            .containers
-            .values()
-            .any(|c| c.networks.iter().any(|n| n == id))
+        let lingering = state.busy_network_removals > 0;
+        state.busy_network_removals = state.busy_network_removals.saturating_sub(1);
+        if lingering
+            || state
+                .containers
+                .values()
+                .any(|c| c.networks.iter().any(|n| n == id))
         {
             return Err(EngineError::new(
                 ErrorKind::Other,

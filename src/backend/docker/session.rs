@@ -391,7 +391,7 @@ impl<E: Engine> BringUp<E> {
             record(&self.ledger, |l| l.containers.retain(|r| r.id != c.id));
         }
         for n in &networks {
-            self.engine.remove_network(&n.id).await?;
+            remove_network_when_free(&self.engine, &n.id).await?;
             record(&self.ledger, |l| l.networks.retain(|r| r.id != n.id));
         }
         Ok(())

@@ -786,6 +786,30 @@ async fn a_runtime_that_cannot_start_containers_is_a_clear_error() {
 }
 
 #[tokio::test]
+async fn a_retry_waits_for_the_networks_of_the_failed_attempt_to_be_free() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
+    // The agent's name is taken once the proxy is on both networks; the
+    // daemon lists the removed proxy's endpoint for a moment longer.
+    engine
+        .state()
+        .stolen_names
+        .insert("claude-bottle-reviewer".into());
+    engine.state().busy_network_removals = 1;
+    session.start().await.unwrap();
+    assert_eq!(
+        session.started().unwrap().names.agent,
+        "claude-bottle-reviewer-2"
+    );
+    session.close().await.unwrap();
+    let state = engine.state();
+    let left: Vec<_> = state.containers.values().map(|c| c.name.clone()).collect();
+    assert_eq!(left, ["claude-bottle-reviewer"]);
+    assert!(state.networks.is_empty(), "{:?}", state.networks);
+}
+
+#[tokio::test]
 async fn a_name_taken_during_launch_moves_every_name_to_the_next_suffix() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
