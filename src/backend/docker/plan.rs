@@ -147,7 +147,7 @@ pub(crate) enum PrepareError {
     )]
     PinnedNameTaken { name: String },
     #[error(
-        "`--name {name}` is not a container name Docker accepts: expected a letter or digit, then at least one letter, digit, `_`, `.` or `-`\n  hint: pick a name such as `my-bottle`"
+        "`--name` value `{name}` is not a container name Docker accepts: expected a letter or digit, then at least one letter, digit, `_`, `.` or `-`\n  hint: pick a name such as `my-bottle`"
     )]
     InvalidPinnedName { name: String },
     #[error("could not write the scratch file `{path}`: {source}")]
