@@ -91,7 +91,7 @@ pub fn build(
         &spec.bottle.ssh,
         &spec.host_home,
     )?;
-    provision_workspace(&mut set, home, spec.cwd.as_deref())?;
+    provision_workspace(&mut set, home, spec.cwd.as_deref(), &spec.host_home)?;
     Ok(set)
 }
 
@@ -237,6 +237,7 @@ fn provision_workspace(
     set: &mut ProvisionSet,
     home: &str,
     cwd: Option<&Path>,
+    host_home: &Path,
 ) -> Result<(), ProvisionError> {
     let dest = join(home, "workspace");
     let Some(cwd) = cwd else {
@@ -253,6 +254,15 @@ fn provision_workspace(
         Err(DirProblem::Unreadable(source)) => {
             return Err(ProvisionError::WorkspaceUnreadable { path, source });
         }
+    }
+    // `--cwd` from the home directory (or above it) would hand the agent
+    // `~/.ssh`, cloud credentials and everything else the user owns.
+    let resolved = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    if resolved(host_home).starts_with(resolved(cwd)) {
+        return Err(ProvisionError::WorkspaceContainsHome {
+            path,
+            home: host_home.to_path_buf(),
+        });
     }
     set.items.push(Item {
         dest,
@@ -382,6 +392,11 @@ pub enum ProvisionError {
         "workspace directory `{path}` cannot be read: {source}\n  hint: check the directory's permissions; claude-bottle copies it into the bottle"
     )]
     WorkspaceUnreadable { path: PathBuf, source: io::Error },
+
+    #[error(
+        "workspace `{path}` is your home directory `{home}` or contains it: `--cwd` would copy `~/.ssh`, credentials and everything else there into the bottle\n  hint: run `start --cwd` from a project directory"
+    )]
+    WorkspaceContainsHome { path: PathBuf, home: PathBuf },
 }
 
 /// One line per directory and item: what a plan shows of provisioning.
@@ -721,6 +736,27 @@ mod tests {
             matches!(err, ProvisionError::WorkspaceMissing { .. }),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn a_workspace_that_is_or_contains_the_home_directory_is_refused() {
+        let host = Host::new();
+        let project = host.home.path().join("project");
+        std::fs::create_dir(&project).unwrap();
+        let parent = host.home.path().parent().unwrap().to_path_buf();
+        for cwd in [host.home.path().to_path_buf(), parent] {
+            let mut spec = spec(&host, "", &[], vec![], false);
+            spec.cwd = Some(cwd.clone());
+            let err = build(&spec, PROXY, "/home/node").expect_err("home copied in");
+            assert!(
+                matches!(err, ProvisionError::WorkspaceContainsHome { .. }),
+                "{cwd:?}: {err:?}"
+            );
+            assert!(err.to_string().contains("hint:"), "{err}");
+        }
+        let mut spec = spec(&host, "", &[], vec![], false);
+        spec.cwd = Some(project);
+        assert!(build(&spec, PROXY, "/home/node").is_ok());
     }
 
     #[test]
