@@ -951,3 +951,60 @@ fn y_typed_at_the_confirmation_prompt_starts_the_bottle() {
     );
     fx.assert_nothing_left();
 }
+
+/// `--cwd` puts the current directory, with its `.git`, into the workspace,
+/// owned by the agent's user so git works there.
+#[test]
+fn cwd_puts_the_directory_and_its_git_into_the_workspace() {
+    if !ready() {
+        return;
+    }
+    let fx = fixture("cwd");
+    let work = fx.dir.path().join("work");
+    fs::write(work.join("README.md"), "hello\n").unwrap();
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .current_dir(&work)
+            .output()
+            .expect("git runs");
+        assert!(status.status.success(), "git {args:?}: {status:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "README.md"]);
+    git(&["commit", "-q", "-m", "first commit"]);
+    let mut args = vec!["start", fx.agent.as_str(), "--yes", "--cwd", "--"];
+    args.extend([
+        "--stub-sh",
+        "cd ~/workspace && git log --format=%s -1 && stat -c '%u %g' README.md .git",
+    ]);
+    let out = fx
+        .command(&args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run claude-bottle");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains(&work.display().to_string()),
+        "the plan names the cwd: {stderr}"
+    );
+    let report = report(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        report["workspace"]["has_git"], true,
+        "{}",
+        report["workspace"]
+    );
+    let probe = &report["probes"][0];
+    assert_eq!(probe["exit"], 0, "{probe}");
+    assert_eq!(
+        probe["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .collect::<Vec<_>>(),
+        ["first commit", "1000 1000", "1000 1000"]
+    );
+    fx.assert_nothing_left();
+}
