@@ -27,8 +27,17 @@ async fn read_on_thread(
     std::thread::spawn(move || {
         let _ = tx.send(read());
     });
-    rx.await
-        .unwrap_or_else(|_| Err(io::Error::other("the terminal reader stopped")))
+    match rx.await {
+        // Ctrl-C interrupts the blocked read as it raises SIGINT. The caller
+        // races this read against its signal handlers, so give the signal a
+        // moment to win: the user meant "stop", not "the terminal failed".
+        Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            Err(err)
+        }
+        Ok(result) => result,
+        Err(_) => Err(io::Error::other("the terminal reader stopped")),
+    }
 }
 
 /// Restores the terminal's mode when dropped: a read abandoned half-way
