@@ -160,6 +160,11 @@ pub struct UnknownBackend {
     pub name: String,
 }
 
+/// Picks the backend named by the process's `CLAUDE_BOTTLE_BACKEND`.
+pub fn select_from_env() -> Result<Selected, UnknownBackend> {
+    select(std::env::var(BACKEND_ENV).ok().as_deref())
+}
+
 /// Picks the backend named by `CLAUDE_BOTTLE_BACKEND` (`value`), default `docker`.
 pub fn select(value: Option<&str>) -> Result<Selected, UnknownBackend> {
     match value.unwrap_or(DEFAULT_BACKEND) {

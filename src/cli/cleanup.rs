@@ -6,7 +6,7 @@ use crate::backend::{self, Backend, CleanupPlan, Selected};
 use crate::term::Terminal;
 
 pub async fn run<T: Terminal>(args: CleanupArgs, term: &mut T) -> Result<u8, Error> {
-    match backend::select(std::env::var(backend::BACKEND_ENV).ok().as_deref())? {
+    match backend::select_from_env()? {
         Selected::Docker(docker) => run_with(&docker, &args, term).await,
     }
 }

@@ -30,7 +30,7 @@ struct Listing<'a> {
 
 pub async fn run(manifest_path: Option<&std::path::Path>, args: ListArgs) -> Result<u8, Error> {
     let manifest = load_manifest(manifest_path)?;
-    let active = match backend::select(std::env::var(backend::BACKEND_ENV).ok().as_deref())? {
+    let active = match backend::select_from_env()? {
         Selected::Docker(docker) => docker.list_active().await?,
     };
     let manifest_path = match &manifest.source {

@@ -19,7 +19,7 @@ pub async fn run<T: Terminal>(
     let mut signals = Signals::install()?;
     let manifest = load_manifest(manifest_path)?;
     let (agent_name, agent) = select_agent(&manifest, args.agent.as_deref(), "start")?;
-    let backend = backend::select(std::env::var(backend::BACKEND_ENV).ok().as_deref())?;
+    let backend = backend::select_from_env()?;
     let bottle = manifest.bottle_of(agent);
     // A hidden prompt may be waiting here: Ctrl-C must still get out.
     let env = tokio::select! {
