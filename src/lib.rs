@@ -1,13 +1,17 @@
-//! claude-bottle: run Claude Code agents in isolated Docker "bottles" whose only
+//! claude-bottle: run Claude Code agents in isolated "bottles" whose only
 //! way out is an allowlisting egress proxy.
 //!
 //! Layout: `cli` parses arguments and drives a session; `manifest` loads and
-//! validates the user's JSON; `core` holds the backend-agnostic logic (env
-//! resolution, egress policy, pipelock config, provisioning content); `backend`
-//! makes bottles real, with `backend::docker` the only implementation.
+//! validates the user's JSON; `core` holds the engine-agnostic logic (the
+//! spec, env resolution, egress policy, pipelock config, provisioning
+//! content); `backend` makes bottles real, with `backend::docker` the one
+//! engine so far. `printer` owns what the user reads on stderr, `diagnostic`
+//! how errors carry their hints, and `term` the terminal.
 
 pub mod backend;
 pub mod cli;
 pub mod core;
+pub mod diagnostic;
 pub mod manifest;
+pub mod printer;
 pub mod term;

@@ -29,6 +29,7 @@ use claude_bottle::backend::docker::archive::tar_archive;
 use claude_bottle::backend::docker::docker_endpoint;
 use claude_bottle::backend::docker::image::{self, ImageBuildError};
 use claude_bottle::core::provision::{Item, ProvisionSet, Source};
+use claude_bottle::printer::Printer;
 use docker_support::daemon::{docker, remove_resources};
 use docker_support::test_resources::{TEST_PID_LABEL, sweep_stale_test_resources};
 use futures_util::StreamExt;
@@ -367,11 +368,12 @@ async fn the_builder_builds_and_reports_failures() {
         (TEST_PID_LABEL, pid.as_str()),
     ];
 
+    let quiet = Printer::capture(false);
     let good = format!("FROM {base}\nRUN echo built > /marker\n");
     let tag = image::tag_for(good.as_bytes())
         .replace("claude-bottle-agent", "claude-bottle-test/agent-build");
     cleanup.images.push(tag.clone());
-    image::build_dockerfile(&docker_endpoint(), &good, &tag, &labels, false)
+    image::build_dockerfile(&docker_endpoint(), &good, &tag, &labels, &quiet)
         .await
         .expect("a good build");
     let out = docker(&[
@@ -388,7 +390,7 @@ async fn the_builder_builds_and_reports_failures() {
     let bad = format!("FROM {base}\nRUN echo about to fail && exit 3\n");
     let bad_tag = format!("claude-bottle-test/agent-bad:{pid}");
     cleanup.images.push(bad_tag.clone());
-    let err = image::build_dockerfile(&docker_endpoint(), &bad, &bad_tag, &labels, true)
+    let err = image::build_dockerfile(&docker_endpoint(), &bad, &bad_tag, &labels, &quiet)
         .await
         .expect_err("a failing build");
     let ImageBuildError::Failed { status, tail, .. } = &err else {

@@ -5,23 +5,42 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-const AFTER_HELP: &str = "\
-Manifest lookup (first match wins): --manifest PATH, $CLAUDE_BOTTLE_MANIFEST, ./claude-bottle.json,
-$XDG_CONFIG_HOME/claude-bottle/claude-bottle.json, then the built-in default (agent `claude`).
+use crate::backend::{AnyBackend, BACKEND_ENV, DEFAULT_BACKEND};
+use crate::core::env::{OAUTH_TOKEN_CONTAINER_VAR, OAUTH_TOKEN_HOST_VAR};
+use crate::manifest::{MANIFEST_ENV_VAR as MANIFEST_ENV, MANIFEST_FILE_NAME as MANIFEST_FILE};
 
-Environment:
-  CLAUDE_BOTTLE_MANIFEST        manifest path (below --manifest)
-  CLAUDE_BOTTLE_BACKEND         backend to use (default: docker)
-  CLAUDE_BOTTLE_OAUTH_TOKEN     forwarded into the bottle as CLAUDE_CODE_OAUTH_TOKEN
-  CLAUDE_BOTTLE_PIPELOCK_IMAGE  proxy image (default: ghcr.io/luckypipewrench/pipelock:2.3.0)
-  CLAUDE_BOTTLE_CONTAINER_HOME  home directory inside the bottle (default: /home/node)
-  DOCKER_HOST                   Docker daemon to use
-  NO_COLOR                      disable colour";
+/// The manifest lookup and every environment variable, each default taken
+/// from where it is defined.
+fn after_help() -> String {
+    let mut rows: Vec<(&str, String)> = vec![
+        (MANIFEST_ENV, "manifest path (below --manifest)".to_owned()),
+        (
+            BACKEND_ENV,
+            format!("backend to use (default: {DEFAULT_BACKEND})"),
+        ),
+        (
+            OAUTH_TOKEN_HOST_VAR,
+            format!("forwarded into the bottle as {OAUTH_TOKEN_CONTAINER_VAR}"),
+        ),
+    ];
+    rows.extend(AnyBackend::environment());
+    rows.push(("NO_COLOR", "disable colour".to_owned()));
+    let width = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+    let mut text = format!(
+        "Manifest lookup (first match wins): --manifest PATH, ${MANIFEST_ENV}, ./{MANIFEST_FILE},\n\
+         $XDG_CONFIG_HOME/claude-bottle/{MANIFEST_FILE}, then the built-in default (agent `claude`).\n\n\
+         Environment:"
+    );
+    for (name, meaning) in rows {
+        text.push_str(&format!("\n  {name:width$}  {meaning}"));
+    }
+    text
+}
 
 /// Run Claude Code agents in bottles: isolated containers whose only way out
 /// is an egress proxy that admits allowlisted hosts.
 #[derive(Debug, Parser)]
-#[command(name = "claude-bottle", version, about, after_help = AFTER_HELP)]
+#[command(name = "claude-bottle", version, about, after_help = after_help())]
 pub struct Cli {
     /// Use this manifest instead of searching for one
     #[arg(long, global = true, value_name = "PATH")]
@@ -30,6 +49,10 @@ pub struct Cli {
     /// Show debug logs on stderr (repeat for more detail)
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
+
+    /// Print only errors, warnings and what is asked for (data, the plan to confirm)
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 
     #[command(subcommand)]
     pub command: Command,

@@ -50,7 +50,7 @@ mod tests {
         let mut term = FakeTerminal::with_inputs(false, &["y"]);
         let err = confirm(&mut term, false, "go?").unwrap_err();
         assert!(matches!(err, Error::NoTerminalToConfirm));
-        assert!(err.to_string().contains("--yes"));
+        assert!(crate::diagnostic::Diagnostic::hints(&err)[0].contains("--yes"));
         assert!(term.prompts.is_empty(), "must not read a piped answer");
     }
 
@@ -69,7 +69,7 @@ mod tests {
             let mut term = FakeTerminal::with_inputs(true, &[answer]);
             let err = confirm(&mut term, false, "go?").unwrap_err();
             assert!(matches!(err, Error::NotConfirmed), "{answer:?}");
-            assert_eq!(err.exit_code(), 1);
+            assert_eq!(err.code(), 1);
         }
     }
 }

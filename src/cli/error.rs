@@ -1,11 +1,13 @@
-//! The CLI's error type and its mapping to exit codes (SPEC §2).
+//! The CLI's error type. Each error carries its hints as data beside its
+//! message, and its exit code follows from its kind (SPEC §2).
 
 use std::path::PathBuf;
 
-use crate::backend::{BackendError, UnknownBackend};
+use crate::backend::{BackendError, BackendErrorKind, UnknownBackend};
 use crate::core::egress::EgressError;
 use crate::core::env::EnvError;
 use crate::core::pipelock::PipelockConfigError;
+use crate::diagnostic::Diagnostic;
 use crate::manifest::ManifestError;
 
 pub const EXIT_FAILURE: u8 = 1;
@@ -25,32 +27,26 @@ pub enum Error {
     Pipelock(#[from] PipelockConfigError),
     #[error(transparent)]
     Backend(#[from] BackendError),
-    #[error(
-        "agent `{name}` is not in the manifest ({source_label})\n  hint: defined agents: {known}"
-    )]
+    #[error("agent `{name}` is not in the manifest ({source_label})")]
     UnknownAgent {
         name: String,
         known: String,
         source_label: String,
     },
-    #[error(
-        "the manifest ({source_label}) defines {count} agents, so `{command}` needs one named\n  hint: run `claude-bottle {command} AGENT` with one of: {known}"
-    )]
+    #[error("the manifest ({source_label}) defines {count} agents, so `{command}` needs one named")]
     AgentRequired {
         command: &'static str,
         count: usize,
         known: String,
         source_label: String,
     },
-    #[error(
-        "not confirmed: stdin is not a terminal, so there is no one to answer y/N\n  hint: pass `--yes` to proceed without asking"
-    )]
+    #[error("not confirmed: stdin is not a terminal, so there is no one to answer y/N")]
     NoTerminalToConfirm,
     #[error("not confirmed; nothing was done")]
     NotConfirmed,
     #[error("could not read the answer from the terminal: {0}")]
     Prompt(#[source] std::io::Error),
-    #[error("`{}` already exists\n  hint: pass `--force` to overwrite it, or edit it in place", path.display())]
+    #[error("`{}` already exists", path.display())]
     InitExists { path: PathBuf },
     #[error("could not write `{}`: {source}", path.display())]
     InitWrite {
@@ -59,7 +55,7 @@ pub enum Error {
     },
     #[error("could not determine the current directory: {0}")]
     CurrentDir(#[source] std::io::Error),
-    #[error("could not determine the home directory\n  hint: set `HOME`")]
+    #[error("could not determine the home directory")]
     NoHome,
     #[error("could not start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -69,10 +65,23 @@ pub enum Error {
     Signals(#[source] std::io::Error),
     #[error("interrupted by {name}; everything the session created was removed")]
     Interrupted { signal: i32, name: &'static str },
+    /// A signal arrived, and the teardown that followed it failed.
+    #[error("interrupted by {name}; {teardown}")]
+    InterruptedTeardownFailed {
+        signal: i32,
+        name: &'static str,
+        teardown: BackendError,
+    },
+    /// A second signal arrived while the session was being torn down.
+    #[error(
+        "interrupted by {name} during teardown; teardown was abandoned, so some of the session's resources may be left"
+    )]
+    TeardownAbandoned { signal: i32, name: &'static str },
 }
 
 impl Error {
-    pub fn exit_code(&self) -> u8 {
+    /// The process exit code for this error.
+    pub fn code(&self) -> u8 {
         match self {
             Self::Manifest(_)
             | Self::UnknownBackend(_)
@@ -80,15 +89,58 @@ impl Error {
             | Self::Egress(_)
             | Self::Pipelock(_)
             | Self::UnknownAgent { .. }
-            | Self::AgentRequired { .. } => EXIT_USAGE,
-            Self::Backend(e) => match e.signal {
-                Some(sig) => signal_exit_code(sig),
-                None if e.usage => EXIT_USAGE,
-                None => EXIT_FAILURE,
+            | Self::AgentRequired { .. }
+            | Self::InitExists { .. } => EXIT_USAGE,
+            Self::Backend(e) => match e.kind {
+                BackendErrorKind::Usage => EXIT_USAGE,
+                BackendErrorKind::Failure => EXIT_FAILURE,
             },
-            Self::Interrupted { signal, .. } => signal_exit_code(*signal),
-            Self::InitExists { .. } => EXIT_USAGE,
-            _ => EXIT_FAILURE,
+            Self::Interrupted { signal, .. }
+            | Self::InterruptedTeardownFailed { signal, .. }
+            | Self::TeardownAbandoned { signal, .. } => signal_exit_code(*signal),
+            Self::NoTerminalToConfirm
+            | Self::NotConfirmed
+            | Self::Prompt(_)
+            | Self::InitWrite { .. }
+            | Self::CurrentDir(_)
+            | Self::NoHome
+            | Self::Runtime(_)
+            | Self::Stdout(_)
+            | Self::Signals(_) => EXIT_FAILURE,
+        }
+    }
+}
+
+impl Diagnostic for Error {
+    fn hints(&self) -> Vec<String> {
+        match self {
+            Self::Manifest(e) => e.hints(),
+            Self::UnknownBackend(e) => e.hints(),
+            Self::Env(e) => e.hints(),
+            Self::Egress(e) => e.hints(),
+            Self::Pipelock(e) => e.hints(),
+            Self::Backend(e) => e.hints(),
+            Self::InterruptedTeardownFailed { teardown, .. } => teardown.hints(),
+            Self::UnknownAgent { known, .. } => vec![format!("defined agents: {known}")],
+            Self::AgentRequired { command, known, .. } => vec![format!(
+                "run `claude-bottle {command} AGENT` with one of: {known}"
+            )],
+            Self::NoTerminalToConfirm => vec!["pass `--yes` to proceed without asking".to_owned()],
+            Self::InitExists { .. } => {
+                vec!["pass `--force` to overwrite it, or edit it in place".to_owned()]
+            }
+            Self::NoHome => vec!["set `HOME`".to_owned()],
+            Self::TeardownAbandoned { .. } => {
+                vec!["run `claude-bottle cleanup` to remove what is left".to_owned()]
+            }
+            Self::NotConfirmed
+            | Self::Prompt(_)
+            | Self::InitWrite { .. }
+            | Self::CurrentDir(_)
+            | Self::Runtime(_)
+            | Self::Stdout(_)
+            | Self::Signals(_)
+            | Self::Interrupted { .. } => Vec::new(),
         }
     }
 }

@@ -6,16 +6,17 @@ use std::path::{Path, PathBuf};
 use super::Error;
 use super::args::InitArgs;
 use crate::manifest::DEFAULT_MANIFEST_JSON;
+use crate::printer::Printer;
 
-pub const INIT_FILE: &str = "claude-bottle.json";
+pub const INIT_FILE: &str = crate::manifest::MANIFEST_FILE_NAME;
 
-pub fn run(args: InitArgs) -> Result<u8, Error> {
+pub fn run(args: InitArgs, printer: &Printer) -> Result<u8, Error> {
     let path = PathBuf::from(INIT_FILE);
     write_manifest(&path, args.force)?;
-    tracing::info!(
+    printer.status(format_args!(
         "wrote `{}`; edit it, then run `claude-bottle start`",
         path.display()
-    );
+    ));
     Ok(0)
 }
 

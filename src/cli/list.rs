@@ -7,8 +7,9 @@ use serde::Serialize;
 
 use super::args::ListArgs;
 use super::{Error, load_manifest};
-use crate::backend::{self, ActiveBottle, Backend, Selected};
+use crate::backend::{ActiveBottle, AnyBackend, Backend};
 use crate::manifest::{Manifest, ManifestSource};
+use crate::printer::Printer;
 
 #[derive(Debug, Serialize)]
 struct AgentRow<'a> {
@@ -28,11 +29,13 @@ struct Listing<'a> {
     active: Vec<ActiveBottle>,
 }
 
-pub async fn run(manifest_path: Option<&std::path::Path>, args: ListArgs) -> Result<u8, Error> {
+pub async fn run(
+    manifest_path: Option<&std::path::Path>,
+    args: ListArgs,
+    printer: &Printer,
+) -> Result<u8, Error> {
     let manifest = load_manifest(manifest_path)?;
-    let active = match backend::select_from_env()? {
-        Selected::Docker(docker) => docker.list_active().await?,
-    };
+    let active = AnyBackend::from_env(printer)?.list_active().await?;
     let manifest_path = match &manifest.source {
         ManifestSource::File(path) => Some(path.display().to_string()),
         ManifestSource::Embedded => None,
@@ -104,7 +107,7 @@ fn render_table(listing: &Listing<'_>) -> String {
             }
         })
         .collect();
-    let ctr_w = column_width(listing.active.iter().map(|b| b.container.len()), 9);
+    let ctr_w = column_width(listing.active.iter().map(|b| b.name.len()), 9);
     let agent_w = column_width(listing.active.iter().map(|b| b.agent.len()), 5);
     let state_w = column_width(states.iter().map(String::len), 5);
     let runtime_w = column_width(listing.active.iter().map(|b| b.runtime.len()), 7);
@@ -117,7 +120,7 @@ fn render_table(listing: &Listing<'_>) -> String {
         let _ = writeln!(
             out,
             "  {:ctr_w$}  {:agent_w$}  {state:state_w$}  {:runtime_w$}  {}",
-            bottle.container,
+            bottle.name,
             bottle.agent,
             bottle.runtime,
             format_age(bottle.age_seconds)
@@ -143,6 +146,7 @@ fn format_age(seconds: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::SessionState;
 
     #[test]
     fn ages_are_compact() {
@@ -163,12 +167,13 @@ mod tests {
                 skills: vec!["code-review"],
             }],
             active: vec![ActiveBottle {
-                container: "claude-bottle-reviewer".into(),
+                name: "claude-bottle-reviewer".into(),
                 agent: "reviewer".into(),
                 state: "running".into(),
                 runtime: "runc".into(),
                 age_seconds: 61,
                 session: "s1".into(),
+                session_state: SessionState::Ended,
                 orphaned: true,
             }],
         };

@@ -12,7 +12,6 @@ mod proxy_config;
 mod signals;
 mod start;
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -22,6 +21,7 @@ pub use confirm::confirm;
 pub use error::Error;
 
 use crate::manifest::{self, Agent, Manifest};
+use crate::printer::Printer;
 use crate::term::RealTerminal;
 
 /// Entry point of the binary.
@@ -35,31 +35,32 @@ pub fn main() -> ExitCode {
         }
     };
     logging::init(cli.verbose);
-    match run(cli) {
+    let printer = Printer::stderr(cli.quiet);
+    match run(cli, &printer) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            let mut stderr = std::io::stderr().lock();
-            let _ = writeln!(stderr, "{}: {err}", logging::error_label());
-            ExitCode::from(err.exit_code())
+            printer.error(&err);
+            ExitCode::from(err.code())
         }
     }
 }
 
 /// Runs one command and returns the process exit code.
-pub fn run(cli: Cli) -> Result<u8, Error> {
+pub fn run(cli: Cli, printer: &Printer) -> Result<u8, Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
     let mut term = RealTerminal;
+    let manifest = cli.manifest.as_deref();
     runtime.block_on(async {
         match cli.command {
-            Command::Start(args) => start::run(cli.manifest.as_deref(), args, &mut term).await,
-            Command::List(args) => list::run(cli.manifest.as_deref(), args).await,
-            Command::Cleanup(args) => cleanup::run(args, &mut term).await,
-            Command::ProxyConfig(args) => proxy_config::run(cli.manifest.as_deref(), args),
-            Command::Init(args) => init::run(args),
+            Command::Start(args) => start::run(manifest, args, &mut term, printer).await,
+            Command::List(args) => list::run(manifest, args, printer).await,
+            Command::Cleanup(args) => cleanup::run(args, &mut term, printer).await,
+            Command::ProxyConfig(args) => proxy_config::run(manifest, args),
+            Command::Init(args) => init::run(args, printer),
         }
     })
 }

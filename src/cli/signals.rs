@@ -29,7 +29,7 @@ impl Signals {
             _ = self.term.recv() => (libc::SIGTERM, "SIGTERM"),
             _ = self.hup.recv() => (libc::SIGHUP, "SIGHUP"),
         };
-        tracing::warn!("received {name}; tearing down");
+        tracing::debug!("received {name}");
         Error::Interrupted { signal, name }
     }
 }

@@ -6,20 +6,23 @@ use std::path::Path;
 use super::args::StartArgs;
 use super::signals::Signals;
 use super::{Error, confirm, load_manifest, select_agent};
-use crate::backend::{self, Backend, BottleHandle, BottleSpec, Selected};
+use crate::backend::{AnyBackend, Backend, BackendError, BottleHandle};
 use crate::core::env::{self, ProcessEnv};
+use crate::core::spec::BottleSpec;
+use crate::printer::Printer;
 use crate::term::Terminal;
 
 pub async fn run<T: Terminal>(
     manifest_path: Option<&Path>,
     args: StartArgs,
     term: &mut T,
+    printer: &Printer,
 ) -> Result<u8, Error> {
     // Before anything with side effects, so no phase can be killed half-way.
     let mut signals = Signals::install()?;
     let manifest = load_manifest(manifest_path)?;
     let (agent_name, agent) = select_agent(&manifest, args.agent.as_deref(), "start")?;
-    let backend = backend::select_from_env()?;
+    let backend = AnyBackend::from_env(printer)?;
     let bottle = manifest.bottle_of(agent);
     // A hidden prompt may be waiting here: Ctrl-C must still get out.
     let env = tokio::select! {
@@ -42,9 +45,7 @@ pub async fn run<T: Terminal>(
         remote_control: args.remote_control,
         host_home: std::env::home_dir().ok_or(Error::NoHome)?,
     };
-    match backend {
-        Selected::Docker(docker) => run_session(&docker, spec, &args, term, &mut signals).await,
-    }
+    run_session(&backend, spec, &args, term, &mut signals, printer).await
 }
 
 async fn run_session<B: Backend, T: Terminal>(
@@ -53,16 +54,21 @@ async fn run_session<B: Backend, T: Terminal>(
     args: &StartArgs,
     term: &mut T,
     signals: &mut Signals,
+    printer: &Printer,
 ) -> Result<u8, Error> {
     let plan = tokio::select! {
         plan = backend.prepare(spec) => plan?,
         interrupted = signals.recv() => return Err(interrupted),
     };
-    eprintln!("{plan}");
+    // `--quiet` hides the plan only when nobody is asked about it.
+    if args.dry_run || !args.yes {
+        printer.always(&plan);
+    } else {
+        printer.block(&plan);
+    }
     if args.dry_run {
         return Ok(0);
     }
-    // Returning drops the plan, which removes its scratch directory.
     tokio::select! {
         confirmed = confirm(term, args.yes, "Start this bottle?") => confirmed?,
         interrupted = signals.recv() => return Err(interrupted),
@@ -81,8 +87,21 @@ async fn run_session<B: Backend, T: Terminal>(
         }
     }
     .await;
-    let closed = bottle.close().await;
-    session_result(outcome, closed)
+    if let Err(Error::Interrupted { name, .. }) = &outcome {
+        printer.status(format_args!("received {name}; tearing down"));
+    }
+    // Teardown bounds each engine call; a second signal gives up on it.
+    let closed = tokio::select! {
+        closed = bottle.close() => closed,
+        second = signals.recv() => {
+            bottle.abandon();
+            return Err(match second {
+                Error::Interrupted { signal, name } => Error::TeardownAbandoned { signal, name },
+                other => other,
+            });
+        }
+    };
+    session_result(outcome, closed, printer)
 }
 
 /// The session's exit: Claude's code, or the first failure. A signal whose
@@ -91,19 +110,25 @@ async fn run_session<B: Backend, T: Terminal>(
 /// everything was removed, which is then untrue.
 fn session_result(
     outcome: Result<i32, Error>,
-    closed: Result<(), backend::BackendError>,
+    closed: Result<(), BackendError>,
+    printer: &Printer,
 ) -> Result<u8, Error> {
     match (outcome, closed) {
         (Ok(code), Ok(())) => Ok(claude_exit_code(code)),
         (Ok(_), Err(teardown)) => Err(teardown.into()),
         (Err(err), Ok(())) => Err(err),
-        (Err(Error::Interrupted { signal, name }), Err(mut teardown)) => {
-            teardown.message = format!("interrupted by {name}; {}", teardown.message);
-            teardown.signal = Some(signal);
-            Err(teardown.into())
+        (Err(Error::Interrupted { signal, name }), Err(teardown)) => {
+            Err(Error::InterruptedTeardownFailed {
+                signal,
+                name,
+                teardown,
+            })
         }
         (Err(err), Err(teardown)) => {
-            tracing::error!("teardown also failed: {teardown}");
+            printer.warn(
+                format_args!("teardown also failed: {teardown}"),
+                &teardown.hints,
+            );
             Err(err)
         }
     }
@@ -118,12 +143,11 @@ fn claude_exit_code(code: i32) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::BackendError;
+    use crate::diagnostic::Diagnostic;
 
     fn left_behind() -> BackendError {
-        BackendError::new(
-            "teardown left resources behind:\n  - network `n`\n  hint: run `claude-bottle cleanup` to remove them",
-        )
+        BackendError::failure("teardown left resources behind:\n  - network `n`")
+            .with_hint("run `claude-bottle cleanup` to remove them")
     }
 
     #[test]
@@ -132,7 +156,8 @@ mod tests {
             signal: libc::SIGINT,
             name: "SIGINT",
         };
-        let err = session_result(Err(interrupted), Err(left_behind())).unwrap_err();
+        let printer = Printer::capture(false);
+        let err = session_result(Err(interrupted), Err(left_behind()), &printer).unwrap_err();
         let text = err.to_string();
         assert!(
             !text.contains("everything the session created was removed"),
@@ -142,8 +167,8 @@ mod tests {
             text.starts_with("interrupted by SIGINT; teardown left"),
             "{text}"
         );
-        assert!(text.contains("claude-bottle cleanup"), "{text}");
-        assert_eq!(err.exit_code(), 130);
+        assert_eq!(err.hints(), ["run `claude-bottle cleanup` to remove them"]);
+        assert_eq!(err.code(), 130);
     }
 
     #[test]
@@ -152,19 +177,42 @@ mod tests {
             signal: libc::SIGTERM,
             name: "SIGTERM",
         };
-        let err = session_result(Err(interrupted), Ok(())).unwrap_err();
+        let printer = Printer::capture(false);
+        let err = session_result(Err(interrupted), Ok(()), &printer).unwrap_err();
         assert!(
             err.to_string()
                 .contains("everything the session created was removed")
         );
-        assert_eq!(err.exit_code(), 143);
+        assert_eq!(err.code(), 143);
     }
 
     #[test]
     fn claude_code_passes_through_and_a_failed_teardown_after_it_is_reported() {
-        assert_eq!(session_result(Ok(3), Ok(())).unwrap(), 3);
-        let err = session_result(Ok(0), Err(left_behind())).unwrap_err();
-        assert_eq!(err.exit_code(), 1);
-        assert!(err.to_string().contains("cleanup"));
+        let printer = Printer::capture(false);
+        assert_eq!(session_result(Ok(3), Ok(()), &printer).unwrap(), 3);
+        let err = session_result(Ok(0), Err(left_behind()), &printer).unwrap_err();
+        assert_eq!(err.code(), 1);
+        assert!(err.hints()[0].contains("cleanup"));
+    }
+
+    #[test]
+    fn a_failure_whose_teardown_also_failed_reports_the_first_and_warns_of_the_second() {
+        let printer = Printer::capture(false);
+        let err = session_result(Err(Error::NoHome), Err(left_behind()), &printer).unwrap_err();
+        assert!(matches!(err, Error::NoHome));
+        assert_eq!(
+            printer.captured(),
+            "warning: teardown also failed: teardown left resources behind:\n  - network `n`\n  hint: run `claude-bottle cleanup` to remove them\n"
+        );
+    }
+
+    #[test]
+    fn an_abandoned_teardown_exits_with_the_signal_and_points_at_cleanup() {
+        let err = Error::TeardownAbandoned {
+            signal: libc::SIGINT,
+            name: "SIGINT",
+        };
+        assert_eq!(err.code(), 130);
+        assert!(err.hints()[0].contains("claude-bottle cleanup"));
     }
 }

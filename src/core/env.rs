@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::manifest::{EnvName, EnvValue};
 use crate::term::Terminal;
@@ -55,14 +55,6 @@ pub struct ResolvedEnv {
 }
 
 impl ResolvedEnv {
-    /// `NAME=value` pairs for the backend. The only place values are exposed.
-    pub fn to_container_pairs(&self) -> Vec<String> {
-        self.vars
-            .iter()
-            .map(|v| format!("{}={}", v.name, v.value.expose_secret()))
-            .collect()
-    }
-
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.vars.iter().map(|v| v.name.as_str())
     }
@@ -171,11 +163,22 @@ pub async fn resolve<T: Terminal>(
     Ok(ResolvedEnv { vars })
 }
 
+// Hints still ride in the message text; see the conversion to hints as data.
+impl crate::diagnostic::Diagnostic for EnvError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::term::FakeTerminal;
     use futures_util::FutureExt;
+    use secrecy::ExposeSecret;
+
+    fn pairs(env: &ResolvedEnv) -> Vec<String> {
+        env.vars
+            .iter()
+            .map(|v| format!("{}={}", v.name, v.value.expose_secret()))
+            .collect()
+    }
 
     /// The fake terminal answers at once, so the future is ready on first poll.
     fn resolve_now(
@@ -215,7 +218,7 @@ mod tests {
         ]);
         let mut term = FakeTerminal::with_inputs(false, &[]);
         let got = resolve_now("default", &spec, &host(&[("HOST_A", "s3cret")]), &mut term).unwrap();
-        assert_eq!(got.to_container_pairs(), ["A_REF=s3cret", "B_LIT=x$y"]);
+        assert_eq!(pairs(&got), ["A_REF=s3cret", "B_LIT=x$y"]);
         assert_eq!(got.vars[0].source, EnvSource::Host);
         assert_eq!(got.vars[1].source, EnvSource::Literal);
     }
@@ -236,7 +239,7 @@ mod tests {
         let spec = env(&[("TOKEN", var("MISSING_TOKEN"))]);
         let mut term = FakeTerminal::with_inputs(true, &["typed-value"]);
         let got = resolve_now("work", &spec, &host(&[]), &mut term).unwrap();
-        assert_eq!(got.to_container_pairs(), ["TOKEN=typed-value"]);
+        assert_eq!(pairs(&got), ["TOKEN=typed-value"]);
         assert_eq!(got.vars[0].source, EnvSource::Prompted);
         assert_eq!(term.prompts.len(), 1);
         assert!(!term.prompts[0].contains("typed-value"));
@@ -252,7 +255,7 @@ mod tests {
             &mut term,
         )
         .unwrap();
-        assert_eq!(got.to_container_pairs(), ["CLAUDE_CODE_OAUTH_TOKEN=tok"]);
+        assert_eq!(pairs(&got), ["CLAUDE_CODE_OAUTH_TOKEN=tok"]);
     }
 
     #[test]

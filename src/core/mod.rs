@@ -6,3 +6,4 @@ pub mod env;
 pub mod pipelock;
 pub mod provision;
 pub mod slug;
+pub mod spec;

@@ -208,6 +208,9 @@ pub fn render(bottle: &str, policy: &EgressPolicy) -> Result<String, PipelockCon
     PipelockConfig::for_policy(bottle, policy)?.to_yaml(bottle)
 }
 
+// Hints still ride in the message text; see the conversion to hints as data.
+impl crate::diagnostic::Diagnostic for PipelockConfigError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,17 +14,21 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::backend::BottleSpec;
+use crate::core::spec::BottleSpec;
 use crate::manifest::SkillName;
 
 /// The in-container home directory unless `CLAUDE_BOTTLE_CONTAINER_HOME` overrides it.
 pub const DEFAULT_CONTAINER_HOME: &str = "/home/node";
 pub const CONTAINER_HOME_ENV: &str = "CLAUDE_BOTTLE_CONTAINER_HOME";
-/// Owner of everything provisioned.
+/// The agent's user in the bottle (the agent image's `node`): Claude runs as
+/// it, and it owns everything provisioned.
 pub const CONTAINER_UID: u64 = 1000;
 pub const CONTAINER_GID: u64 = 1000;
-/// The port the proxy listens on inside the bottle.
-pub const PROXY_PORT: u16 = 8888;
+
+/// The agent's user as `uid:gid`, the form container engines take.
+pub fn container_user() -> String {
+    format!("{CONTAINER_UID}:{CONTAINER_GID}")
+}
 
 /// Where an item's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -421,6 +425,9 @@ impl fmt::Display for ProvisionSet {
         Ok(())
     }
 }
+
+// Hints still ride in the message text; see the conversion to hints as data.
+impl crate::diagnostic::Diagnostic for ProvisionError {}
 
 #[cfg(test)]
 mod tests {

@@ -277,6 +277,9 @@ impl fmt::Display for JsonPath {
     }
 }
 
+// Hints still ride in the message text; see the conversion to hints as data.
+impl crate::diagnostic::Diagnostic for ManifestError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use secrecy::ExposeSecret;
 
 use super::client::EnvPair;
 use crate::core::env::{EnvSource, ResolvedEnv, ResolvedVar};
+use crate::printer::Printer;
 
 pub(crate) const PROXY_ENV_NAMES: [&str; 4] =
     ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"];
@@ -43,19 +44,36 @@ pub(crate) fn steers_the_docker_cli(name: &str) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AgentEnvError {
     #[error(
-        "`bottles.{bottle}.env.{name}` is read from the host, so its value is passed only through the docker CLI's environment, where `{name}` would change what the CLI itself does\n  hint: rename `{name}` in the bottle's `env`, or give it a literal value"
+        "`bottles.{bottle}.env.{name}` is read from the host, so its value is passed only through the docker CLI's environment, where `{name}` would change what the CLI itself does"
     )]
     SteersTheDockerCli { bottle: String, name: String },
 }
 
+impl crate::diagnostic::Diagnostic for AgentEnvError {
+    fn hints(&self) -> Vec<String> {
+        match self {
+            Self::SteersTheDockerCli { name, .. } => vec![format!(
+                "rename `{name}` in the bottle's `env`, or give it a literal value"
+            )],
+        }
+    }
+}
+
 /// Checks the bottle's env at `prepare`: refuses secrets the docker CLI
 /// would read as its own settings, and warns of names the bottle decides.
-pub(crate) fn check(bottle: &str, env: &ResolvedEnv) -> Result<(), AgentEnvError> {
+pub(crate) fn check(
+    bottle: &str,
+    env: &ResolvedEnv,
+    printer: &Printer,
+) -> Result<(), AgentEnvError> {
     for var in &env.vars {
         if is_reserved(&var.name) {
-            tracing::warn!(
-                "bottle `{bottle}` sets `{}`, which the bottle itself decides; ignored",
-                var.name
+            printer.warn(
+                format_args!(
+                    "bottle `{bottle}` sets `{}`, which the bottle itself decides; ignored",
+                    var.name
+                ),
+                &[],
             );
         } else if is_secret(var.source) && steers_the_docker_cli(&var.name) {
             return Err(AgentEnvError::SteersTheDockerCli {
@@ -115,6 +133,7 @@ mod tests {
     use secrecy::SecretString;
 
     use super::*;
+    use crate::diagnostic::Diagnostic;
 
     fn var(name: &str, source: EnvSource, value: &str) -> ResolvedVar {
         ResolvedVar {
@@ -183,21 +202,30 @@ mod tests {
             let env = ResolvedEnv {
                 vars: vec![var(name, EnvSource::Host, "x")],
             };
-            let err = check("work", &env).unwrap_err();
+            let err = check("work", &env, &Printer::capture(false)).unwrap_err();
             let text = err.to_string();
             assert!(
                 text.starts_with(&format!("`bottles.work.env.{name}` is read from the host")),
                 "{text}"
             );
-            assert!(text.contains("\n  hint: rename"), "{text}");
+            assert!(err.hints()[0].starts_with("rename"), "{:?}", err.hints());
             assert!(!text.contains("`x`"), "{text}");
         }
         // As literals they go in the container's config, away from the CLI.
         let literal = ResolvedEnv {
             vars: vec![var("DOCKER_HOST", EnvSource::Literal, "tcp://x:2375")],
         };
-        assert!(check("work", &literal).is_ok());
-        assert!(check("work", &every_kind()).is_ok());
+        let printer = Printer::capture(false);
+        assert!(check("work", &literal, &printer).is_ok());
+        assert_eq!(printer.captured(), "");
+        // Names the bottle decides are ignored, with a warning that shows even with `--quiet`.
+        let quiet = Printer::capture(true);
+        assert!(check("work", &every_kind(), &quiet).is_ok());
+        assert_eq!(
+            quiet.captured(),
+            "warning: bottle `work` sets `HOME`, which the bottle itself decides; ignored\n\
+             warning: bottle `work` sets `HTTPS_PROXY`, which the bottle itself decides; ignored\n"
+        );
         assert!(!steers_the_docker_cli("MY_DOCKER_THING"));
     }
 }

@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tar::{Builder, EntryType, Header};
 
-use crate::core::provision::{CONTAINER_GID, CONTAINER_UID, ProvisionSet, Source};
+use crate::core::provision::{CONTAINER_GID, CONTAINER_UID, Item, ProvisionSet, Source};
 
 /// Permission bits kept from host files; set-id bits mean nothing for uid 1000.
 const PERMISSION_BITS: u32 = 0o777;
@@ -52,20 +52,56 @@ pub enum ArchiveError {
     Write(#[source] io::Error),
 }
 
-/// The whole set as one tar archive in memory.
+/// Who owns every entry of an archive once it is in the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ownership {
+    pub uid: u64,
+    pub gid: u64,
+}
+
+impl Ownership {
+    /// The agent's user: everything provisioned for Claude.
+    pub const AGENT: Self = Self {
+        uid: CONTAINER_UID,
+        gid: CONTAINER_GID,
+    };
+    /// Root: the proxy's config, which the agent has no business owning.
+    pub const ROOT: Self = Self { uid: 0, gid: 0 };
+}
+
+/// The whole set as one tar archive in memory, owned by the agent's user.
 pub fn tar_archive(set: &ProvisionSet) -> Result<Vec<u8>, ArchiveError> {
-    write_archive(set, Vec::new())
+    write_archive(set, Ownership::AGENT, Vec::new())
+}
+
+/// The proxy's config file at `dest`, readable by the proxy's user.
+pub(crate) fn proxy_config_archive(dest: &str, yaml: &str) -> Result<Vec<u8>, ArchiveError> {
+    let set = ProvisionSet {
+        items: vec![Item {
+            dest: dest.to_owned(),
+            mode: 0o644,
+            source: Source::Bytes(yaml.as_bytes().to_vec()),
+        }],
+        dirs: Vec::new(),
+        prompt_file: None,
+    };
+    write_archive(&set, Ownership::ROOT, Vec::new())
 }
 
 /// Streams the archive of `set` into `out` and returns it, for callers that
 /// would rather not hold a large workspace in memory.
-pub fn write_archive<W: Write>(set: &ProvisionSet, out: W) -> Result<W, ArchiveError> {
+pub fn write_archive<W: Write>(
+    set: &ProvisionSet,
+    owner: Ownership,
+    out: W,
+) -> Result<W, ArchiveError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());
     let mut writer = ArchiveWriter {
         builder: Builder::new(out),
         seen: BTreeSet::new(),
+        owner,
     };
 
     let mut dirs: Vec<(PathBuf, u32)> = Vec::with_capacity(set.dirs.len());
@@ -122,14 +158,15 @@ fn archive_path(dest: &str) -> Result<PathBuf, ArchiveError> {
 struct ArchiveWriter<W: Write> {
     builder: Builder<W>,
     seen: BTreeSet<PathBuf>,
+    owner: Ownership,
 }
 
-fn header(kind: EntryType, mode: u32, mtime: u64, size: u64) -> Header {
+fn header(owner: Ownership, kind: EntryType, mode: u32, mtime: u64, size: u64) -> Header {
     let mut header = Header::new_gnu();
     header.set_entry_type(kind);
     header.set_mode(mode);
-    header.set_uid(CONTAINER_UID);
-    header.set_gid(CONTAINER_GID);
+    header.set_uid(owner.uid);
+    header.set_gid(owner.gid);
     header.set_mtime(mtime);
     header.set_size(size);
     header
@@ -151,7 +188,7 @@ impl<W: Write> ArchiveWriter<W> {
     }
 
     fn directory(&mut self, path: &Path, mode: u32, mtime: u64) -> Result<(), ArchiveError> {
-        let mut header = header(EntryType::Directory, mode, mtime, 0);
+        let mut header = header(self.owner, EntryType::Directory, mode, mtime, 0);
         self.builder
             .append_data(&mut header, path, io::empty())
             .map_err(ArchiveError::Write)
@@ -164,7 +201,13 @@ impl<W: Write> ArchiveWriter<W> {
         mtime: u64,
         bytes: &[u8],
     ) -> Result<(), ArchiveError> {
-        let mut header = header(EntryType::Regular, mode, mtime, bytes.len() as u64);
+        let mut header = header(
+            self.owner,
+            EntryType::Regular,
+            mode,
+            mtime,
+            bytes.len() as u64,
+        );
         self.builder
             .append_data(&mut header, path, bytes)
             .map_err(ArchiveError::Write)
@@ -227,7 +270,13 @@ impl<W: Write> ArchiveWriter<W> {
             if file_type.is_symlink() {
                 let target = fs::read_link(&host)
                     .map_err(|source| ArchiveError::ReadHost { path: host, source })?;
-                let mut header = header(EntryType::Symlink, 0o777, mtime_of(&metadata), 0);
+                let mut header = header(
+                    self.owner,
+                    EntryType::Symlink,
+                    0o777,
+                    mtime_of(&metadata),
+                    0,
+                );
                 self.builder
                     .append_link(&mut header, &inner, &target)
                     .map_err(ArchiveError::Write)?;
@@ -253,6 +302,9 @@ fn read_host_file(host: &Path) -> Result<Vec<u8>, ArchiveError> {
         source,
     })
 }
+
+// Hints still ride in the message text; see the conversion to hints as data.
+impl crate::diagnostic::Diagnostic for ArchiveError {}
 
 #[cfg(test)]
 mod tests {

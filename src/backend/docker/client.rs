@@ -24,6 +24,8 @@ use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::endpoint::docker_endpoint;
+use crate::diagnostic::Diagnostic;
+use crate::printer::Printer;
 
 /// What went wrong, by the one distinction callers act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +49,8 @@ pub(crate) struct EngineError {
     pub detail: String,
     /// The daemon address, for unreachable errors.
     pub endpoint: String,
+    /// What the user can do, beyond what the kind of error suggests.
+    pub hints: Vec<String>,
 }
 
 impl fmt::Display for EngineError {
@@ -54,7 +58,7 @@ impl fmt::Display for EngineError {
         match self.kind {
             ErrorKind::Unreachable => write!(
                 f,
-                "could not reach the Docker daemon at `{}` to {}: {}\n  hint: start the Docker daemon, or point DOCKER_HOST at a running one",
+                "could not reach the Docker daemon at `{}` to {}: {}",
                 self.endpoint, self.operation, self.detail
             ),
             _ => write!(f, "could not {}: {}", self.operation, self.detail),
@@ -64,6 +68,21 @@ impl fmt::Display for EngineError {
 
 impl std::error::Error for EngineError {}
 
+impl Diagnostic for EngineError {
+    fn hints(&self) -> Vec<String> {
+        match self.kind {
+            ErrorKind::Unreachable => {
+                let mut hints = vec![
+                    "start the Docker daemon, or point `DOCKER_HOST` at a running one".to_owned(),
+                ];
+                hints.extend(self.hints.iter().cloned());
+                hints
+            }
+            _ => self.hints.clone(),
+        }
+    }
+}
+
 impl EngineError {
     pub fn new(kind: ErrorKind, operation: impl Into<String>, detail: impl Into<String>) -> Self {
         Self {
@@ -71,7 +90,17 @@ impl EngineError {
             operation: operation.into(),
             detail: detail.into(),
             endpoint: docker_endpoint(),
+            hints: Vec::new(),
         }
+    }
+
+    /// A call that got no answer within `limit`.
+    pub fn timed_out(operation: impl Into<String>, limit: std::time::Duration) -> Self {
+        Self::new(
+            ErrorKind::Other,
+            operation,
+            format!("no answer within {} s", limit.as_secs()),
+        )
     }
 }
 
@@ -230,19 +259,20 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
     /// Names of the runtimes registered with the daemon.
     fn runtimes(&self) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
-    /// Builds the built-in agent image under `tag`, with a progress view when `progress`.
+    /// Builds the built-in agent image under `tag`, with a progress view
+    /// when the printer shows progress.
     fn build_image(
         &self,
         tag: &str,
-        progress: bool,
+        printer: &Printer,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
-    /// Pulls `image` from its registry, with a progress view when `progress`
-    /// (log lines otherwise). Dropping the future abandons the pull; it
-    /// creates nothing that would need removing.
+    /// Pulls `image` from its registry, with a progress view when the
+    /// printer shows progress (status lines otherwise). Dropping the future
+    /// abandons the pull; it creates nothing that would need removing.
     fn pull_image(
         &self,
         image: &str,
-        progress: bool,
+        printer: &Printer,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Returns the network's ID. A taken name is [`ErrorKind::Conflict`],
     /// except when two creations race: API 1.41's duplicate check is not
@@ -512,15 +542,17 @@ impl Engine for BollardEngine {
         Self::connect_to(self.endpoint.clone()).await
     }
 
-    async fn build_image(&self, tag: &str, progress: bool) -> Result<(), EngineError> {
-        super::image::build(&self.endpoint, tag, progress)
+    async fn build_image(&self, tag: &str, printer: &Printer) -> Result<(), EngineError> {
+        super::image::build(&self.endpoint, tag, printer)
             .await
             .map_err(|e| {
-                EngineError::new(
+                let mut err = EngineError::new(
                     ErrorKind::Other,
                     format!("build the agent image `{tag}`"),
                     e.to_string(),
-                )
+                );
+                err.hints = e.hints();
+                err
             })
     }
 
@@ -543,7 +575,7 @@ impl Engine for BollardEngine {
         )
     }
 
-    async fn pull_image(&self, image: &str, progress: bool) -> Result<(), EngineError> {
+    async fn pull_image(&self, image: &str, printer: &Printer) -> Result<(), EngineError> {
         let operation = format!("pull the image `{image}`");
         let (repository, tag) = super::pull::split_reference(image);
         let options = CreateImageOptions {
@@ -551,7 +583,7 @@ impl Engine for BollardEngine {
             tag: Some(tag),
             ..CreateImageOptions::default()
         };
-        let mut view = super::pull::PullView::new(image, progress);
+        let mut view = super::pull::PullView::new(image, printer);
         let mut stream = self.docker.create_image(Some(options), None, None);
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| match e {
@@ -905,12 +937,17 @@ mod tests {
             operation: "read its version".into(),
             detail: "connection refused".into(),
             endpoint: "unix:///var/run/docker.sock".into(),
+            hints: Vec::new(),
         };
         let text = err.to_string();
         assert!(
             text.starts_with("could not reach the Docker daemon at `unix:///var/run/docker.sock`"),
             "{text}"
         );
-        assert!(text.contains("\n  hint: "), "{text}");
+        assert!(!text.contains("hint"), "hints are data, not text: {text}");
+        assert_eq!(
+            err.hints(),
+            ["start the Docker daemon, or point `DOCKER_HOST` at a running one"]
+        );
     }
 }

@@ -10,6 +10,7 @@ use super::client::{
     ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineError, ErrorKind, ExecOutput,
     LabelFilter, Labels, NetworkInfo, NetworkSpec,
 };
+use crate::printer::Printer;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Call {
@@ -315,7 +316,7 @@ impl Engine for FakeEngine {
         Ok(self.state().images.contains(image))
     }
 
-    async fn build_image(&self, tag: &str, _progress: bool) -> Result<(), EngineError> {
+    async fn build_image(&self, tag: &str, _printer: &Printer) -> Result<(), EngineError> {
         self.record(Call::BuildImage(tag.to_owned()));
         let delay = self.state().build_delay;
         if let Some(delay) = delay {
@@ -325,7 +326,7 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
-    async fn pull_image(&self, image: &str, _progress: bool) -> Result<(), EngineError> {
+    async fn pull_image(&self, image: &str, _printer: &Printer) -> Result<(), EngineError> {
         self.record(Call::PullImage(image.to_owned()));
         let delay = self.state().pull_delay;
         if let Some(delay) = delay {

@@ -8,7 +8,7 @@
 //! this module only knows how to make it.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 
@@ -16,7 +16,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 
 use super::endpoint::docker_command;
-use super::progress;
+use crate::core::provision::CONTAINER_UID;
+use crate::diagnostic::Diagnostic;
+use crate::printer::{Printer, progress};
 
 /// The Dockerfile of the built-in agent image.
 pub const DOCKERFILE: &str = include_str!("Dockerfile");
@@ -45,16 +47,14 @@ pub fn built_in_tag() -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageBuildError {
-    #[error(
-        "could not build the agent image `{tag}`: `docker` could not be run: {source}\n  hint: install the Docker CLI and make sure `docker` is on PATH"
-    )]
+    #[error("could not build the agent image `{tag}`: `docker` could not be run: {source}")]
     Spawn { tag: String, source: io::Error },
 
     #[error("could not build the agent image `{tag}`: talking to `docker build` failed: {source}")]
     Io { tag: String, source: io::Error },
 
     #[error(
-        "docker build ran and failed ({status}) for the agent image `{tag}`; its last lines:\n{tail}{hints}"
+        "docker build ran and failed ({status}) for the agent image `{tag}`; its last lines:\n{tail}"
     )]
     Failed {
         tag: String,
@@ -62,16 +62,27 @@ pub enum ImageBuildError {
         status: String,
         /// The last lines of output, indented.
         tail: String,
-        /// `\n  hint: ...` lines.
-        hints: String,
+        hints: Vec<String>,
     },
 }
 
-/// Builds the built-in agent image as `tag`. Output goes to stderr: a one-line
-/// progress view when `show_progress` (stderr is a terminal), the build's own
+impl Diagnostic for ImageBuildError {
+    fn hints(&self) -> Vec<String> {
+        match self {
+            Self::Spawn { .. } => {
+                vec!["install the Docker CLI and make sure `docker` is on PATH".to_owned()]
+            }
+            Self::Io { .. } => Vec::new(),
+            Self::Failed { hints, .. } => hints.clone(),
+        }
+    }
+}
+
+/// Builds the built-in agent image as `tag`. Output goes through the
+/// printer: a one-line progress view when it shows progress, the build's own
 /// lines otherwise. Dropping the future kills the build.
-pub async fn build(endpoint: &str, tag: &str, show_progress: bool) -> Result<(), ImageBuildError> {
-    build_dockerfile(endpoint, DOCKERFILE, tag, &[], show_progress).await
+pub async fn build(endpoint: &str, tag: &str, printer: &Printer) -> Result<(), ImageBuildError> {
+    build_dockerfile(endpoint, DOCKERFILE, tag, &[], printer).await
 }
 
 /// Builds `dockerfile` (no context) as `tag` with extra `labels`, on the
@@ -81,7 +92,7 @@ pub async fn build_dockerfile(
     dockerfile: &str,
     tag: &str,
     labels: &[(&str, &str)],
-    show_progress: bool,
+    printer: &Printer,
 ) -> Result<(), ImageBuildError> {
     let mut command = docker_command(endpoint);
     // `--force-rm`: a failed classic build otherwise leaves its intermediate
@@ -112,8 +123,8 @@ pub async fn build_dockerfile(
         )));
     };
 
-    progress::log_above(|| tracing::info!("building the agent image `{tag}`"));
-    let mut view = BuildView::new(show_progress);
+    printer.status(format_args!("building the agent image `{tag}`"));
+    let mut view = BuildView::new(printer);
     let feed = async {
         let written = stdin.write_all(dockerfile.as_bytes()).await;
         // Closing stdin tells docker the Dockerfile is complete.
@@ -128,7 +139,7 @@ pub async fn build_dockerfile(
     if status.success() {
         fed.map_err(io_error)?;
         read.map_err(io_error)?;
-        progress::log_above(|| tracing::info!("built the agent image `{tag}`"));
+        printer.status(format_args!("built the agent image `{tag}`"));
         return Ok(());
     }
     Err(ImageBuildError::Failed {
@@ -165,15 +176,17 @@ async fn pump_output(
 }
 
 struct BuildView {
-    /// The tag is in the log line above; the view keeps its width for the step.
+    /// The tag is in the status line above; the view keeps its width for the step.
     view: Option<progress::Line>,
+    printer: Printer,
     tail: VecDeque<String>,
 }
 
 impl BuildView {
-    fn new(show_progress: bool) -> Self {
+    fn new(printer: &Printer) -> Self {
         Self {
-            view: show_progress.then(|| progress::Line::new("building the agent image")),
+            view: printer.progress_line("building the agent image"),
+            printer: printer.clone(),
             tail: VecDeque::with_capacity(TAIL_LINES),
         }
     }
@@ -194,9 +207,7 @@ impl BuildView {
                     view.set_message(step);
                 }
             }
-            None => {
-                let _ = writeln!(io::stderr().lock(), "{line}");
-            }
+            None => self.printer.status(line),
         }
     }
 
@@ -255,20 +266,20 @@ fn base_image(dockerfile: &str) -> Option<&str> {
     })
 }
 
-fn failure_hints<'a>(dockerfile: &str, tail: impl Iterator<Item = &'a str> + Clone) -> String {
+fn failure_hints<'a>(dockerfile: &str, tail: impl Iterator<Item = &'a str> + Clone) -> Vec<String> {
     let mentions = |needles: &[&str]| {
         tail.clone().any(|line| {
             let line = line.to_ascii_lowercase();
             needles.iter().any(|needle| line.contains(needle))
         })
     };
-    let mut hints = String::new();
+    let mut hints = Vec::new();
     if mentions(&[
         "cannot connect to the docker daemon",
         "is the docker daemon running",
     ]) {
-        hints.push_str(
-            "\n  hint: the Docker daemon is not reachable; start it, or check `DOCKER_HOST`",
+        hints.push(
+            "the Docker daemon is not reachable; start it, or check `DOCKER_HOST`".to_owned(),
         );
     } else if mentions(&[
         "pull access denied",
@@ -284,13 +295,13 @@ fn failure_hints<'a>(dockerfile: &str, tail: impl Iterator<Item = &'a str> + Clo
         "error response from daemon: get",
     ]) {
         let base = base_image(dockerfile).unwrap_or("the base image");
-        hints.push_str(&format!(
-            "\n  hint: the base image `{base}` could not be pulled; this machine may have no access to its registry"
+        hints.push(format!(
+            "the base image `{base}` could not be pulled; this machine may have no access to its registry"
         ));
     }
-    hints.push_str(
-        "\n  hint: to skip this build, set `image` in the bottle to an agent image built locally (see `docker images`): it needs `claude`, git, openssh-client, netcat-openbsd and a user with uid 1000",
-    );
+    hints.push(format!(
+        "to skip this build, set `image` in the bottle to an agent image built locally (see `docker images`): it needs `claude`, git, openssh-client, netcat-openbsd and a user with uid {CONTAINER_UID}"
+    ));
     hints
 }
 
@@ -367,27 +378,30 @@ mod tests {
         let pull = failure_hints(
             "# c\nFROM --platform=linux/amd64 node:22@sha256:abc\n",
             ["Step 1/2 : FROM node:22", "Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host"].into_iter(),
-        );
+        )
+        .join("\n");
         assert!(
             pull.contains("the base image `node:22@sha256:abc` could not be pulled"),
             "{pull}"
         );
         assert!(pull.contains("set `image` in the bottle"), "{pull}");
 
-        let other = failure_hints(DOCKERFILE, ["E: Unable to locate package nope"].into_iter());
+        let other =
+            failure_hints(DOCKERFILE, ["E: Unable to locate package nope"].into_iter()).join("\n");
         assert!(!other.contains("could not be pulled"), "{other}");
         assert!(other.contains("set `image` in the bottle"), "{other}");
 
         let daemon = failure_hints(
             DOCKERFILE,
             ["Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"].into_iter(),
-        );
+        )
+        .join("\n");
         assert!(daemon.contains("`DOCKER_HOST`"), "{daemon}");
     }
 
     #[test]
     fn the_tail_keeps_the_last_lines() {
-        let mut view = BuildView::new(false);
+        let mut view = BuildView::new(&Printer::capture(false));
         for n in 0..40 {
             view.line(&format!("line {n}"));
         }

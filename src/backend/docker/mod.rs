@@ -1,28 +1,45 @@
 //! The Docker backend (SPEC §6): bottles as two containers (the agent and its
 //! pipelock proxy) on two networks, made through the Engine API.
 //!
+//! One operation per file:
 //! - `plan`: `prepare`, host-side, the daemon only queried;
-//! - `session`: bring-up, running Claude, teardown;
-//! - `cleanup`: `list` and `cleanup` by label;
+//! - `session`: a session from `launch` to `close`;
+//! - `bring_up`: the bring-up task and its name retry, with its steps in
+//!   `images`, `network_create`, `proxy_start` and `agent_start`;
+//! - `specs`: what each container and network is made of;
+//! - `exec_claude`: the `docker exec` that runs Claude;
+//! - `teardown`: removing one session; `remove`: the one removal routine,
+//!   which `cleanup` uses too;
+//! - `list`, `cleanup`: `list` and `cleanup` by label;
+//! - `ledger`: what a session has created so far;
 //! - `agent_env`: which variables go in the container's config, which only on Claude's exec;
 //! - `client`: the Engine API behind a narrow trait;
 //! - `endpoint`: the one daemon both the Engine API and the docker CLI reach;
 //! - `names`: resource names and labels;
-//! - `archive`, `image`: provisioning archives and the built-in agent image;
-//! - `pull`: pulling the proxy image when it is absent;
-//! - `progress`: the image step's progress views, sharing stderr.
+//! - `archive`, `image`, `pull`: provisioning archives, the built-in agent
+//!   image, and pulling the proxy image.
 
 mod agent_env;
+mod agent_start;
 pub mod archive;
+mod bring_up;
 mod cleanup;
 mod client;
 mod endpoint;
+mod exec_claude;
 pub mod image;
+mod images;
+mod ledger;
+mod list;
 mod names;
+mod network_create;
 mod plan;
-mod progress;
+mod proxy_start;
 mod pull;
+mod remove;
 mod session;
+mod specs;
+mod teardown;
 
 #[cfg(test)]
 mod fake;
@@ -30,30 +47,64 @@ mod fake;
 mod tests;
 
 use std::fmt;
-use std::io::IsTerminal;
 
 use tokio::sync::OnceCell;
 
 use super::{
-    ActiveBottle, Backend, BackendError, BottleHandle, BottleSpec, CleanupPlan, CleanupReport, Plan,
+    ActiveBottle, Backend, BackendError, BottleHandle, CleanupPlan, CleanupReport, ResourceKind,
 };
-pub use cleanup::DockerCleanupPlan;
+use crate::core::provision::{CONTAINER_HOME_ENV, DEFAULT_CONTAINER_HOME};
+use crate::core::spec::BottleSpec;
+use crate::printer::Printer;
 use client::BollardEngine;
 pub use endpoint::docker_endpoint;
+use plan::{DEFAULT_PIPELOCK_IMAGE, PIPELOCK_IMAGE_ENV};
+
+pub(crate) const CONTAINER: ResourceKind = ResourceKind {
+    one: "container",
+    many: "containers",
+};
+pub(crate) const NETWORK: ResourceKind = ResourceKind {
+    one: "network",
+    many: "networks",
+};
 
 /// The Docker backend. Connects to the daemon (honouring `DOCKER_HOST`) on
 /// first use.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DockerBackend {
     engine: OnceCell<BollardEngine>,
+    printer: Printer,
 }
 
 impl DockerBackend {
+    pub fn new(printer: Printer) -> Self {
+        Self {
+            engine: OnceCell::new(),
+            printer,
+        }
+    }
+
+    /// The variables this backend reads, with their meaning and default.
+    pub fn environment() -> Vec<(&'static str, String)> {
+        vec![
+            (
+                PIPELOCK_IMAGE_ENV,
+                format!("proxy image (default: {DEFAULT_PIPELOCK_IMAGE})"),
+            ),
+            (
+                CONTAINER_HOME_ENV,
+                format!("home directory inside the bottle (default: {DEFAULT_CONTAINER_HOME})"),
+            ),
+            ("DOCKER_HOST", "Docker daemon to use".to_owned()),
+        ]
+    }
+
     async fn engine(&self) -> Result<&BollardEngine, BackendError> {
         self.engine
             .get_or_try_init(BollardEngine::connect)
             .await
-            .map_err(|e| BackendError::new(e.to_string()))
+            .map_err(|e| BackendError::from_failure(&e))
     }
 }
 
@@ -77,28 +128,10 @@ impl fmt::Debug for DockerPlan {
     }
 }
 
-impl Plan for DockerPlan {
-    fn agent_name(&self) -> &str {
-        &self.session.spec.agent_name
-    }
-}
-
 /// One Docker bottle session. Dropping it without [`BottleHandle::close`]
 /// still tears it down.
 pub struct DockerBottle {
     session: session::Session<BollardEngine>,
-}
-
-impl DockerBottle {
-    /// The agent container's name once started.
-    pub fn container(&self) -> Option<&str> {
-        self.session.started().map(|s| s.names.agent.as_str())
-    }
-
-    /// This session's `claude-bottle.session` label value.
-    pub fn session_id(&self) -> &str {
-        &self.session.plan().owner.session
-    }
 }
 
 impl BottleHandle for DockerBottle {
@@ -110,18 +143,12 @@ impl BottleHandle for DockerBottle {
         self.session.exec_claude(args, tty).await
     }
 
-    async fn cp_in(&mut self, host: &std::path::Path, container: &str) -> Result<(), BackendError> {
-        self.session.cp_in(host, container).await
-    }
-
     async fn close(&mut self) -> Result<(), BackendError> {
         self.session.close().await
     }
-}
 
-impl CleanupPlan for DockerCleanupPlan {
-    fn is_empty(&self) -> bool {
-        DockerCleanupPlan::is_empty(self)
+    fn abandon(&mut self) {
+        self.session.abandon();
     }
 }
 
@@ -134,12 +161,18 @@ fn unix_now() -> i64 {
 impl Backend for DockerBackend {
     type Plan = DockerPlan;
     type Bottle = DockerBottle;
-    type CleanupPlan = DockerCleanupPlan;
 
     async fn prepare(&self, spec: BottleSpec) -> Result<DockerPlan, BackendError> {
         let engine = self.engine().await?;
         let settings = plan::Settings::from_env();
-        let session = plan::prepare(engine, spec, &settings, image::built_in_tag()).await?;
+        let session = plan::prepare(
+            engine,
+            spec,
+            &settings,
+            image::built_in_tag(),
+            &self.printer,
+        )
+        .await?;
         Ok(DockerPlan {
             session,
             engine: engine.clone(),
@@ -147,27 +180,26 @@ impl Backend for DockerBackend {
     }
 
     fn launch(&self, plan: DockerPlan) -> DockerBottle {
-        let progress = std::io::stderr().is_terminal();
         DockerBottle {
-            session: session::Session::new(plan.engine, plan.session, progress),
+            session: session::Session::new(plan.engine, plan.session, self.printer.clone()),
         }
     }
 
     async fn list_active(&self) -> Result<Vec<ActiveBottle>, BackendError> {
-        cleanup::list_active(self.engine().await?, unix_now())
+        list::list_active(self.engine().await?, unix_now())
             .await
-            .map_err(|e| BackendError::new(e.to_string()))
+            .map_err(|e| BackendError::from_failure(&e))
     }
 
-    async fn prepare_cleanup(&self) -> Result<DockerCleanupPlan, BackendError> {
-        cleanup::prepare_cleanup(self.engine().await?, &std::env::temp_dir())
+    async fn prepare_cleanup(&self) -> Result<CleanupPlan, BackendError> {
+        cleanup::prepare_cleanup(self.engine().await?)
             .await
-            .map_err(|e| BackendError::new(e.to_string()))
+            .map_err(|e| BackendError::from_failure(&e))
     }
 
-    async fn cleanup(&self, plan: DockerCleanupPlan) -> Result<CleanupReport, BackendError> {
-        cleanup::cleanup(self.engine().await?, plan)
+    async fn cleanup(&self, plan: CleanupPlan) -> Result<CleanupReport, BackendError> {
+        cleanup::cleanup(self.engine().await?, &plan)
             .await
-            .map_err(|e| BackendError::new(e.to_string()))
+            .map_err(|e| BackendError::from_failure(&e))
     }
 }

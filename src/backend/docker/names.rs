@@ -3,12 +3,15 @@
 use std::collections::BTreeSet;
 
 use super::client::Labels;
+use crate::backend::SessionState;
 
 pub(crate) const LABEL_MANAGED: &str = "claude-bottle.managed";
 pub(crate) const LABEL_SESSION: &str = "claude-bottle.session";
 pub(crate) const LABEL_AGENT: &str = "claude-bottle.agent";
 pub(crate) const LABEL_ROLE: &str = "claude-bottle.role";
 pub(crate) const LABEL_PID: &str = "claude-bottle.pid";
+/// The host the owning process runs on: its pid means something only there.
+pub(crate) const LABEL_HOST: &str = "claude-bottle.host";
 
 /// The highest suffix tried before giving up on a free name.
 pub(crate) const MAX_SUFFIX: u32 = 99;
@@ -36,6 +39,7 @@ pub(crate) struct Owner {
     pub session: String,
     pub agent: String,
     pub pid: u32,
+    pub host: String,
 }
 
 impl Owner {
@@ -46,7 +50,57 @@ impl Owner {
             (LABEL_AGENT.to_owned(), self.agent.clone()),
             (LABEL_ROLE.to_owned(), role.as_str().to_owned()),
             (LABEL_PID.to_owned(), self.pid.to_string()),
+            (LABEL_HOST.to_owned(), self.host.clone()),
         ])
+    }
+
+    /// The owner of a session this process starts now.
+    pub fn of_this_process(session: String, agent: String) -> Self {
+        Self {
+            session,
+            agent,
+            pid: std::process::id(),
+            host: this_host(),
+        }
+    }
+}
+
+/// This machine's name, as the owner label records it.
+pub(crate) fn this_host() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_default()
+}
+
+/// Whether the session that labelled a resource still runs: its process is
+/// asked on this host. A resource from another host (a shared daemon) cannot
+/// be judged from here; one without a host label predates it and is judged
+/// as local.
+pub(crate) fn session_state(labels: &Labels, here: &str) -> SessionState {
+    if labels.get(LABEL_HOST).is_some_and(|host| host != here) {
+        return SessionState::Unknown;
+    }
+    let alive = labels
+        .get(LABEL_PID)
+        .and_then(|p| p.parse::<i32>().ok())
+        .is_some_and(pid_alive);
+    if alive {
+        SessionState::Running
+    } else {
+        SessionState::Ended
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        // It exists but belongs to someone else: alive.
+        Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
     }
 }
 
@@ -162,6 +216,7 @@ mod tests {
             session: "s1".into(),
             agent: "rev".into(),
             pid: 42,
+            host: "box".into(),
         };
         let labels = owner.labels(Role::Proxy);
         assert_eq!(labels[LABEL_MANAGED], "true");
@@ -169,5 +224,22 @@ mod tests {
         assert_eq!(labels[LABEL_AGENT], "rev");
         assert_eq!(labels[LABEL_ROLE], "proxy");
         assert_eq!(labels[LABEL_PID], "42");
+        assert_eq!(labels[LABEL_HOST], "box");
+    }
+
+    #[test]
+    fn a_session_is_judged_by_its_process_here_and_unknown_elsewhere() {
+        let here = "box";
+        let mut labels = Owner::of_this_process("s".into(), "a".into()).labels(Role::Agent);
+        labels.insert(LABEL_HOST.into(), here.into());
+        assert_eq!(session_state(&labels, here), SessionState::Running);
+        labels.insert(LABEL_PID.into(), "0".into());
+        assert_eq!(session_state(&labels, here), SessionState::Ended);
+        // A pid from another host says nothing about a process here.
+        labels.insert(LABEL_HOST.into(), "elsewhere".into());
+        assert_eq!(session_state(&labels, here), SessionState::Unknown);
+        // Labels from before the host label: judged here.
+        labels.remove(LABEL_HOST);
+        assert_eq!(session_state(&labels, here), SessionState::Ended);
     }
 }

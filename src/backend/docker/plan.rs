@@ -4,27 +4,23 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
-
-use tempfile::TempDir;
 
 use super::agent_env::{self, AgentEnvError};
 use super::client::{Engine, EngineError, LabelFilter};
 use super::names::{Names, Owner, new_session_id};
-use crate::backend::{BackendError, BottleSpec};
+use crate::backend::BackendError;
 use crate::core::egress::{EgressError, EgressPolicy};
 use crate::core::env::EnvSource;
 use crate::core::pipelock::{self, PipelockConfigError};
 use crate::core::provision::{self, ProvisionError, ProvisionSet};
 use crate::core::slug::slugify;
+use crate::core::spec::BottleSpec;
+use crate::diagnostic::Diagnostic;
+use crate::printer::Printer;
 
 pub(crate) const PIPELOCK_IMAGE_ENV: &str = "CLAUDE_BOTTLE_PIPELOCK_IMAGE";
 pub(crate) const DEFAULT_PIPELOCK_IMAGE: &str = "ghcr.io/luckypipewrench/pipelock:2.3.0";
 pub(crate) const RUNSC: &str = "runsc";
-/// The scratch file holding the generated proxy config.
-pub(crate) const PIPELOCK_FILE_NAME: &str = "pipelock.yaml";
 
 /// The process environment `prepare` reads, gathered once so tests pass their own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,8 +93,7 @@ impl AgentImageChoice {
     }
 }
 
-/// A prepared Docker session: plain data. The scratch directory (mode 0700)
-/// holds the proxy config and is removed with the session.
+/// A prepared Docker session: plain data.
 #[derive(Debug)]
 pub(crate) struct SessionPlan {
     pub spec: BottleSpec,
@@ -114,8 +109,6 @@ pub(crate) struct SessionPlan {
     pub pipelock_yaml: String,
     pub provision: ProvisionSet,
     pub container_home: String,
-    /// Taken by the session, which removes it at teardown.
-    pub scratch: Option<TempDir>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,31 +123,41 @@ pub(crate) enum PrepareError {
     Provision(#[from] ProvisionError),
     #[error(transparent)]
     AgentEnv(#[from] AgentEnvError),
-    #[error(
-        "image `{image}` of bottle `{bottle}` is not present locally\n  hint: build or pull it first (`docker pull {image}`), or remove `image` from bottle `{bottle}` to use the built-in agent image"
-    )]
+    #[error("image `{image}` of bottle `{bottle}` is not present locally")]
     BottleImageMissing { image: String, bottle: String },
-    #[error(
-        "no free name for agent `{agent}`: `{first}` up to suffix -{max} are all taken\n  hint: run `claude-bottle cleanup` to remove bottles left behind"
-    )]
+    #[error("no free name for agent `{agent}`: `{first}` up to suffix -{max} are all taken")]
     NoFreeName {
         agent: String,
         first: String,
         max: u32,
     },
-    #[error(
-        "container name `{name}` (from `--name`) is already in use\n  hint: choose another `--name`, or remove the old container (`claude-bottle cleanup` removes claude-bottle's)"
-    )]
+    #[error("container name `{name}` (from `--name`) is already in use")]
     PinnedNameTaken { name: String },
     #[error(
-        "`--name` value `{name}` is not a container name Docker accepts: expected a letter or digit, then at least one letter, digit, `_`, `.` or `-`\n  hint: pick a name such as `my-bottle`"
+        "`--name` value `{name}` is not a container name Docker accepts: expected a letter or digit, then at least one letter, digit, `_`, `.` or `-`"
     )]
     InvalidPinnedName { name: String },
-    #[error("could not write the scratch file `{path}`: {source}")]
-    Scratch {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+}
+
+impl Diagnostic for PrepareError {
+    fn hints(&self) -> Vec<String> {
+        let hint = match self {
+            Self::Engine(e) => return e.hints(),
+            Self::Egress(e) => return e.hints(),
+            Self::Pipelock(e) => return e.hints(),
+            Self::Provision(e) => return e.hints(),
+            Self::AgentEnv(e) => return e.hints(),
+            Self::BottleImageMissing { image, bottle } => format!(
+                "build or pull it first (`docker pull {image}`), or remove `image` from bottle `{bottle}` to use the built-in agent image"
+            ),
+            Self::NoFreeName { .. } => {
+                "run `claude-bottle cleanup` to remove bottles left behind".to_owned()
+            }
+            Self::PinnedNameTaken { .. } => "choose another `--name`, or remove the old container (`claude-bottle cleanup` removes claude-bottle's)".to_owned(),
+            Self::InvalidPinnedName { .. } => "pick a name such as `my-bottle`".to_owned(),
+        };
+        vec![hint]
+    }
 }
 
 impl From<PrepareError> for BackendError {
@@ -168,25 +171,26 @@ impl From<PrepareError> for BackendError {
                 | PrepareError::InvalidPinnedName { .. }
         );
         if usage {
-            BackendError::usage(err.to_string())
+            BackendError::from_usage(&err)
         } else {
-            BackendError::new(err.to_string())
+            BackendError::from_failure(&err)
         }
     }
 }
 
 /// Decides the session: runtime, images, names, proxy config and what to
-/// provision, and writes the scratch files. Creates nothing on the daemon.
+/// provision. Creates nothing on the daemon.
 pub(crate) async fn prepare<E: Engine>(
     engine: &E,
     spec: BottleSpec,
     settings: &Settings,
     built_in_tag: String,
+    printer: &Printer,
 ) -> Result<SessionPlan, PrepareError> {
     // Host-side checks first: they need no daemon and are the user's to fix.
     let policy = EgressPolicy::for_bottle(&spec.bottle_name, &spec.bottle)?;
     let pipelock_yaml = pipelock::render(&spec.bottle_name, &policy)?;
-    agent_env::check(&spec.bottle_name, &spec.env)?;
+    agent_env::check(&spec.bottle_name, &spec.env, printer)?;
 
     let agent_image = spec
         .bottle
@@ -203,7 +207,7 @@ pub(crate) async fn prepare<E: Engine>(
     );
     let runtime = Runtime::detect(&runtimes?);
     let agent_image_present = agent_image_present?;
-    tracing::info!("docker runtime: {runtime}");
+    printer.status(format_args!("docker runtime: {runtime}"));
     let image = match &spec.bottle.image {
         Some(image) if !agent_image_present => {
             return Err(PrepareError::BottleImageMissing {
@@ -250,12 +254,7 @@ pub(crate) async fn prepare<E: Engine>(
         })?;
 
     let provision = provision::build(&spec, &names.proxy, &settings.container_home)?;
-    let scratch = write_scratch(&pipelock_yaml)?;
-    let owner = Owner {
-        session: new_session_id(),
-        agent: spec.agent_name.clone(),
-        pid: std::process::id(),
-    };
+    let owner = Owner::of_this_process(new_session_id(), spec.agent_name.clone());
     Ok(SessionPlan {
         spec,
         owner,
@@ -269,7 +268,6 @@ pub(crate) async fn prepare<E: Engine>(
         pipelock_yaml,
         provision,
         container_home: settings.container_home.clone(),
-        scratch: Some(scratch),
     })
 }
 
@@ -280,34 +278,6 @@ fn is_container_name(name: &str) -> bool {
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && !chars.as_str().is_empty()
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
-
-/// Scratch directories are named after the process that made them, so
-/// `cleanup` can tell those of a killed process from those of a live one.
-pub(crate) const SCRATCH_PREFIX: &str = "claude-bottle-";
-
-pub(crate) fn scratch_prefix(pid: u32) -> String {
-    format!("{SCRATCH_PREFIX}{pid}-")
-}
-
-/// A private directory (0700) with the proxy config (0600).
-fn write_scratch(pipelock_yaml: &str) -> Result<TempDir, PrepareError> {
-    let scratch_error = |path: PathBuf| move |source| PrepareError::Scratch { path, source };
-    let dir = tempfile::Builder::new()
-        .prefix(&scratch_prefix(std::process::id()))
-        .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir()
-        .map_err(scratch_error(std::env::temp_dir()))?;
-    let path = dir.path().join(PIPELOCK_FILE_NAME);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(scratch_error(path.clone()))?;
-    file.write_all(pipelock_yaml.as_bytes())
-        .map_err(scratch_error(path))?;
-    Ok(dir)
 }
 
 fn or_none(items: Vec<String>) -> String {

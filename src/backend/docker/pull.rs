@@ -9,8 +9,9 @@ use std::fmt;
 use indicatif::HumanBytes;
 
 use super::client::{EngineError, ErrorKind};
-use super::plan::PIPELOCK_IMAGE_ENV;
-use super::progress;
+use super::plan::{DEFAULT_PIPELOCK_IMAGE, PIPELOCK_IMAGE_ENV};
+use crate::diagnostic::Diagnostic;
+use crate::printer::{Printer, progress};
 
 /// `(fromImage, tag)` for `POST /images/create`. An empty tag would pull
 /// every tag of the repository, so a reference without one gets `latest`, as
@@ -129,13 +130,15 @@ impl Layers {
 /// a terminal, otherwise a log line per step that matters (no byte counts).
 pub(crate) struct PullView {
     view: Option<progress::Line>,
+    printer: Printer,
     layers: Layers,
 }
 
 impl PullView {
-    pub fn new(image: &str, show_progress: bool) -> Self {
+    pub fn new(image: &str, printer: &Printer) -> Self {
         Self {
-            view: show_progress.then(|| progress::Line::new(format!("pulling `{image}`"))),
+            view: printer.progress_line(format!("pulling `{image}`")),
+            printer: printer.clone(),
             layers: Layers::default(),
         }
     }
@@ -146,7 +149,7 @@ impl PullView {
             Some(view) => view.set_message(self.layers.summary()),
             None => {
                 if let Some(line) = plain_line(event, about_a_layer) {
-                    tracing::info!("{line}");
+                    self.printer.status(line);
                 }
             }
         }
@@ -254,33 +257,56 @@ impl fmt::Display for ProxyPullError {
             "could not pull the proxy image `{image}` from its registry: "
         )?;
         match self.failure {
-            PullFailure::RegistryUnreachable => write!(
-                f,
-                "`{registry}` could not be reached ({detail})\n  hint: this machine may have no access to `{registry}`: bring the image from one that has, with `docker save` and `docker load`"
-            )?,
+            PullFailure::RegistryUnreachable => {
+                write!(f, "`{registry}` could not be reached ({detail})")
+            }
             PullFailure::NoSuchImage => write!(
                 f,
-                "`{registry}` has no such image or refused access to it ({detail})\n  hint: check the name and tag; if the registry needs a login, run `docker login {registry}`"
-            )?,
+                "`{registry}` has no such image or refused access to it ({detail})"
+            ),
             PullFailure::WrongPlatform => write!(
                 f,
-                "it has no build for this machine's platform ({detail})\n  hint: use a pipelock image built for this platform"
-            )?,
+                "it has no build for this machine's platform ({detail})"
+            ),
             PullFailure::InvalidReference => write!(
                 f,
-                "`{image}` is not a valid image reference ({detail})\n  hint: `{PIPELOCK_IMAGE_ENV}` must name an image such as `{}`",
-                super::plan::DEFAULT_PIPELOCK_IMAGE
-            )?,
-            PullFailure::Other => write!(f, "{detail}")?,
+                "`{image}` is not a valid image reference ({detail})"
+            ),
+            PullFailure::Other => write!(f, "{detail}"),
         }
-        write!(
-            f,
-            "\n  hint: pull it yourself with `docker pull {image}` (which uses your registry logins), or set `{PIPELOCK_IMAGE_ENV}` to a pipelock image present locally (see `docker images`)"
-        )
+    }
+}
+
+impl Diagnostic for ProxyPullError {
+    fn hints(&self) -> Vec<String> {
+        let image = &self.image;
+        let registry = registry_of(image);
+        let specific = match self.failure {
+            PullFailure::RegistryUnreachable => Some(format!(
+                "this machine may have no access to `{registry}`: bring the image from one that has, with `docker save` and `docker load`"
+            )),
+            PullFailure::NoSuchImage => Some(format!(
+                "check the name and tag; if the registry needs a login, run `docker login {registry}`"
+            )),
+            PullFailure::WrongPlatform => {
+                Some("use a pipelock image built for this platform".to_owned())
+            }
+            PullFailure::InvalidReference => Some(format!(
+                "`{PIPELOCK_IMAGE_ENV}` must name an image such as `{DEFAULT_PIPELOCK_IMAGE}`"
+            )),
+            PullFailure::Other => None,
+        };
+        specific
+            .into_iter()
+            .chain([format!(
+                "pull it yourself with `docker pull {image}` (which uses your registry logins), or set `{PIPELOCK_IMAGE_ENV}` to a pipelock image present locally (see `docker images`)"
+            )])
+            .collect()
     }
 }
 
 impl std::error::Error for ProxyPullError {}
+
 
 #[cfg(test)]
 mod tests {
@@ -458,12 +484,13 @@ mod tests {
             PullFailure::InvalidReference,
             PullFailure::Other,
         ] {
-            let text = ProxyPullError {
+            let err = ProxyPullError {
                 image: "ghcr.io/luckypipewrench/pipelock:2.3.0".into(),
                 failure,
                 detail: "the daemon's words".into(),
-            }
-            .to_string();
+            };
+            let text = err.to_string();
+            let hints = err.hints().join("\n");
             assert!(
                 text.starts_with(
                     "could not pull the proxy image `ghcr.io/luckypipewrench/pipelock:2.3.0` from its registry: "
@@ -472,12 +499,11 @@ mod tests {
             );
             assert!(text.contains("the daemon's words"), "{text}");
             assert!(
-                text.contains("`docker pull ghcr.io/luckypipewrench/pipelock:2.3.0`"),
-                "{text}"
+                hints.contains("`docker pull ghcr.io/luckypipewrench/pipelock:2.3.0`"),
+                "{hints}"
             );
-            assert!(text.contains("`CLAUDE_BOTTLE_PIPELOCK_IMAGE`"), "{text}");
-            let first_hint = text.find("\n  hint: ").expect("a hint");
-            assert!(!text[..first_hint].contains('\n'), "{text}");
+            assert!(hints.contains("`CLAUDE_BOTTLE_PIPELOCK_IMAGE`"), "{hints}");
+            assert!(!text.contains('\n'), "{text}");
         }
     }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::known_hosts::{self, HostKeys};
 use super::{Item, ProvisionError, ProvisionSet, Source, join};
-use crate::core::provision::PROXY_PORT;
+use crate::core::pipelock::LISTEN_PORT;
 use crate::core::slug::slugify;
 use crate::manifest::{SshEntry, expand_tilde};
 
@@ -185,7 +185,7 @@ fn render_config(
         out.push_str("  IdentitiesOnly yes\n");
         let _ = writeln!(
             out,
-            "  ProxyCommand nc -X connect -x {proxy_host}:{PROXY_PORT} %h %p"
+            "  ProxyCommand nc -X connect -x {proxy_host}:{LISTEN_PORT} %h %p"
         );
         let _ = writeln!(out, "  UserKnownHostsFile {known_hosts_dest}");
         let policy = if plan.keys.known { "yes" } else { "accept-new" };

@@ -1,7 +1,7 @@
-//! The progress views of the image step share one stderr: the agent image
-//! build and the proxy image pull run at the same time, and two bars drawing
-//! on their own would overwrite each other. Every view adds its bar here, and
-//! log lines printed while bars are up go through [`log_above`].
+//! The progress views share one stderr: the agent image build and the proxy
+//! image pull run at the same time, and two bars drawing on their own would
+//! overwrite each other. Every view is added here, and the printer writes
+//! its lines through [`above`].
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -15,12 +15,12 @@ fn bars() -> &'static MultiProgress {
 
 /// A one-line spinner view `{spinner} PREFIX [elapsed] message`, drawn with
 /// the other views. Cleared and removed when dropped.
-pub(crate) struct Line {
+pub struct Line {
     bar: ProgressBar,
 }
 
 impl Line {
-    pub fn new(prefix: impl Into<String>) -> Self {
+    pub(super) fn new(prefix: impl Into<String>) -> Self {
         let bar = bars().add(ProgressBar::new_spinner());
         if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}")
         {
@@ -43,8 +43,8 @@ impl Drop for Line {
     }
 }
 
-/// Runs `log` (which writes to stderr) with the views hidden, so its line
-/// lands above them rather than across them.
-pub(crate) fn log_above(log: impl FnOnce()) {
-    bars().suspend(log);
+/// Runs `write` (which writes to stderr) with the views hidden, so its text
+/// lands above them.
+pub(super) fn above(write: impl FnOnce()) {
+    bars().suspend(write);
 }

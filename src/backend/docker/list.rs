@@ -1,0 +1,56 @@
+//! `list`: the agent containers of every session, found by the
+//! `claude-bottle.managed` label (SPEC §2 "The other commands").
+
+use super::client::{ContainerInfo, Engine, EngineError, LabelFilter};
+use super::names::{
+    LABEL_AGENT, LABEL_MANAGED, LABEL_ROLE, LABEL_SESSION, Role, session_state, this_host,
+};
+use crate::backend::{ActiveBottle, SessionState};
+
+/// Everything claude-bottle labelled, in any state.
+pub(crate) fn managed() -> LabelFilter {
+    vec![(LABEL_MANAGED.to_owned(), "true".to_owned())]
+}
+
+pub(crate) fn label<'a>(c: &'a ContainerInfo, key: &str) -> &'a str {
+    c.labels.get(key).map_or("", String::as_str)
+}
+
+/// The agent containers of every session, running or not, oldest first.
+pub(crate) async fn list_active<E: Engine>(
+    engine: &E,
+    now: i64,
+) -> Result<Vec<ActiveBottle>, EngineError> {
+    let mut filter = managed();
+    filter.push((LABEL_ROLE.to_owned(), Role::Agent.as_str().to_owned()));
+    let mut containers = engine.list_containers(filter).await?;
+    containers.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
+    let inspections = containers.iter().map(|c| engine.inspect_container(&c.id));
+    let statuses = futures_util::future::join_all(inspections).await;
+    let here = this_host();
+    Ok(containers
+        .iter()
+        .zip(statuses)
+        .map(|(c, status)| {
+            let runtime = match status {
+                Ok(s) => s
+                    .runtime
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| "runc".to_owned()),
+                // Removed between the list and the inspect.
+                Err(_) => "unknown".to_owned(),
+            };
+            let session_state = session_state(&c.labels, &here);
+            ActiveBottle {
+                name: c.name.clone(),
+                agent: label(c, LABEL_AGENT).to_owned(),
+                state: c.state.clone(),
+                runtime,
+                age_seconds: u64::try_from(now.saturating_sub(c.created)).unwrap_or(0),
+                session: label(c, LABEL_SESSION).to_owned(),
+                session_state,
+                orphaned: session_state == SessionState::Ended,
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,106 @@
+//! What each resource of a session is made of: the two container specs and
+//! the two network specs. Plain data from the plan; nothing here calls the
+//! daemon.
+
+use super::agent_env;
+use super::client::{ContainerSpec, NetworkSpec};
+use super::names::{Names, Role};
+use super::plan::SessionPlan;
+use crate::core::pipelock::LISTEN_PORT;
+use crate::core::provision::container_user;
+
+/// Pipelock's own health command (the image's HEALTHCHECK runs it too).
+pub(crate) const PROXY_HEALTH_COMMAND: [&str; 2] = ["/pipelock", "healthcheck"];
+/// The in-container path of the proxy config; the pipelock command line names it.
+pub(crate) const PROXY_CONFIG_PATH: &str = "/etc/pipelock/pipelock.yaml";
+pub(crate) const PIDS_LIMIT: i64 = 4096;
+/// The agent's resolver: Docker's embedded DNS forwards to it, and nothing
+/// listens there, so no query leaves (CVE-2024-29018 closed by design).
+pub(crate) const AGENT_DNS: &str = "127.0.0.1";
+/// The driver option that leaves the host without an address on the internal
+/// bridge: with it, an internal network has no layer-3 path to the host.
+pub(crate) const INHIBIT_IPV4: &str = "com.docker.network.bridge.inhibit_ipv4";
+
+/// The internal network: `--internal`, and no host address on its bridge.
+pub(crate) fn internal_network_spec(plan: &SessionPlan, names: &Names) -> NetworkSpec {
+    NetworkSpec {
+        name: names.internal_network.clone(),
+        internal: true,
+        options: [(INHIBIT_IPV4.to_owned(), "true".to_owned())].into(),
+        labels: plan.owner.labels(Role::Network),
+    }
+}
+
+/// The egress network: the proxy's way out.
+pub(crate) fn egress_network_spec(plan: &SessionPlan, names: &Names) -> NetworkSpec {
+    NetworkSpec {
+        name: names.egress_network.clone(),
+        internal: false,
+        options: Default::default(),
+        labels: plan.owner.labels(Role::Network),
+    }
+}
+
+fn proxy_url(names: &Names) -> String {
+    format!("http://{}:{}", names.proxy, LISTEN_PORT)
+}
+
+pub(crate) fn proxy_container_spec(
+    plan: &SessionPlan,
+    names: &Names,
+    internal_id: &str,
+) -> ContainerSpec {
+    ContainerSpec {
+        name: names.proxy.clone(),
+        image: plan.proxy_image.clone(),
+        user: None,
+        entrypoint: None,
+        cmd: Some(vec![
+            "run".to_owned(),
+            "--config".to_owned(),
+            PROXY_CONFIG_PATH.to_owned(),
+        ]),
+        working_dir: None,
+        env: Vec::new(),
+        labels: plan.owner.labels(Role::Proxy),
+        network: internal_id.to_owned(),
+        extra_hosts: Vec::new(),
+        dns: Vec::new(),
+        // The proxy never runs under runsc: it is ours, not the agent's.
+        runtime: None,
+        init: false,
+        security_opt: vec!["no-new-privileges".to_owned()],
+        cap_drop: vec!["ALL".to_owned()],
+        pids_limit: Some(PIDS_LIMIT),
+    }
+}
+
+pub(crate) fn agent_container_spec(
+    plan: &SessionPlan,
+    names: &Names,
+    internal_id: &str,
+    proxy_address: &str,
+) -> ContainerSpec {
+    let env = agent_env::container_env(&plan.spec.env, &plan.container_home, &proxy_url(names));
+    ContainerSpec {
+        name: names.agent.clone(),
+        image: plan.image.reference().to_owned(),
+        user: Some(container_user()),
+        // Keeps the container alive for `docker exec`, whatever the image's
+        // own entrypoint would do.
+        entrypoint: Some(vec!["sleep".to_owned(), "infinity".to_owned()]),
+        cmd: None,
+        working_dir: None,
+        env,
+        labels: plan.owner.labels(Role::Agent),
+        network: internal_id.to_owned(),
+        // The proxy by address from /etc/hosts: no resolver is needed to find it.
+        extra_hosts: vec![format!("{}:{proxy_address}", names.proxy)],
+        dns: vec![AGENT_DNS.to_owned()],
+        runtime: plan.runtime.name().map(str::to_owned),
+        init: true,
+        security_opt: vec!["no-new-privileges".to_owned()],
+        cap_drop: vec!["ALL".to_owned()],
+        pids_limit: Some(PIDS_LIMIT),
+    }
+}

@@ -1,0 +1,103 @@
+//! Teardown of one session: what its ledger holds and anything carrying its
+//! session label (a creation whose reply never arrived), through the one
+//! removal routine.
+
+use super::client::{Engine, EngineError, LabelFilter};
+use super::ledger::{Created, SharedLedger};
+use super::names::LABEL_SESSION;
+use super::remove::{REMOVE_CALL_TIMEOUT, remove};
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "teardown left resources behind:{}",
+    failures.iter().map(|f| format!("\n  - {f}")).collect::<String>()
+)]
+pub(crate) struct TeardownError {
+    pub failures: Vec<String>,
+}
+
+impl crate::diagnostic::Diagnostic for TeardownError {
+    fn hints(&self) -> Vec<String> {
+        vec!["run `claude-bottle cleanup` to remove them".to_owned()]
+    }
+}
+
+/// Removes every resource of `session`, containers first. Idempotent.
+pub(crate) async fn teardown<E: Engine>(
+    engine: &E,
+    ledger: &SharedLedger,
+    session: &str,
+) -> Result<(), TeardownError> {
+    let (mut containers, mut networks) = ledger.snapshot();
+    // Newest first: the agent goes before the proxy it talks to.
+    containers.reverse();
+    let mut failures = Vec::new();
+    let (found_containers, found_networks) = labelled(engine, session).await;
+    match found_containers {
+        Ok(found) => add_missing(&mut containers, found),
+        Err(e) => failures.push(e.to_string()),
+    }
+    match found_networks {
+        Ok(found) => add_missing(&mut networks, found),
+        Err(e) => failures.push(e.to_string()),
+    }
+    let removal = remove(engine, &containers, &networks).await;
+    for c in &removal.containers {
+        ledger.forget_container(&c.id);
+    }
+    for n in &removal.networks {
+        ledger.forget_network(&n.id);
+    }
+    failures.extend(removal.failures);
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(TeardownError { failures })
+    }
+}
+
+type Listed = Result<Vec<Created>, EngineError>;
+
+/// The session's containers and networks as the daemon lists them now.
+async fn labelled<E: Engine>(engine: &E, session: &str) -> (Listed, Listed) {
+    let filter: LabelFilter = vec![(LABEL_SESSION.to_owned(), session.to_owned())];
+    let containers = async {
+        let listed =
+            tokio::time::timeout(REMOVE_CALL_TIMEOUT, engine.list_containers(filter.clone()))
+                .await
+                .map_err(|_| {
+                    EngineError::timed_out("list the session's containers", REMOVE_CALL_TIMEOUT)
+                })??;
+        Ok(listed
+            .into_iter()
+            .map(|c| Created {
+                id: c.id,
+                name: c.name,
+            })
+            .collect())
+    };
+    let networks = async {
+        let listed =
+            tokio::time::timeout(REMOVE_CALL_TIMEOUT, engine.list_networks(filter.clone()))
+                .await
+                .map_err(|_| {
+                    EngineError::timed_out("list the session's networks", REMOVE_CALL_TIMEOUT)
+                })??;
+        Ok(listed
+            .into_iter()
+            .map(|n| Created {
+                id: n.id,
+                name: n.name,
+            })
+            .collect())
+    };
+    futures_util::join!(containers, networks)
+}
+
+fn add_missing(known: &mut Vec<Created>, found: Vec<Created>) {
+    for resource in found {
+        if !known.iter().any(|k| k.id == resource.id) {
+            known.push(resource);
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The registry: `CLAUDE_BOTTLE_BACKEND` names a backend, and [`AnyBackend`]
+//! implements [`Backend`] for all of them by dispatching to the one chosen.
+//! A new engine is a new arm here and nothing in the CLI.
+
+use std::fmt;
+
+use super::docker::{DockerBackend, DockerBottle, DockerPlan};
+use super::{ActiveBottle, Backend, BackendError, BottleHandle, CleanupPlan, CleanupReport};
+use crate::core::spec::BottleSpec;
+use crate::diagnostic::Diagnostic;
+use crate::printer::Printer;
+
+/// The environment variable that selects the backend.
+pub const BACKEND_ENV: &str = "CLAUDE_BOTTLE_BACKEND";
+pub const DEFAULT_BACKEND: &str = "docker";
+/// Every backend this build knows, by the name `CLAUDE_BOTTLE_BACKEND` takes.
+const KNOWN_BACKENDS: &[&str] = &["docker"];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown backend `{name}` in `{BACKEND_ENV}`")]
+pub struct UnknownBackend {
+    pub name: String,
+}
+
+impl Diagnostic for UnknownBackend {
+    fn hints(&self) -> Vec<String> {
+        vec![format!(
+            "known backends: {}; unset `{BACKEND_ENV}` to use `{DEFAULT_BACKEND}`",
+            KNOWN_BACKENDS.join(", ")
+        )]
+    }
+}
+
+/// The selected backend.
+#[derive(Debug)]
+pub enum AnyBackend {
+    Docker(DockerBackend),
+}
+
+impl AnyBackend {
+    /// The backend named by the process's `CLAUDE_BOTTLE_BACKEND`.
+    pub fn from_env(printer: &Printer) -> Result<Self, UnknownBackend> {
+        Self::named(std::env::var(BACKEND_ENV).ok().as_deref(), printer)
+    }
+
+    /// The backend called `name`, default `docker`.
+    pub fn named(name: Option<&str>, printer: &Printer) -> Result<Self, UnknownBackend> {
+        match name.unwrap_or(DEFAULT_BACKEND) {
+            "docker" => Ok(Self::Docker(DockerBackend::new(printer.clone()))),
+            other => Err(UnknownBackend {
+                name: other.to_owned(),
+            }),
+        }
+    }
+
+    /// The environment variables every backend reads, with their meaning and
+    /// default, for `--help`.
+    pub fn environment() -> Vec<(&'static str, String)> {
+        DockerBackend::environment()
+    }
+}
+
+/// A plan of the selected backend.
+#[derive(Debug)]
+pub enum AnyPlan {
+    Docker(DockerPlan),
+}
+
+impl fmt::Display for AnyPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Docker(plan) => plan.fmt(f),
+        }
+    }
+}
+
+/// A session of the selected backend.
+pub enum AnyBottle {
+    Docker(DockerBottle),
+}
+
+impl BottleHandle for AnyBottle {
+    async fn start(&mut self) -> Result<(), BackendError> {
+        match self {
+            Self::Docker(bottle) => bottle.start().await,
+        }
+    }
+
+    async fn exec_claude(&mut self, args: &[String], tty: bool) -> Result<i32, BackendError> {
+        match self {
+            Self::Docker(bottle) => bottle.exec_claude(args, tty).await,
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), BackendError> {
+        match self {
+            Self::Docker(bottle) => bottle.close().await,
+        }
+    }
+
+    fn abandon(&mut self) {
+        match self {
+            Self::Docker(bottle) => bottle.abandon(),
+        }
+    }
+}
+
+impl Backend for AnyBackend {
+    type Plan = AnyPlan;
+    type Bottle = AnyBottle;
+
+    async fn prepare(&self, spec: BottleSpec) -> Result<AnyPlan, BackendError> {
+        match self {
+            Self::Docker(docker) => docker.prepare(spec).await.map(AnyPlan::Docker),
+        }
+    }
+
+    fn launch(&self, plan: AnyPlan) -> AnyBottle {
+        match (self, plan) {
+            (Self::Docker(docker), AnyPlan::Docker(plan)) => AnyBottle::Docker(docker.launch(plan)),
+        }
+    }
+
+    async fn list_active(&self) -> Result<Vec<ActiveBottle>, BackendError> {
+        match self {
+            Self::Docker(docker) => docker.list_active().await,
+        }
+    }
+
+    async fn prepare_cleanup(&self) -> Result<CleanupPlan, BackendError> {
+        match self {
+            Self::Docker(docker) => docker.prepare_cleanup().await,
+        }
+    }
+
+    async fn cleanup(&self, plan: CleanupPlan) -> Result<CleanupReport, BackendError> {
+        match self {
+            Self::Docker(docker) => docker.cleanup(plan).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_means_docker_and_an_unknown_name_lists_the_known_ones() {
+        let printer = Printer::capture(false);
+        assert!(matches!(
+            AnyBackend::named(None, &printer),
+            Ok(AnyBackend::Docker(_))
+        ));
+        assert!(matches!(
+            AnyBackend::named(Some("docker"), &printer),
+            Ok(AnyBackend::Docker(_))
+        ));
+        let err = AnyBackend::named(Some("podmn"), &printer).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown backend `podmn` in `CLAUDE_BOTTLE_BACKEND`"
+        );
+        assert_eq!(
+            err.hints(),
+            ["known backends: docker; unset `CLAUDE_BOTTLE_BACKEND` to use `docker`"]
+        );
+    }
+}
