@@ -6,6 +6,13 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::Error;
 
+/// Where the signals that end a session come from: the process's own, or a
+/// script in tests.
+pub trait Interrupts {
+    /// Waits for the next signal and returns it as an error to propagate.
+    fn recv(&mut self) -> impl Future<Output = Error>;
+}
+
 pub struct Signals {
     int: Signal,
     term: Signal,
@@ -21,9 +28,10 @@ impl Signals {
             hup: make(SignalKind::hangup())?,
         })
     }
+}
 
-    /// Waits for the next signal and returns it as an error to propagate.
-    pub async fn recv(&mut self) -> Error {
+impl Interrupts for Signals {
+    async fn recv(&mut self) -> Error {
         let (signal, name) = tokio::select! {
             _ = self.int.recv() => (libc::SIGINT, "SIGINT"),
             _ = self.term.recv() => (libc::SIGTERM, "SIGTERM"),

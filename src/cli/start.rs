@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::args::StartArgs;
-use super::signals::Signals;
+use super::signals::{Interrupts, Signals};
 use super::{Error, confirm, load_manifest, select_agent};
 use crate::backend::{AnyBackend, Backend, BackendError, BottleHandle};
 use crate::core::env::{self, ProcessEnv};
@@ -48,12 +48,12 @@ pub async fn run<T: Terminal>(
     run_session(&backend, spec, &args, term, &mut signals, printer).await
 }
 
-async fn run_session<B: Backend, T: Terminal>(
+async fn run_session<B: Backend, T: Terminal, S: Interrupts>(
     backend: &B,
     spec: BottleSpec,
     args: &StartArgs,
     term: &mut T,
-    signals: &mut Signals,
+    signals: &mut S,
     printer: &Printer,
 ) -> Result<u8, Error> {
     let plan = tokio::select! {
@@ -214,5 +214,195 @@ mod tests {
         };
         assert_eq!(err.code(), 130);
         assert!(err.hints()[0].contains("claude-bottle cleanup"));
+    }
+
+    /// A backend whose session records what happened to it; Claude runs
+    /// until a signal, and teardown hangs when told to.
+    struct Scripted {
+        events: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
+        close_hangs: bool,
+    }
+
+    struct ScriptedBottle {
+        events: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
+        close_hangs: bool,
+    }
+
+    impl ScriptedBottle {
+        fn record(&self, event: &'static str) {
+            self.events.lock().unwrap().push(event);
+        }
+    }
+
+    impl BottleHandle for ScriptedBottle {
+        async fn start(&mut self) -> Result<(), BackendError> {
+            self.record("start");
+            Ok(())
+        }
+        async fn exec_claude(&mut self, _: &[String], _: bool) -> Result<i32, BackendError> {
+            self.record("exec");
+            std::future::pending().await
+        }
+        async fn close(&mut self) -> Result<(), BackendError> {
+            self.record("close");
+            if self.close_hangs {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+        fn abandon(&mut self) {
+            self.record("abandon");
+        }
+    }
+
+    impl Backend for Scripted {
+        type Plan = &'static str;
+        type Bottle = ScriptedBottle;
+        async fn prepare(&self, _: BottleSpec) -> Result<&'static str, BackendError> {
+            Ok("the plan")
+        }
+        fn launch(&self, _: &'static str) -> ScriptedBottle {
+            ScriptedBottle {
+                events: self.events.clone(),
+                close_hangs: self.close_hangs,
+            }
+        }
+        async fn list_active(&self) -> Result<Vec<crate::backend::ActiveBottle>, BackendError> {
+            Ok(Vec::new())
+        }
+        async fn prepare_cleanup(&self) -> Result<crate::backend::CleanupPlan, BackendError> {
+            Ok(Default::default())
+        }
+        async fn cleanup(
+            &self,
+            _: crate::backend::CleanupPlan,
+        ) -> Result<crate::backend::CleanupReport, BackendError> {
+            Ok(Default::default())
+        }
+    }
+
+    /// Signals that arrive once Claude runs, one per wait, then never again.
+    struct ScriptedSignals {
+        events: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
+        queue: std::collections::VecDeque<(i32, &'static str)>,
+    }
+
+    impl Interrupts for ScriptedSignals {
+        async fn recv(&mut self) -> Error {
+            while !self.events.lock().unwrap().contains(&"exec") {
+                tokio::task::yield_now().await;
+            }
+            match self.queue.pop_front() {
+                Some((signal, name)) => Error::Interrupted { signal, name },
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn spec() -> BottleSpec {
+        BottleSpec {
+            agent_name: "a".into(),
+            agent: crate::manifest::Agent {
+                bottle: "b".into(),
+                skills: vec![],
+                prompt: String::new(),
+            },
+            bottle_name: "b".into(),
+            bottle: crate::manifest::Bottle::default(),
+            env: Default::default(),
+            cwd: None,
+            pinned_name: None,
+            remote_control: false,
+            host_home: "/nonexistent".into(),
+        }
+    }
+
+    fn yes() -> StartArgs {
+        StartArgs {
+            agent: None,
+            cwd: false,
+            name: None,
+            yes: true,
+            dry_run: false,
+            remote_control: false,
+            claude_args: vec![],
+        }
+    }
+
+    /// Runs a session on the scripted backend with `signals` sent while
+    /// Claude runs.
+    async fn session_with(
+        close_hangs: bool,
+        signals: &[(i32, &'static str)],
+    ) -> (Result<u8, Error>, Vec<&'static str>, String) {
+        let backend = Scripted {
+            events: Default::default(),
+            close_hangs,
+        };
+        let printer = Printer::capture(false);
+        let mut term = crate::term::FakeTerminal::with_inputs(false, &[]);
+        let mut script = ScriptedSignals {
+            events: backend.events.clone(),
+            queue: signals.iter().copied().collect(),
+        };
+        let result = run_session(&backend, spec(), &yes(), &mut term, &mut script, &printer).await;
+        let events = backend.events.lock().unwrap().clone();
+        (result, events, printer.captured())
+    }
+
+    #[tokio::test]
+    async fn a_signal_while_claude_runs_tears_down_and_exits_128_plus_n() {
+        let (result, events, stderr) = session_with(false, &[(libc::SIGTERM, "SIGTERM")]).await;
+        let err = result.unwrap_err();
+        assert_eq!(err.code(), 143);
+        assert_eq!(events, ["start", "exec", "close"]);
+        assert!(
+            stderr.contains("received SIGTERM; tearing down\n"),
+            "{stderr}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_signal_abandons_a_teardown_that_hangs_and_points_at_cleanup() {
+        let (result, events, _) =
+            session_with(true, &[(libc::SIGINT, "SIGINT"), (libc::SIGINT, "SIGINT")]).await;
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::TeardownAbandoned { .. }), "{err}");
+        assert_eq!(err.code(), 130);
+        assert!(err.hints()[0].contains("claude-bottle cleanup"));
+        assert_eq!(events, ["start", "exec", "close", "abandon"]);
+    }
+
+    #[tokio::test]
+    async fn quiet_hides_the_plan_when_nobody_is_asked_about_it() {
+        let backend = Scripted {
+            events: Default::default(),
+            close_hangs: false,
+        };
+        let mut term = crate::term::FakeTerminal::with_inputs(false, &[]);
+        let mut none = ScriptedSignals {
+            events: backend.events.clone(),
+            queue: Default::default(),
+        };
+        let dry_run = StartArgs {
+            dry_run: true,
+            ..yes()
+        };
+        let quiet = Printer::capture(true);
+        run_session(&backend, spec(), &dry_run, &mut term, &mut none, &quiet)
+            .await
+            .unwrap();
+        assert_eq!(quiet.captured(), "the plan\n", "asked for with --dry-run");
+
+        let quiet = Printer::capture(true);
+        let asked = StartArgs {
+            yes: false,
+            ..yes()
+        };
+        let err = run_session(&backend, spec(), &asked, &mut term, &mut none, &quiet)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NoTerminalToConfirm));
+        assert_eq!(quiet.captured(), "the plan\n", "shown before the question");
     }
 }

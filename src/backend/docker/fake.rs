@@ -117,6 +117,11 @@ pub(crate) struct FakeState {
     /// The next this many network removals fail with `active endpoints`, as
     /// a daemon still listing a just force-removed container's endpoint does.
     pub busy_network_removals: u32,
+    /// Container creations take this long, and land on the "daemon" even
+    /// when the caller stops waiting for the reply, as a real daemon's do.
+    pub slow_creations: Option<Duration>,
+    /// Container removals never answer.
+    pub removals_hang: bool,
 }
 
 impl FakeState {
@@ -294,6 +299,48 @@ impl FakeEngine {
     }
 }
 
+impl FakeEngine {
+    /// A container creation as the daemon carries it out.
+    fn create_container_now(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
+        let mut state = self.state();
+        state
+            .calls
+            .push(Call::CreateContainer(Box::new(spec.clone())));
+        if state.stolen_names.remove(&spec.name) {
+            drop(state);
+            self.add_foreign_container(&spec.name, Labels::new());
+            state = self.state();
+        }
+        if state.containers.values().any(|c| c.name == spec.name) {
+            return Err(Self::conflict("create container", &spec.name));
+        }
+        if !state.images.contains(&spec.image) {
+            return Err(EngineError::new(
+                ErrorKind::NotFound,
+                format!("create container `{}`", spec.name),
+                format!("No such image: {}", spec.image),
+            ));
+        }
+        state.next_id += 1;
+        let id = format!("c{:04}", state.next_id);
+        state.containers.insert(
+            id.clone(),
+            FakeContainer {
+                name: spec.name.clone(),
+                labels: spec.labels.clone(),
+                state: "created".into(),
+                runtime: spec.runtime.clone(),
+                networks: vec![spec.network.clone()],
+                created: 2_000,
+            },
+        );
+        if state.lose_create_replies {
+            return Err(Self::lost_reply("create container"));
+        }
+        Ok(id)
+    }
+}
+
 /// The daemon address the fake reports; no CLI ever runs against it.
 pub(crate) const FAKE_ENDPOINT: &str = "unix:///run/fake-docker.sock";
 
@@ -387,42 +434,20 @@ impl Engine for FakeEngine {
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
-        let mut state = self.state();
-        state
-            .calls
-            .push(Call::CreateContainer(Box::new(spec.clone())));
-        if state.stolen_names.remove(&spec.name) {
-            drop(state);
-            self.add_foreign_container(&spec.name, Labels::new());
-            state = self.state();
+        let slow = self.state().slow_creations;
+        if let Some(delay) = slow {
+            // The daemon goes on with the creation whatever the client does.
+            let engine = self.clone();
+            let spec = spec.clone();
+            let landed = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                engine.create_container_now(&spec)
+            });
+            return landed
+                .await
+                .unwrap_or_else(|e| Err(Self::lost_reply(&e.to_string())));
         }
-        if state.containers.values().any(|c| c.name == spec.name) {
-            return Err(Self::conflict("create container", &spec.name));
-        }
-        if !state.images.contains(&spec.image) {
-            return Err(EngineError::new(
-                ErrorKind::NotFound,
-                format!("create container `{}`", spec.name),
-                format!("No such image: {}", spec.image),
-            ));
-        }
-        state.next_id += 1;
-        let id = format!("c{:04}", state.next_id);
-        state.containers.insert(
-            id.clone(),
-            FakeContainer {
-                name: spec.name.clone(),
-                labels: spec.labels.clone(),
-                state: "created".into(),
-                runtime: spec.runtime.clone(),
-                networks: vec![spec.network.clone()],
-                created: 2_000,
-            },
-        );
-        if state.lose_create_replies {
-            return Err(Self::lost_reply("create container"));
-        }
-        Ok(id)
+        self.create_container_now(spec)
     }
 
     async fn upload_archive(
@@ -592,6 +617,9 @@ impl Engine for FakeEngine {
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
+        if self.state().removals_hang {
+            std::future::pending::<()>().await;
+        }
         let mut state = self.state();
         let name = Self::container_name(&state, id);
         state.calls.push(Call::RemoveContainer(name));

@@ -808,7 +808,11 @@ async fn a_runtime_that_cannot_start_containers_is_a_clear_error() {
         "{}",
         err.message
     );
-    assert!(err.hints[0].contains("fix or unregister it"), "{:?}", err.hints);
+    assert!(
+        err.hints[0].contains("fix or unregister it"),
+        "{:?}",
+        err.hints
+    );
     session.close().await.unwrap();
     assert_nothing_left(&engine);
 }
@@ -1304,4 +1308,125 @@ async fn cleanup_removes_every_managed_container_then_network_and_nothing_else()
     session.close().await.unwrap();
     let empty = super::cleanup::prepare_cleanup(&engine).await.unwrap();
     assert!(empty.is_empty(), "{empty}");
+}
+
+/// A session whose proxy creation is still on the daemon when its bring-up
+/// is aborted, closed with `late_creation` as the grace for it to land.
+async fn closed_while_a_creation_is_in_flight(late_creation: Duration) -> FakeEngine {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    let timeouts = Timeouts {
+        drain: Duration::from_millis(100),
+        late_creation,
+        ..quick()
+    };
+    let mut session =
+        Session::new(engine.clone(), plan, Printer::capture(false)).with_timeouts(timeouts);
+    engine.state().slow_creations = Some(Duration::from_secs(1));
+    let interrupted = tokio::time::timeout(Duration::from_millis(200), session.start()).await;
+    assert!(interrupted.is_err(), "the creation outlasts the signal");
+    session.close().await.unwrap();
+    engine
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_creation_that_lands_after_an_aborted_bring_up_is_swept_too() {
+    let engine = closed_while_a_creation_is_in_flight(Duration::from_secs(2)).await;
+    let ops = engine.ops();
+    assert!(
+        ops.contains(&"create_container claude-bottle-pipelock-reviewer".to_owned()),
+        "{ops:?}"
+    );
+    assert_nothing_left(&engine);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_the_second_sweep_that_creation_would_be_left() {
+    // The control: no grace, so the sweep runs before the creation lands.
+    let engine = closed_while_a_creation_is_in_flight(Duration::ZERO).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let left: Vec<String> = engine
+        .state()
+        .containers
+        .values()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(left, ["claude-bottle-pipelock-reviewer"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_daemon_that_stops_answering_cannot_hold_teardown_forever() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut session = started(&engine, spec("reviewer", home.path())).await;
+    engine.state().removals_hang = true;
+    let err = session.close().await.unwrap_err();
+    assert!(
+        err.message.starts_with("teardown left resources behind:"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message
+            .contains("could not remove container `claude-bottle-reviewer`: no answer within 20 s"),
+        "{}",
+        err.message
+    );
+    assert_eq!(err.hints, ["run `claude-bottle cleanup` to remove them"]);
+    // What stayed (both containers, and the networks they hold) is cleanup's to find.
+    engine.state().removals_hang = false;
+    let plan = super::cleanup::prepare_cleanup(&engine).await.unwrap();
+    assert_eq!(plan.items.len(), 4, "{plan}");
+    super::cleanup::cleanup(&engine, &plan).await.unwrap();
+    assert_nothing_left(&engine);
+}
+
+#[tokio::test]
+async fn an_abandoned_session_removes_nothing_when_dropped() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut session = started(&engine, spec("reviewer", home.path())).await;
+    session.abandon();
+    drop(session);
+    assert_eq!(engine.state().containers.len(), 2);
+    assert_eq!(engine.state().networks.len(), 2);
+    let plan = super::cleanup::prepare_cleanup(&engine).await.unwrap();
+    super::cleanup::cleanup(&engine, &plan).await.unwrap();
+    assert_nothing_left(&engine);
+}
+
+#[tokio::test]
+async fn cleanup_waits_out_a_network_that_still_lists_a_removed_container() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut session = started(&engine, spec("reviewer", home.path())).await;
+    session.abandon();
+    engine.state().busy_network_removals = 3;
+    let plan = super::cleanup::prepare_cleanup(&engine).await.unwrap();
+    let report = super::cleanup::cleanup(&engine, &plan).await.unwrap();
+    assert_eq!(report.removed.len(), 4);
+    assert_nothing_left(&engine);
+}
+
+#[tokio::test]
+async fn the_cleanup_plan_says_whose_session_each_container_was() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut live = started(&engine, spec("reviewer", home.path())).await;
+    let mut labels = live.plan().owner.labels(super::names::Role::Agent);
+    labels.insert(super::names::LABEL_HOST.into(), "another-host".into());
+    labels.insert(LABEL_SESSION.into(), "remote".into());
+    engine.add_foreign_container("claude-bottle-remote", labels);
+    let plan = super::cleanup::prepare_cleanup(&engine).await.unwrap();
+    let text = plan.to_string();
+    assert!(
+        text.contains("  claude-bottle-remote (agent, running, session on another host)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  claude-bottle-reviewer (agent, running, session still running)\n"),
+        "{text}"
+    );
+    live.close().await.unwrap();
 }
