@@ -1,9 +1,12 @@
-//! The manifest: discovery, parsing into wire structs, and validation into the
-//! domain types below. Validation happens once, at load, for the whole file;
-//! nothing downstream re-checks a field.
+//! The manifest: discovery (`discover`), strict decoding into wire structs
+//! (`wire`), and validation (`validate`, with the host rules in `hosts`)
+//! into the domain types below. Validation happens once, at load, for the
+//! whole file; nothing downstream re-checks a field.
 
 mod discover;
 mod error;
+mod hosts;
+mod validate;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -18,7 +21,7 @@ pub use discover::{
     load_from_str,
 };
 pub use error::{JsonPath, ManifestError, NamedBy, Problem, Segment};
-pub use wire::DEFAULT_SSH_PORT;
+pub use validate::DEFAULT_SSH_PORT;
 
 /// A validated manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
