@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::error::shown;
-use super::{AllowRule, Hostname, SshHostName};
+use super::{AllowRule, Hostname, SshHostName, TrustedDomain};
 
 pub(super) const SSH_HOSTNAME_EXPECTING: &str = "a DNS name or an IP address";
 
@@ -19,8 +19,7 @@ pub(super) fn parse_ssh_host_name(raw: &str) -> Option<SshHostName> {
 
 pub(super) const ALLOW_RULE_EXPECTING: &str =
     "a hostname, `*.` followed by at least two labels (like `*.example.com`), or an IP address";
-pub(super) const TRUSTED_DOMAIN_EXPECTING: &str =
-    "an exact hostname such as `git.internal.example.com`, without wildcards";
+pub(super) const TRUSTED_DOMAIN_EXPECTING: &str = "an exact hostname such as `git.internal.example.com`, or `*.` followed by at least two labels (like `*.corp.example.com`)";
 pub(super) const CIDR_EXPECTING: &str =
     "a CIDR such as `10.0.0.0/8`, not `/0`, with no host bits set";
 
@@ -73,6 +72,46 @@ fn refuse_non_host(raw: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// A host pattern as the allowlist and trusted domains both take it.
+enum HostPattern {
+    Exact(Hostname),
+    Wildcard(Hostname),
+}
+
+/// An exact host, or `*.` and a suffix of at least two labels. `verb` says
+/// what the list does with a host (`admit`, `trust`), for the message that
+/// refuses a whole top-level domain.
+fn parse_host_pattern(raw: &str, verb: &str) -> Result<HostPattern, Refusal> {
+    if let Some(suffix) = raw.strip_prefix("*.") {
+        let Some(host) = Hostname::parse(suffix).filter(|_| suffix.parse::<IpAddr>().is_err())
+        else {
+            return Err(refuse(
+                format!("{} is not `*.` followed by a hostname", shown(raw)),
+                None,
+            ));
+        };
+        if host.label_count() < 2 {
+            return Err(refuse(
+                format!("{} would {verb} a whole top-level domain", shown(raw)),
+                Some(format!(
+                    "name the domain itself, like `*.example.{}`",
+                    host.as_str()
+                )),
+            ));
+        }
+        return Ok(HostPattern::Wildcard(host));
+    }
+    if raw.contains('*') {
+        return Err(refuse(
+            format!("{} has a `*` that is not a leading `*.`", shown(raw)),
+            None,
+        ));
+    }
+    Hostname::parse(raw)
+        .map(HostPattern::Exact)
+        .ok_or_else(|| refuse(format!("{} is not a valid hostname", shown(raw)), None))
+}
+
 pub(super) fn parse_allow_rule(raw: &str) -> Result<AllowRule, Refusal> {
     refuse_non_host(raw)?;
     if let Ok(ip) = raw.parse::<IpAddr>() {
@@ -84,49 +123,33 @@ pub(super) fn parse_allow_rule(raw: &str) -> Result<AllowRule, Refusal> {
             Some("list the hosts the agent needs instead".to_owned()),
         ));
     }
-    if let Some(suffix) = raw.strip_prefix("*.") {
-        let Some(host) = Hostname::parse(suffix).filter(|_| suffix.parse::<IpAddr>().is_err())
-        else {
-            return Err(refuse(
-                format!("{} is not `*.` followed by a hostname", shown(raw)),
-                None,
-            ));
-        };
-        if host.label_count() < 2 {
-            return Err(refuse(
-                format!("{} would admit a whole top-level domain", shown(raw)),
-                Some(format!(
-                    "name the domain itself, like `*.example.{}`",
-                    host.as_str()
-                )),
-            ));
-        }
-        return Ok(AllowRule::Wildcard(host));
-    }
-    if raw.contains('*') {
-        return Err(refuse(
-            format!("{} has a `*` that is not a leading `*.`", shown(raw)),
-            None,
-        ));
-    }
-    Hostname::parse(raw)
-        .map(AllowRule::Exact)
-        .ok_or_else(|| refuse(format!("{} is not a valid hostname", shown(raw)), None))
+    Ok(match parse_host_pattern(raw, "admit")? {
+        HostPattern::Exact(host) => AllowRule::Exact(host),
+        HostPattern::Wildcard(host) => AllowRule::Wildcard(host),
+    })
 }
 
-pub(super) fn parse_trusted_domain(raw: &str) -> Result<Hostname, Refusal> {
+/// Pipelock (`ValidateTrustedDomains`) also takes an IPv4 literal here, but its
+/// matcher (`Scanner.IsTrustedDomain`) never trusts an IP, so one would be a
+/// silent no-op: it is refused with a pointer to `ip_cidrs`.
+pub(super) fn parse_trusted_domain(raw: &str) -> Result<TrustedDomain, Refusal> {
     refuse_non_host(raw)?;
-    if raw.contains('*') {
-        return Err(refuse(format!("{} is a wildcard", shown(raw)), None));
-    }
     if raw.parse::<IpAddr>().is_ok() {
         return Err(refuse(
             format!("{} is an IP address", shown(raw)),
             Some("exempt addresses through `ip_cidrs`, as a /32 or /128".to_owned()),
         ));
     }
-    Hostname::parse(raw)
-        .ok_or_else(|| refuse(format!("{} is not a valid hostname", shown(raw)), None))
+    if raw == "*" {
+        return Err(refuse(
+            "a bare `*` would turn the SSRF check off for every host".to_owned(),
+            Some("list the hosts that resolve to private addresses instead".to_owned()),
+        ));
+    }
+    Ok(match parse_host_pattern(raw, "trust")? {
+        HostPattern::Exact(host) => TrustedDomain::Exact(host),
+        HostPattern::Wildcard(host) => TrustedDomain::Wildcard(host),
+    })
 }
 
 pub(super) fn parse_cidr(raw: &str) -> Result<IpNet, Refusal> {
@@ -188,21 +211,40 @@ mod tests {
     }
 
     #[test]
-    fn trusted_domains_and_cidrs() {
-        assert!(parse_trusted_domain("git.internal.example.com").is_ok());
+    fn trusted_domains_are_hosts_or_wildcards_as_pipelock_takes_them() {
+        let ok = |raw: &str| parse_trusted_domain(raw).ok().map(|d| d.to_string());
+        assert_eq!(
+            ok("git.internal.example.com"),
+            Some("git.internal.example.com".into())
+        );
+        // Pipelock lowercases and drops a trailing dot; so does `Hostname`.
+        assert_eq!(ok("*.Corp.Example.com."), Some("*.corp.example.com".into()));
+        assert!(matches!(
+            parse_trusted_domain("*.lan.example"),
+            Ok(TrustedDomain::Wildcard(_))
+        ));
         for bad in [
+            "",
             "*",
             "*.com",
-            "*.example.com",
+            "*.com.",
+            "*.",
+            "a.*.example.com",
+            "*.*.example.com",
             "https://x.com",
+            "x.com/path",
             "x.com:22",
+            " x.com",
             "10.0.0.1",
+            "::1",
+            "*.1.2.3.4",
         ] {
-            assert!(
-                parse_trusted_domain(bad).is_err(),
-                "{bad:?} must be refused"
-            );
+            assert_eq!(ok(bad), None, "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn cidrs() {
         assert_eq!(parse_cidr("10.0.0.0/8").ok(), "10.0.0.0/8".parse().ok());
         assert_eq!(parse_cidr("fd00::/8").ok(), "fd00::/8".parse().ok());
         for bad in [

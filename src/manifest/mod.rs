@@ -141,10 +141,31 @@ impl fmt::Display for AllowRule {
     }
 }
 
+/// One `egress.trusted_domains` entry: a host whose addresses may be private.
+/// The patterns pipelock's `ValidateTrustedDomains` accepts, with DNS-like
+/// labels and without IP literals, which its matcher never trusts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TrustedDomain {
+    /// Matches exactly this host.
+    Exact(Hostname),
+    /// `*.suffix`: matches `suffix` itself and every subdomain. The suffix has
+    /// at least two labels.
+    Wildcard(Hostname),
+}
+
+impl fmt::Display for TrustedDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(h) => write!(f, "{h}"),
+            Self::Wildcard(h) => write!(f, "*.{h}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Egress {
     pub allowlist: Vec<AllowRule>,
-    pub trusted_domains: Vec<Hostname>,
+    pub trusted_domains: Vec<TrustedDomain>,
     pub ip_cidrs: Vec<IpNet>,
 }
 
