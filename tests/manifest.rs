@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use claude_bottle::manifest::{
     AllowRule, DEFAULT_MANIFEST_JSON, Discovery, EnvName, EnvValue, Hostname, Manifest,
-    ManifestError, ManifestSource, Problem, SkillName, SshHostName, load_from_str,
+    ManifestError, ManifestSource, Problem, SkillName, SshHostName, TrustedDomain, load_from_str,
 };
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -400,13 +400,37 @@ fn cases() -> Vec<Case> {
         case(
             "trusted domain star",
             with_egress(json!({ "trusted_domains": ["*"] })),
-            "bottles.default.egress.trusted_domains[0]: `*` is a wildcard",
+            "bottles.default.egress.trusted_domains[0]: a bare `*` would turn the SSRF check off",
+            "expected an exact hostname such as `git.internal.example.com`, or `*.` followed by at least two labels",
+        ),
+        case(
+            "trusted domain top-level wildcard",
+            with_egress(json!({ "trusted_domains": ["*.com"] })),
+            "bottles.default.egress.trusted_domains[0]: `*.com` would trust a whole top-level domain",
+            "`*.` followed by at least two labels (like `*.corp.example.com`)",
+        ),
+        case(
+            "trusted domain port after a wildcard",
+            with_egress(json!({ "trusted_domains": ["*.corp.example.com", "a.com:22"] })),
+            "bottles.default.egress.trusted_domains[1]: `a.com:22` has a port",
             "expected an exact hostname",
         ),
         case(
-            "trusted domain wildcard",
-            with_egress(json!({ "trusted_domains": ["*.com"] })),
-            "bottles.default.egress.trusted_domains[0]: `*.com` is a wildcard",
+            "trusted domain https URL",
+            with_egress(json!({ "trusted_domains": ["https://a.com"] })),
+            "bottles.default.egress.trusted_domains[0]: `https://a.com` is a URL",
+            "expected an exact hostname",
+        ),
+        case(
+            "trusted domain inner star",
+            with_egress(json!({ "trusted_domains": ["*.*.example.com"] })),
+            "bottles.default.egress.trusted_domains[0]: `*.*.example.com` is not `*.` followed by a hostname",
+            "expected an exact hostname",
+        ),
+        case(
+            "trusted domain IP",
+            with_egress(json!({ "trusted_domains": ["10.0.0.1"] })),
+            "bottles.default.egress.trusted_domains[0]: `10.0.0.1` is an IP address",
             "expected an exact hostname",
         ),
         case(
@@ -777,7 +801,9 @@ fn the_spec_example_loads_with_its_defaults_filled_in() {
     assert!(matches!(bottle.egress.allowlist[4], AllowRule::Ip(_)));
     assert_eq!(
         bottle.egress.trusted_domains,
-        [Hostname::parse("git.internal.example").unwrap()]
+        [TrustedDomain::Exact(
+            Hostname::parse("git.internal.example").unwrap()
+        )]
     );
     assert_eq!(bottle.egress.ip_cidrs, ["10.20.0.0/16".parse().unwrap()]);
     assert_eq!(bottle.image.as_deref(), Some("optional/prebuilt-image:tag"));
@@ -792,6 +818,39 @@ fn the_spec_example_loads_with_its_defaults_filled_in() {
     assert!(minimal.skills.is_empty());
     assert_eq!(minimal.prompt, "");
     assert_eq!(manifest.bottles["bare"], Default::default());
+}
+
+/// Pipelock's `ValidateTrustedDomains` takes `*.` wildcards, and so does the
+/// manifest, normalised the way pipelock normalises them.
+#[test]
+fn trusted_domains_take_exact_hosts_and_wildcards() {
+    let manifest = load(&with_egress(json!({
+        "trusted_domains": ["*.corp.example.com", "Git.Internal.Example.", "*.LAN.example."]
+    })))
+    .unwrap();
+    let host = |h: &str| Hostname::parse(h).unwrap();
+    assert_eq!(
+        manifest.bottles["default"].egress.trusted_domains,
+        [
+            TrustedDomain::Wildcard(host("corp.example.com")),
+            TrustedDomain::Exact(host("git.internal.example")),
+            TrustedDomain::Wildcard(host("lan.example")),
+        ]
+    );
+    let shown: Vec<String> = manifest.bottles["default"]
+        .egress
+        .trusted_domains
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "*.corp.example.com",
+            "git.internal.example",
+            "*.lan.example"
+        ]
+    );
 }
 
 #[test]

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use claude_bottle::core::egress::EgressPolicy;
 use claude_bottle::core::pipelock::render;
-use claude_bottle::manifest::{AllowRule, Bottle, Egress, Hostname, SshEntry, SshHostName};
+use claude_bottle::manifest::{
+    AllowRule, Bottle, Egress, Hostname, SshEntry, SshHostName, TrustedDomain,
+};
 use ipnet::IpNet;
 use pipelock_standin::config::Config;
 use proptest::prelude::*;
@@ -37,7 +39,10 @@ fn rich_bottle() -> Bottle {
                 AllowRule::Ip("2001:db8::".parse().unwrap()),
                 AllowRule::Ip("::1".parse().unwrap()),
             ],
-            trusted_domains: vec![host("llm.lan")],
+            trusted_domains: vec![
+                TrustedDomain::Exact(host("llm.lan")),
+                TrustedDomain::Wildcard(host("corp.example.com")),
+            ],
             ip_cidrs: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
         },
         ssh: vec![
@@ -73,7 +78,10 @@ fn generated_config_for_a_rich_bottle_is_accepted_with_its_lists_intact() {
             .api_allowlist
             .contains(&"*.githubusercontent.com".to_owned())
     );
-    assert_eq!(config.trusted_domains, ["llm.lan", "git.internal.test"]);
+    assert_eq!(
+        config.trusted_domains,
+        ["llm.lan", "*.corp.example.com", "git.internal.test"]
+    );
     assert_eq!(
         strings(&config.ip_allowlist),
         ["10.0.0.0/8", "fd00::/8", "192.0.2.7/32", "2001:db8::7/128"]
@@ -107,6 +115,46 @@ fn an_unknown_key_in_generated_yaml_would_be_caught() {
         err.to_string().contains("unknown field `keep_alive`"),
         "{err}"
     );
+}
+
+/// Through the binary: a manifest wildcard in `trusted_domains` reaches the
+/// printed config as it is, and pipelock's validation (the stand-in's) takes it.
+#[test]
+fn proxy_config_carries_a_trusted_wildcard() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("claude-bottle.json");
+    let manifest = serde_json::json!({
+        "bottles": { "b": { "egress": {
+            "allowlist": ["*.corp.example.com"],
+            "trusted_domains": ["*.corp.example.com"]
+        } } },
+        "agents": { "a": { "bottle": "b" } }
+    });
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    let out = assert_cmd::Command::cargo_bin("claude-bottle")
+        .unwrap()
+        .arg("--manifest")
+        .arg(&path)
+        .args(["proxy-config", "a"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    let config = match Config::from_yaml(&yaml) {
+        Ok(config) => config,
+        Err(e) => panic!("the stand-in refused the printed config: {e}\n{yaml}"),
+    };
+    assert_eq!(config.trusted_domains, ["*.corp.example.com"]);
+}
+
+fn trusted_domain() -> impl Strategy<Value = TrustedDomain> {
+    prop_oneof![
+        hostname().prop_map(TrustedDomain::Exact),
+        hostname()
+            .prop_filter("wildcards need two labels", |h| h.label_count() >= 2)
+            .prop_map(TrustedDomain::Wildcard),
+    ]
 }
 
 fn hostname() -> impl Strategy<Value = Hostname> {
@@ -148,7 +196,7 @@ proptest! {
     #[test]
     fn every_generated_config_is_accepted_and_round_trips(
         allowlist in prop::collection::vec(allow_rule(), 1..8),
-        trusted_domains in prop::collection::vec(hostname(), 0..4),
+        trusted_domains in prop::collection::vec(trusted_domain(), 0..4),
         ip_allowlist in prop::collection::vec(cidr(), 0..4),
         bottle in "[a-z][a-z0-9_-]{0,12}",
     ) {

@@ -3,14 +3,14 @@
 
 use ipnet::IpNet;
 
-use crate::manifest::{AllowRule, Bottle, Hostname, SshHostName};
+use crate::manifest::{AllowRule, Bottle, SshHostName, TrustedDomain};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EgressPolicy {
     /// `api_allowlist`: the bottle's allowlist, then the SSH `HostName`s, without duplicates.
     pub allowlist: Vec<AllowRule>,
     /// The bottle's `trusted_domains` plus the SSH DNS `HostName`s.
-    pub trusted_domains: Vec<Hostname>,
+    pub trusted_domains: Vec<TrustedDomain>,
     /// The bottle's `ip_cidrs` plus each SSH IP literal as a /32 or /128.
     pub ip_allowlist: Vec<IpNet>,
 }
@@ -47,7 +47,7 @@ impl EgressPolicy {
             match &entry.host_name {
                 SshHostName::Dns(host) => {
                     push_unique(&mut allowlist, AllowRule::Exact(host.clone()));
-                    push_unique(&mut trusted_domains, host.clone());
+                    push_unique(&mut trusted_domains, TrustedDomain::Exact(host.clone()));
                 }
                 SshHostName::Ip(ip) => {
                     push_unique(&mut allowlist, AllowRule::Ip(*ip));
@@ -74,7 +74,7 @@ impl crate::diagnostic::Diagnostic for EgressError {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{Egress, SshEntry};
+    use crate::manifest::{Egress, Hostname, SshEntry};
 
     fn host(s: &str) -> Hostname {
         Hostname::parse(s).unwrap()
@@ -116,7 +116,10 @@ mod tests {
                 "2001:db8::7"
             ]
         );
-        assert_eq!(policy.trusted_domains, vec![host("git.internal.test")]);
+        assert_eq!(
+            policy.trusted_domains,
+            vec![TrustedDomain::Exact(host("git.internal.test"))]
+        );
         let cidrs: Vec<String> = policy
             .ip_allowlist
             .iter()

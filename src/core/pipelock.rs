@@ -214,7 +214,7 @@ impl crate::diagnostic::Diagnostic for PipelockConfigError {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{AllowRule, Hostname};
+    use crate::manifest::{AllowRule, Hostname, TrustedDomain};
 
     fn host(s: &str) -> Hostname {
         Hostname::parse(s).unwrap()
@@ -229,7 +229,10 @@ mod tests {
                 AllowRule::Ip("192.0.2.7".parse().unwrap()),
                 AllowRule::Ip("2001:db8::7".parse().unwrap()),
             ],
-            trusted_domains: vec![host("git.internal.test"), host("llm.lan")],
+            trusted_domains: vec![
+                TrustedDomain::Exact(host("git.internal.test")),
+                TrustedDomain::Exact(host("llm.lan")),
+            ],
             ip_allowlist: vec![
                 "10.1.0.0/16".parse().unwrap(),
                 "192.0.2.7/32".parse().unwrap(),

@@ -14,6 +14,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::error::NamedBy;
+use super::validate;
 use super::wire::{self, ParseError};
 use super::{Manifest, ManifestError};
 
@@ -172,11 +173,10 @@ pub fn load_from_str(text: &str, source: ManifestSource) -> Result<Manifest, Man
             problems: vec![problem],
         },
     })?;
-    wire.validate(source.clone())
-        .map_err(|problems| ManifestError::Invalid {
-            origin: source,
-            problems,
-        })
+    validate::manifest(wire, source.clone()).map_err(|problems| ManifestError::Invalid {
+        origin: source,
+        problems,
+    })
 }
 
 #[cfg(test)]

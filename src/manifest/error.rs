@@ -11,6 +11,12 @@ use std::path::PathBuf;
 
 use super::ManifestSource;
 
+/// A value from the file, shown in a message. Only for values that cannot be
+/// secrets (hosts, names, paths); control characters are escaped.
+pub(super) fn shown(raw: &str) -> String {
+    format!("`{}`", raw.escape_debug())
+}
+
 /// Loading a manifest failed. The CLI maps every variant to exit code 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {

@@ -1,9 +1,12 @@
-//! The manifest: discovery, parsing into wire structs, and validation into the
-//! domain types below. Validation happens once, at load, for the whole file;
-//! nothing downstream re-checks a field.
+//! The manifest: discovery (`discover`), strict decoding into wire structs
+//! (`wire`), and validation (`validate`, with the host rules in `hosts`)
+//! into the domain types below. Validation happens once, at load, for the
+//! whole file; nothing downstream re-checks a field.
 
 mod discover;
 mod error;
+mod hosts;
+mod validate;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -18,7 +21,7 @@ pub use discover::{
     load_from_str,
 };
 pub use error::{JsonPath, ManifestError, NamedBy, Problem, Segment};
-pub use wire::DEFAULT_SSH_PORT;
+pub use validate::DEFAULT_SSH_PORT;
 
 /// A validated manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,10 +141,31 @@ impl fmt::Display for AllowRule {
     }
 }
 
+/// One `egress.trusted_domains` entry: a host whose addresses may be private.
+/// The patterns pipelock's `ValidateTrustedDomains` accepts, with DNS-like
+/// labels and without IP literals, which its matcher never trusts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TrustedDomain {
+    /// Matches exactly this host.
+    Exact(Hostname),
+    /// `*.suffix`: matches `suffix` itself and every subdomain. The suffix has
+    /// at least two labels.
+    Wildcard(Hostname),
+}
+
+impl fmt::Display for TrustedDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(h) => write!(f, "{h}"),
+            Self::Wildcard(h) => write!(f, "*.{h}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Egress {
     pub allowlist: Vec<AllowRule>,
-    pub trusted_domains: Vec<Hostname>,
+    pub trusted_domains: Vec<TrustedDomain>,
     pub ip_cidrs: Vec<IpNet>,
 }
 

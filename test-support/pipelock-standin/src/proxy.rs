@@ -324,8 +324,7 @@ impl Proxy {
                 Err(_) => return dns_failure(&host, "timed out"),
             }
         };
-        let trusted = host.parse::<IpAddr>().is_err()
-            && rules::matches_any(&host, &self.config.trusted_domains);
+        let trusted = rules::is_trusted_domain(&host, &self.config.trusted_domains);
         if !trusted
             && let Some(ip) = ips
                 .iter()

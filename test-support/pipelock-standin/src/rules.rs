@@ -31,6 +31,13 @@ pub fn matches_any(host: &str, patterns: &[String]) -> bool {
     patterns.iter().any(|p| match_domain(host, p))
 }
 
+/// Pipelock's `Scanner.IsTrustedDomain`: whether `host` may resolve to an
+/// internal address. An IP literal is never trusted, whatever the list holds;
+/// a name is matched with [`match_domain`], so `*.x.com` trusts `x.com` too.
+pub fn is_trusted_domain(host: &str, trusted_domains: &[String]) -> bool {
+    host.parse::<IpAddr>().is_err() && matches_any(host, trusted_domains)
+}
+
 /// An IPv4-mapped IPv6 address compared as the IPv4 address it carries, as
 /// pipelock does before every CIDR check.
 pub fn unmap(ip: IpAddr) -> IpAddr {
@@ -185,6 +192,39 @@ mod tests {
         assert!(!match_domain("192.168.1.1", "*.168.1.1"));
         assert!(match_domain("2001:DB8::7", "2001:db8::7"));
         assert!(!match_domain("2001:db8:0::7", "2001:db8::7"));
+    }
+
+    fn trusted(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_trusted_wildcard_covers_its_base_and_every_subdomain() {
+        let list = trusted(&["*.corp.example.com"]);
+        assert!(is_trusted_domain("corp.example.com", &list));
+        assert!(is_trusted_domain("git.corp.example.com", &list));
+        assert!(is_trusted_domain("a.b.corp.example.com", &list));
+        assert!(is_trusted_domain("Git.CORP.example.com.", &list));
+        assert!(!is_trusted_domain("evilcorp.example.com", &list));
+        assert!(!is_trusted_domain("example.com", &list));
+        assert!(!is_trusted_domain("corp.example.com.evil", &list));
+    }
+
+    #[test]
+    fn a_trusted_exact_host_covers_only_itself() {
+        let list = trusted(&["git.internal.test"]);
+        assert!(is_trusted_domain("git.internal.test", &list));
+        assert!(is_trusted_domain("GIT.internal.test.", &list));
+        assert!(!is_trusted_domain("a.git.internal.test", &list));
+        assert!(!is_trusted_domain("internal.test", &list));
+    }
+
+    #[test]
+    fn an_ip_literal_is_never_trusted() {
+        let list = trusted(&["10.0.0.1", "::1", "*.0.0.1"]);
+        assert!(!is_trusted_domain("10.0.0.1", &list));
+        assert!(!is_trusted_domain("::1", &list));
+        assert!(!is_trusted_domain("127.0.0.1", &list));
     }
 
     #[test]
