@@ -20,16 +20,15 @@ use serde_json::json;
 /// Agents of this suite are named `dc-...`.
 const AGENT_PREFIX: &str = "dc-";
 
-/// Whether the test can run here; with `CI` set, a missing daemon or image fails it.
-fn ready() -> bool {
-    docker_support::fixture::ready("docker_cli", AGENT_PREFIX)
+/// Requires the daemon and the images (panics without them: see
+/// `docker_support::daemon::require`).
+fn require() {
+    docker_support::fixture::require("docker_cli", AGENT_PREFIX)
 }
 
 #[test]
 fn start_without_yes_and_without_a_terminal_refuses_after_the_plan() {
-    if !ready() {
-        return;
-    }
+    require();
     let fx = Fixture::new(
         AGENT_PREFIX,
         "confirm",
@@ -62,9 +61,7 @@ fn start_without_yes_and_without_a_terminal_refuses_after_the_plan() {
 
 #[test]
 fn list_json_is_data_on_stdout_with_the_manifest_agents() {
-    if !ready() {
-        return;
-    }
+    require();
     let fx = Fixture::new(
         AGENT_PREFIX,
         "list",

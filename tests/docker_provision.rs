@@ -3,8 +3,8 @@
 //! 1000:1000 and the modes it carries, so provisioning needs no `chown` exec;
 //! and the image builder reports success and failure as it should.
 //!
-//! Needs a Docker daemon. Without one these tests fail when `CI` is set and
-//! skip loudly otherwise. Every resource carries `claude-bottle.test=1`, the
+//! Needs a Docker daemon; without one the tests fail (scripts/test.sh
+//! reports them as skipped outside CI). Every resource carries `claude-bottle.test=1`, the
 //! suite and the pid; stale ones of dead runs are swept first.
 
 mod docker_support {
@@ -43,19 +43,17 @@ fn labels() -> Vec<(String, String)> {
     ]
 }
 
-/// The daemon, or `None` (after a loud message) when there is none and `CI`
-/// is unset; this suite's stale resources are swept first.
-async fn daemon() -> Option<Docker> {
-    if !docker_support::daemon::ready(SUITE, &[]) {
-        return None;
-    }
+/// The daemon (the test fails without it); this suite's stale resources
+/// are swept first.
+async fn daemon() -> Docker {
+    docker_support::daemon::require(SUITE, &[]);
     sweep_stale_test_resources(&format!("claude-bottle.test.suite={SUITE}"));
     let docker = Docker::connect_with_defaults().expect("connect to the Docker daemon");
     docker
         .ping()
         .await
         .expect("the daemon answers the CLI but not the Engine API");
-    Some(docker)
+    docker
 }
 
 /// Removes what a test created, even when it fails.
@@ -252,7 +250,7 @@ fn provision_fixture(host: &Path) -> ProvisionSet {
 
 #[tokio::test]
 async fn an_uploaded_archive_keeps_owner_and_modes_before_and_after_start() {
-    let Some(docker) = daemon().await else { return };
+    let docker = daemon().await;
     let mut cleanup = Cleanup::default();
     let image = busybox_image(&mut cleanup, "provision-busybox");
     let id = create_container(&docker, &mut cleanup, &image).await;
@@ -355,9 +353,7 @@ async fn an_uploaded_archive_keeps_owner_and_modes_before_and_after_start() {
 
 #[tokio::test]
 async fn the_builder_builds_and_reports_failures() {
-    let Some(_docker) = daemon().await else {
-        return;
-    };
+    let _docker = daemon().await;
     let mut cleanup = Cleanup::default();
     let base = busybox_image(&mut cleanup, "image-busybox");
     let pid = std::process::id().to_string();
