@@ -3,9 +3,11 @@
 //! 1000:1000 and the modes it carries, so provisioning needs no `chown` exec;
 //! and the image builder reports success and failure as it should.
 //!
-//! Needs a Docker daemon. Without one these tests fail when `CI` is set and
-//! skip loudly otherwise. Every resource carries `claude-bottle.test=1`, the
-//! suite and the pid; stale ones of dead runs are swept first.
+//! Needs a Docker daemon and the offline base test image
+//! (scripts/build-test-images.sh), which the throwaway images here build
+//! FROM; without them the tests fail (scripts/test.sh reports them as skipped
+//! outside CI). Every resource carries `claude-bottle.test=1`, the suite and
+//! the pid; stale ones of dead runs are swept first.
 
 mod docker_support {
     pub mod daemon;
@@ -35,6 +37,9 @@ use docker_support::test_resources::{TEST_PID_LABEL, sweep_stale_test_resources}
 use futures_util::StreamExt;
 
 const SUITE: &str = "docker_provision";
+/// The Debian root filesystem every test image builds FROM: it has the `sh`,
+/// `sleep`, `find`, `stat` and `sort` these tests run in their containers.
+const BASE_IMAGE: &str = "claude-bottle-test/base:current";
 
 fn labels() -> Vec<(String, String)> {
     vec![
@@ -44,19 +49,17 @@ fn labels() -> Vec<(String, String)> {
     ]
 }
 
-/// The daemon, or `None` (after a loud message) when there is none and `CI`
-/// is unset; this suite's stale resources are swept first.
-async fn daemon() -> Option<Docker> {
-    if !docker_support::daemon::ready(SUITE, &[]) {
-        return None;
-    }
+/// The daemon (the test fails without it or the base image); this suite's
+/// stale resources are swept first.
+async fn daemon() -> Docker {
+    docker_support::daemon::require(SUITE, &[BASE_IMAGE]);
     sweep_stale_test_resources(&format!("claude-bottle.test.suite={SUITE}"));
     let docker = Docker::connect_with_defaults().expect("connect to the Docker daemon");
     docker
         .ping()
         .await
         .expect("the daemon answers the CLI but not the Engine API");
-    Some(docker)
+    docker
 }
 
 /// Removes what a test created, even when it fails.
@@ -75,13 +78,14 @@ impl Drop for Cleanup {
     }
 }
 
-/// A throwaway busybox image built from the host's static busybox.
-fn busybox_image(cleanup: &mut Cleanup, name: &str) -> String {
+/// A throwaway image of the base test image with this test's labels, and
+/// `claude-bottle.test.case=<name>-<pid>`: containers made from it (a build's
+/// intermediate ones too) carry them, so a test finds exactly its own.
+fn throwaway_image(cleanup: &mut Cleanup, name: &str) -> String {
     let context = tempfile::tempdir().expect("context");
-    fs::copy("/bin/busybox", context.path().join("busybox")).expect("copy busybox");
     fs::write(
         context.path().join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+        format!("FROM {BASE_IMAGE}\n"),
     )
     .expect("Dockerfile");
     let tag = format!("claude-bottle-test/{name}:{}", std::process::id());
@@ -90,16 +94,18 @@ fn busybox_image(cleanup: &mut Cleanup, name: &str) -> String {
         args.push("--label".into());
         args.push(format!("{key}={value}"));
     }
-    // Containers made from the image inherit this, so each test finds its own.
     args.push("--label".into());
-    args.push(format!("claude-bottle.test.case={name}"));
+    args.push(format!(
+        "claude-bottle.test.case={name}-{}",
+        std::process::id()
+    ));
     args.push(context.path().display().to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     cleanup.images.push(tag.clone());
     let out = docker(&args);
     assert!(
         out.status.success(),
-        "busybox image build failed: {}",
+        "throwaway image build failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     tag
@@ -253,10 +259,9 @@ fn provision_fixture(host: &Path) -> ProvisionSet {
 
 #[tokio::test]
 async fn an_uploaded_archive_keeps_owner_and_modes_before_and_after_start() {
-    let Some(docker) = daemon().await else { return };
+    let docker = daemon().await;
     let mut cleanup = Cleanup::default();
-    let image = busybox_image(&mut cleanup, "provision-busybox");
-    let id = create_container(&docker, &mut cleanup, &image).await;
+    let id = create_container(&docker, &mut cleanup, BASE_IMAGE).await;
 
     // An existing home owned by root with another mode, as an image may have it:
     // the provisioning archive must take it over.
@@ -356,11 +361,9 @@ async fn an_uploaded_archive_keeps_owner_and_modes_before_and_after_start() {
 
 #[tokio::test]
 async fn the_builder_builds_and_reports_failures() {
-    let Some(_docker) = daemon().await else {
-        return;
-    };
+    let _docker = daemon().await;
     let mut cleanup = Cleanup::default();
-    let base = busybox_image(&mut cleanup, "image-busybox");
+    let base = throwaway_image(&mut cleanup, "image-base");
     let pid = std::process::id().to_string();
     let labels = [
         ("claude-bottle.test", "1"),
@@ -413,7 +416,7 @@ async fn the_builder_builds_and_reports_failures() {
         "ps",
         "-aq",
         "--filter",
-        "label=claude-bottle.test.case=image-busybox",
+        &format!("label=claude-bottle.test.case=image-base-{pid}"),
     ]);
     assert_eq!(
         String::from_utf8_lossy(&leftovers.stdout).trim(),

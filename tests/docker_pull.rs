@@ -8,8 +8,8 @@
 //!
 //! Images: the agent test image is the bottle's `image` (no build); the
 //! stand-in is what the local registry serves (scripts/build-test-images.sh
-//! builds both). Without a daemon or the images these tests fail when `CI`
-//! is set and skip loudly otherwise.
+//! builds both). Without a daemon or the images these tests fail
+//! (scripts/test.sh reports them as skipped outside CI).
 //!
 //! Resources: every agent is named `dp-<test>-<pid>-<n>`, so everything the
 //! product makes carries `claude-bottle.agent=<that name>`; a [`Fixture`]
@@ -43,9 +43,10 @@ const ABSENT_IMAGE: &str = "claude-bottle-test/absent:none";
 /// Agents of this suite are named `dp-...`.
 const AGENT_PREFIX: &str = "dp-";
 
-/// Whether the tests can run here; with `CI` set, a missing daemon or image fails them.
-fn ready() -> bool {
-    docker_support::fixture::ready("docker_pull", AGENT_PREFIX)
+/// Requires the daemon and the images (panics without them: see
+/// `docker_support::daemon::require`).
+fn require() {
+    docker_support::fixture::require("docker_pull", AGENT_PREFIX)
 }
 
 fn image_id(image: &str) -> String {
@@ -379,9 +380,7 @@ fn read_to_string(mut reader: impl Read) -> String {
 
 #[test]
 fn start_with_a_proxy_image_no_registry_has_fails_fast_and_leaves_nothing() {
-    if !ready() {
-        return;
-    }
+    require();
     assert!(
         !image_exists(ABSENT_IMAGE),
         "`{ABSENT_IMAGE}` exists on this daemon; this test needs it absent"
@@ -428,9 +427,7 @@ fn start_with_a_proxy_image_no_registry_has_fails_fast_and_leaves_nothing() {
 
 #[test]
 fn a_dry_run_with_an_absent_proxy_image_plans_the_pull_and_pulls_nothing() {
-    if !ready() {
-        return;
-    }
+    require();
     let fx = fixture("dry", ABSENT_IMAGE);
     let out = fx.run(&["start", &fx.agent, "--dry-run"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -449,9 +446,7 @@ fn a_dry_run_with_an_absent_proxy_image_plans_the_pull_and_pulls_nothing() {
 
 #[test]
 fn a_proxy_image_pulled_from_a_registry_is_used_as_is() {
-    if !ready() {
-        return;
-    }
+    require();
     let registry = LocalRegistry::serve(
         PIPELOCK_STANDIN_IMAGE,
         "claude-bottle-test/pulled-standin",
@@ -502,9 +497,7 @@ fn a_proxy_image_pulled_from_a_registry_is_used_as_is() {
 
 #[test]
 fn sigterm_while_the_proxy_image_is_pulled_leaves_nothing() {
-    if !ready() {
-        return;
-    }
+    require();
     let registry = LocalRegistry::serve_holding(
         PIPELOCK_STANDIN_IMAGE,
         "claude-bottle-test/held-standin",

@@ -6,7 +6,8 @@
 //! Images: the agent test image is the bottle's `image`; the pipelock
 //! stand-in is selected with `CLAUDE_BOTTLE_PIPELOCK_IMAGE`
 //! (scripts/build-test-images.sh builds both). Without a daemon or the
-//! images these tests fail when `CI` is set and skip loudly otherwise.
+//! images these tests fail (scripts/test.sh reports them as skipped outside
+//! CI).
 //!
 //! Resources: every agent is named `dk-<test>-<pid>-<n>`, so everything the
 //! product makes for a test carries `claude-bottle.agent=<that name>`; a
@@ -44,9 +45,10 @@ const AGENT_PREFIX: &str = "dk-";
 /// e2e_support's `RUNTIME_LOCK_PATH`).
 const RUNTIME_LOCK: &str = "/tmp/claude-bottle-test-docker-runtimes.lock";
 
-/// Whether the tests can run here; with `CI` set, a missing daemon or image fails them.
-fn ready() -> bool {
-    docker_support::fixture::ready("docker_session", AGENT_PREFIX)
+/// Requires the daemon and the images (panics without them: see
+/// `docker_support::daemon::require`).
+fn require() {
+    docker_support::fixture::require("docker_session", AGENT_PREFIX)
 }
 
 // ---------------------------------------------------------------------------
@@ -242,9 +244,7 @@ fn strings(value: &Value) -> Vec<String> {
 
 #[test]
 fn a_full_session_provisions_the_bottle_and_returns_claudes_exit_code() {
-    if !ready() {
-        return;
-    }
+    require();
     let _runtime = FileLock::take(RUNTIME_LOCK, false);
     let fx = fixture("full");
     let started = Instant::now();
@@ -338,9 +338,7 @@ fn a_full_session_provisions_the_bottle_and_returns_claudes_exit_code() {
 
 #[test]
 fn an_agent_without_a_prompt_gets_no_prompt_flag_but_an_empty_file() {
-    if !ready() {
-        return;
-    }
+    require();
     let fx = fixture_with_bottle("noprompt", "", json!({ "image": AGENT_IMAGE }));
     let out = fx.run(&[
         "--stub-sh",
@@ -365,9 +363,7 @@ fn an_agent_without_a_prompt_gets_no_prompt_flag_but_an_empty_file() {
 
 #[test]
 fn piped_stdin_reaches_claude() {
-    if !ready() {
-        return;
-    }
+    require();
     let fx = fixture("stdin");
     let mut child = fx
         .command(&fx.start_args(&["--stub-read-line"]))
@@ -392,9 +388,7 @@ fn piped_stdin_reaches_claude() {
 
 #[test]
 fn two_sessions_of_one_agent_run_side_by_side() {
-    if !ready() {
-        return;
-    }
+    require();
     let fx = fixture("two");
     let first = fx.spawn(&["--stub-sleep", "6"]);
     let second = fx.spawn(&["--stub-sleep", "6"]);
@@ -447,9 +441,7 @@ fn two_sessions_of_one_agent_run_side_by_side() {
 
 #[test]
 fn dry_run_prints_the_plan_and_creates_nothing() {
-    if !ready() {
-        return;
-    }
+    require();
     let _runtime = FileLock::take(RUNTIME_LOCK, false);
     let fx = fixture("dry");
     let since = chrono_like_now();
@@ -515,9 +507,7 @@ enum Phase {
 }
 
 fn interrupt_in(phase: Phase, signal: nix::sys::signal::Signal) {
-    if !ready() {
-        return;
-    }
+    require();
     let fx = match phase {
         // No bottle image: the built-in image is (to be) built.
         Phase::Image => fixture_with_bottle("sig-image", PROMPT, json!({})),
@@ -645,9 +635,7 @@ fn wait_for_no_live_sessions(except: &str) {
 
 #[test]
 fn after_sigkill_list_shows_an_orphan_and_cleanup_removes_only_claude_bottles() {
-    if !ready() {
-        return;
-    }
+    require();
     let fx = fixture_with_lock(
         "kill",
         PROMPT,
@@ -838,9 +826,7 @@ impl Drop for OnTerminal {
 
 #[test]
 fn under_a_pseudo_terminal_a_typed_line_reaches_claude_and_its_code_returns() {
-    if !ready() {
-        return;
-    }
+    require();
     let fx = fixture("pty");
     let mut term = OnTerminal::spawn(fx.command(&fx.start_args(&["--stub-read-line"])));
     wait_until(
@@ -861,9 +847,7 @@ fn under_a_pseudo_terminal_a_typed_line_reaches_claude_and_its_code_returns() {
 
 #[test]
 fn sigterm_under_a_pseudo_terminal_leaves_it_usable_and_nothing_behind() {
-    if !ready() {
-        return;
-    }
+    require();
     let fx = fixture("pty-term");
     let mut term = OnTerminal::spawn(fx.command(&fx.start_args(&["--stub-sleep", "60"])));
     wait_until("the stub to sleep", Duration::from_secs(60), || {
@@ -882,9 +866,7 @@ fn sigterm_under_a_pseudo_terminal_leaves_it_usable_and_nothing_behind() {
 /// plan's scratch directory is removed and nothing was created.
 #[test]
 fn ctrl_c_at_the_confirmation_prompt_exits_at_once_and_leaves_nothing() {
-    if !ready() {
-        return;
-    }
+    require();
     let fx = fixture("pty-confirm");
     let mut term = OnTerminal::spawn(fx.command(&["start", &fx.agent, "--", "--stub-exit", "0"]));
     wait_until("the y/N question", Duration::from_secs(60), || {
@@ -905,9 +887,7 @@ fn ctrl_c_at_the_confirmation_prompt_exits_at_once_and_leaves_nothing() {
 /// 128+SIGINT and gives the terminal its echo back.
 #[test]
 fn ctrl_c_at_a_hidden_prompt_exits_and_gives_the_echo_back() {
-    if !ready() {
-        return;
-    }
+    require();
     let fx = fixture_with_bottle(
         "pty-secret",
         PROMPT,
@@ -933,9 +913,7 @@ fn ctrl_c_at_a_hidden_prompt_exits_and_gives_the_echo_back() {
 /// A `y` typed at the question on a real terminal starts the bottle.
 #[test]
 fn y_typed_at_the_confirmation_prompt_starts_the_bottle() {
-    if !ready() {
-        return;
-    }
+    require();
     let fx = fixture("pty-yes");
     let mut term = OnTerminal::spawn(fx.command(&["start", &fx.agent, "--", "--stub-exit", "4"]));
     wait_until("the y/N question", Duration::from_secs(60), || {
@@ -956,9 +934,7 @@ fn y_typed_at_the_confirmation_prompt_starts_the_bottle() {
 /// owned by the agent's user so git works there.
 #[test]
 fn cwd_puts_the_directory_and_its_git_into_the_workspace() {
-    if !ready() {
-        return;
-    }
+    require();
     let fx = fixture("cwd");
     let work = fx.dir.path().join("work");
     fs::write(work.join("README.md"), "hello\n").unwrap();

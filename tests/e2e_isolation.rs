@@ -119,9 +119,7 @@ fn proxy_events<'a>(log: &'a [Value], event: &str, host: &str) -> Vec<&'a Value>
 
 #[test]
 fn egress_admits_allowlisted_names_and_refuses_the_rest_over_http_and_connect() {
-    if !e2e_support::ready() {
-        return;
-    }
+    e2e_support::require();
     let names = ["x.test", "w.test", "a.b.w.test", "a.x.test", "blocked.test"];
     let mut spec = SessionSpec::new("egress", bottle(&["x.test", "*.w.test"]))
         .host(TestHost::http("web", &names));
@@ -255,9 +253,7 @@ fn udp_probe(target_var: &str) -> String {
 
 #[test]
 fn without_proxy_variables_nothing_reaches_the_egress_side_and_no_route_leads_out() {
-    if !e2e_support::ready() {
-        return;
-    }
+    e2e_support::require();
     let spec = SessionSpec::new("bypass", bottle(&["x.test"]))
         .host(TestHost::http("web", &["x.test"]))
         .probe("proxied_fetch", &curl_plain("http://x.test/proxied"))
@@ -382,9 +378,7 @@ fn without_proxy_variables_nothing_reaches_the_egress_side_and_no_route_leads_ou
 
 #[test]
 fn no_address_of_the_host_answers_the_agent_under_runc() {
-    if !e2e_support::ready() {
-        return;
-    }
+    e2e_support::require();
     // The runtime must not change under us (e2e_runsc registers `runsc`).
     let _runtimes = RuntimeLock::shared();
     assert_no_way_to_host("host", "runc");
@@ -400,9 +394,7 @@ const FAST_RESOLVER: &str = "RES_OPTIONS='timeout:1 attempts:1'";
 
 #[test]
 fn no_dns_query_from_the_agent_resolves_or_leaves_its_container() {
-    if !e2e_support::ready() {
-        return;
-    }
+    e2e_support::require();
     let token = format!("{:012x}", rand_u64() & 0xffff_ffff_ffff);
     let query = |kind: &str| format!("{kind}-{token}");
     let kinds = [
@@ -646,9 +638,7 @@ const GIT_ID: &str = "-c user.name=e2e -c user.email=e2e@bottle.invalid";
 
 #[test]
 fn git_over_ssh_works_through_the_proxy_only_for_the_allowlisted_host() {
-    if !e2e_support::ready() {
-        return;
-    }
+    e2e_support::require();
     let token = format!("{:012x}", rand_u64() & 0xffff_ffff_ffff);
     let host_key = sshd_host_key();
     let probes = [
@@ -762,9 +752,7 @@ fn git_over_ssh_works_through_the_proxy_only_for_the_allowlisted_host() {
 
 #[test]
 fn git_over_ssh_fails_when_the_known_host_key_does_not_match() {
-    if !e2e_support::ready() {
-        return;
-    }
+    e2e_support::require();
     let (_, wrong_key_line) = ssh_keypair("not-the-server");
     let wrong_key: String = wrong_key_line
         .split_whitespace()
@@ -835,9 +823,7 @@ fn find_in_tree(
 
 #[test]
 fn a_secret_lives_only_in_the_agents_environment() {
-    if !e2e_support::ready() {
-        return;
-    }
+    e2e_support::require();
     let secret = format!("e2e-secret-{:016x}{:016x}", rand_u64(), rand_u64());
     let canary = format!("e2e-canary-{:016x}", rand_u64());
     // A literal: it belongs in the container's config, so finding it there
@@ -1019,9 +1005,7 @@ fn cross_probes(spec: SessionSpec) -> SessionSpec {
 
 #[test]
 fn two_bottles_cannot_reach_each_other() {
-    if !e2e_support::ready() {
-        return;
-    }
+    e2e_support::require();
     let spec = |tag: &str| {
         cross_probes(
             SessionSpec::new(tag, bottle(&["x.test"])).host(TestHost::http("web", &["x.test"])),
@@ -1155,9 +1139,7 @@ PY"#;
 
 #[test]
 fn the_agent_cannot_become_root_or_reach_docker_and_normal_work_functions() {
-    if !e2e_support::ready() {
-        return;
-    }
+    e2e_support::require();
     let host_ips: Vec<String> = host_ipv4_addresses()
         .into_iter()
         .map(|(_, ip)| ip)

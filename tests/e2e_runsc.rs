@@ -44,9 +44,7 @@ use e2e_support::session::{AGENT_IMAGE, SessionDirs, unique_agent};
 
 #[test]
 fn no_address_of_the_host_answers_the_agent_under_runsc() {
-    if !e2e_support::ready() {
-        return;
-    }
+    e2e_support::require();
     let runsc = RunscRegistered::ensure();
     if runsc.is_alias_of_runc {
         eprintln!("e2e: `runsc` is an alias of runc registered by this test");
@@ -83,9 +81,7 @@ impl Drop for Backstop {
 
 #[test]
 fn a_registered_runsc_that_cannot_start_the_agent_ends_start_with_a_clear_error() {
-    if !e2e_support::ready() {
-        return;
-    }
+    e2e_support::require();
     let agent = unique_agent("badrt");
     // The agent's environment names its proxy, `claude-bottle-pipelock-<agent>`:
     // the stand-in refuses exactly this session's agent container.

@@ -1,6 +1,6 @@
 //! The docker CLI as the real-daemon test binaries use it (tests/docker_*.rs,
-//! and tests/e2e_*.rs through e2e_support): run a command, decide whether the
-//! tests can run here, tell a live test process from a gone one, and remove
+//! and tests/e2e_*.rs through e2e_support): run a command, require the daemon
+//! and images a test needs, tell a live test process from a gone one, and remove
 //! what a test leaves.
 //!
 //! The tests talk to the daemon through the CLI rather than the Engine API on
@@ -50,41 +50,42 @@ pub fn image_exists(image: &str) -> bool {
     docker(&["image", "inspect", image]).status.success()
 }
 
-/// Whether `suite`'s tests can run here: the daemon answers and has every one
-/// of `images`. With `CI` set, a missing daemon or image FAILS the test
-/// (SPEC §9); elsewhere the test is skipped with a loud message, and returns
-/// early.
-#[must_use]
-pub fn ready(suite: &str, images: &[&str]) -> bool {
+/// Panics unless `suite`'s tests can run here: the daemon answers and has
+/// every one of `images`. A real-daemon test never passes without having run
+/// (SPEC §9): `scripts/test.sh` decides once, before the run, whether these
+/// tests can run, and outside CI leaves them out of the run when they cannot,
+/// so nextest reports them as skipped; a test that gets here anyway fails
+/// with the reason.
+pub fn require(suite: &str, images: &[&str]) {
     let problem = if !docker(&["info", "--format", "{{.ServerVersion}}"])
         .status
         .success()
     {
-        Some(format!(
+        format!(
             "the Docker daemon at `{}` does not answer",
             std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
-        ))
+        )
     } else {
         let missing: Vec<&str> = images
             .iter()
             .copied()
             .filter(|image| !image_exists(image))
             .collect();
-        (!missing.is_empty()).then(|| {
-            format!(
-                "test images missing: {}\n  hint: run scripts/build-test-images.sh",
-                missing.join(", ")
-            )
-        })
-    };
-    match problem {
-        None => true,
-        Some(problem) if std::env::var_os("CI").is_some() => panic!("{suite}: {problem}"),
-        Some(problem) => {
-            eprintln!("\n!!! {suite}: SKIPPED: {problem}\n");
-            false
+        if missing.is_empty() {
+            return;
         }
-    }
+        format!("test images missing: {}", missing.join(", "))
+    };
+    let needs = if images.is_empty() {
+        "a Docker daemon".to_owned()
+    } else {
+        format!("a Docker daemon with the images {}", images.join(", "))
+    };
+    panic!(
+        "{suite}: this real-daemon test needs {needs}, and cannot run: {problem}\n  \
+         hint: run ./scripts/test.sh, which builds the test images (scripts/build-test-images.sh) \
+         and, outside CI, reports the real-daemon tests as skipped when no daemon answers"
+    );
 }
 
 /// Whether the process a `pid` label names lives (nextest runs tests in

@@ -19,17 +19,12 @@ use super::sessions::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_claude-bottle");
 
-/// Whether `suite`'s session tests can run here (the daemon answers and has
-/// the agent and stand-in images; see `daemon::ready`); when they can, the
-/// stale resources of the suite's agents, named `<agent_prefix>...`, are
-/// swept first.
-#[must_use]
-pub fn ready(suite: &str, agent_prefix: &str) -> bool {
-    let ready = super::daemon::ready(suite, &[AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE]);
-    if ready {
-        sweep_stale_agents(agent_prefix);
-    }
-    ready
+/// Requires what `suite`'s session tests need (the daemon, the agent and
+/// stand-in images; panics otherwise, see `daemon::require`), then sweeps the
+/// stale resources of the suite's agents, named `<agent_prefix>...`.
+pub fn require(suite: &str, agent_prefix: &str) {
+    super::daemon::require(suite, &[AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE]);
+    sweep_stale_agents(agent_prefix);
 }
 
 pub struct Fixture {

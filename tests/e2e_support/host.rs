@@ -4,7 +4,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, TcpListener};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -99,35 +98,35 @@ pub fn rand_u64() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-/// The host's IPv4 addresses by interface, loopback excluded, as
-/// `ip -o -4 addr show` lists them.
+/// The host's IPv4 addresses by interface, loopback excluded (what
+/// `ip -o -4 addr show` lists, read with getifaddrs(3): the host needs no
+/// iproute2).
 pub fn host_ipv4_addresses() -> Vec<(String, String)> {
-    let out = Command::new("ip")
-        .args(["-o", "-4", "addr", "show"])
-        .output()
-        .expect("run `ip -o -4 addr show` on the host");
-    assert!(out.status.success(), "`ip -o -4 addr show` failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| {
-            // "2: eth0    inet 192.0.2.2/24 brd ... scope global eth0"
-            let mut words = line.split_whitespace();
-            let iface = words.nth(1)?.to_owned();
-            let addr = words.skip_while(|w| *w != "inet").nth(1)?;
-            let ip = addr.split('/').next()?.to_owned();
-            (iface != "lo").then_some((iface, ip))
+    nix::ifaddrs::getifaddrs()
+        .expect("getifaddrs on the host")
+        .filter_map(|entry| {
+            let ip = entry.address?.as_sockaddr_in()?.ip();
+            // An address label (`eth0:1`) names its device before the colon.
+            let iface = entry.interface_name.split(':').next()?.to_owned();
+            (!ip.is_loopback() && iface != "lo").then(|| (iface, ip.to_string()))
         })
         .collect()
 }
 
-/// The host interface carrying the default route (e.g. `eth0`).
+/// The host interface carrying the IPv4 default route (e.g. `eth0`), from
+/// the kernel's routing table in `/proc/net/route` (no iproute2 needed).
 pub fn default_route_interface() -> Option<String> {
-    let out = Command::new("ip")
-        .args(["-4", "route", "show", "default"])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut words = text.split_whitespace();
-    words.find(|w| *w == "dev")?;
-    words.next().map(str::to_owned)
+    let table = std::fs::read_to_string("/proc/net/route").ok()?;
+    default_route_in(&table)
+}
+
+/// The interface of the first default route (destination and mask 0) in the
+/// text of `/proc/net/route`.
+fn default_route_in(table: &str) -> Option<String> {
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
+        (fields.len() > 7 && fields[1] == "00000000" && fields[7] == "00000000")
+            .then(|| fields[0].to_owned())
+    })
 }

@@ -15,12 +15,10 @@ pub mod stub;
 
 use session::{AGENT_IMAGE, DNS_IMAGE, HTTP_IMAGE, PIPELOCK_STANDIN_IMAGE, SSHD_IMAGE};
 
-/// Whether the suite can run here: the daemon answers and has every test
-/// image (see `docker_support::daemon::ready`: with `CI` set a miss FAILS the
-/// test, elsewhere it is skipped loudly and returns early).
-#[must_use]
-pub fn ready() -> bool {
-    crate::docker_support::daemon::ready(
+/// Requires what the suite needs: the daemon and every test image (panics
+/// otherwise, see `docker_support::daemon::require`).
+pub fn require() {
+    crate::docker_support::daemon::require(
         "e2e",
         &[
             AGENT_IMAGE,
@@ -29,5 +27,5 @@ pub fn ready() -> bool {
             DNS_IMAGE,
             PIPELOCK_STANDIN_IMAGE,
         ],
-    )
+    );
 }
