@@ -264,14 +264,12 @@ impl fmt::Display for ProxyPullError {
                 f,
                 "`{registry}` has no such image or refused access to it ({detail})"
             ),
-            PullFailure::WrongPlatform => write!(
-                f,
-                "it has no build for this machine's platform ({detail})"
-            ),
-            PullFailure::InvalidReference => write!(
-                f,
-                "`{image}` is not a valid image reference ({detail})"
-            ),
+            PullFailure::WrongPlatform => {
+                write!(f, "it has no build for this machine's platform ({detail})")
+            }
+            PullFailure::InvalidReference => {
+                write!(f, "`{image}` is not a valid image reference ({detail})")
+            }
             PullFailure::Other => write!(f, "{detail}"),
         }
     }
@@ -306,7 +304,6 @@ impl Diagnostic for ProxyPullError {
 }
 
 impl std::error::Error for ProxyPullError {}
-
 
 #[cfg(test)]
 mod tests {
