@@ -9,3 +9,15 @@ pub trait Diagnostic: std::error::Error {
         Vec::new()
     }
 }
+
+/// `err`'s message followed by one `\n  hint: ...` line per hint, as the
+/// printer lays them out under `error:`, for tests that review the whole text.
+#[cfg(test)]
+pub fn with_hints(err: &dyn Diagnostic) -> String {
+    let mut text = err.to_string();
+    for hint in err.hints() {
+        text.push_str("\n  hint: ");
+        text.push_str(&hint);
+    }
+    text
+}

@@ -18,7 +18,7 @@ pub struct EgressPolicy {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EgressError {
     #[error(
-        "bottle `{bottle}` has an empty effective allowlist: its proxy would refuse every host, and pipelock rejects strict mode without one\n  hint: add the hosts the agent needs to `bottles.{bottle}.egress.allowlist`, for example \"api.anthropic.com\""
+        "bottle `{bottle}` has an empty effective allowlist: its proxy would refuse every host, and pipelock rejects strict mode without one"
     )]
     EmptyAllowlist { bottle: String },
 }
@@ -68,8 +68,15 @@ impl EgressPolicy {
     }
 }
 
-// Hints still ride in the message text; see the conversion to hints as data.
-impl crate::diagnostic::Diagnostic for EgressError {}
+impl crate::diagnostic::Diagnostic for EgressError {
+    fn hints(&self) -> Vec<String> {
+        match self {
+            Self::EmptyAllowlist { bottle } => vec![format!(
+                "add the hosts the agent needs to `bottles.{bottle}.egress.allowlist`, for example \"api.anthropic.com\""
+            )],
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -137,6 +144,12 @@ mod tests {
                 bottle: "bare".into()
             }
         );
-        assert!(err.to_string().contains("hint:"));
+        assert!(!err.to_string().contains("hint:"));
+        assert_eq!(
+            crate::diagnostic::Diagnostic::hints(&err),
+            [
+                "add the hosts the agent needs to `bottles.bare.egress.allowlist`, for example \"api.anthropic.com\""
+            ]
+        );
     }
 }

@@ -63,7 +63,7 @@ impl ResolvedEnv {
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {
     #[error(
-        "bottle `{bottle}` needs host variable `{var}` for `env.{name}`, but it is unset and stdin is not a terminal to ask for it\n  hint: export {var}=... before running claude-bottle, or run it from a terminal to be prompted"
+        "bottle `{bottle}` needs host variable `{var}` for `env.{name}`, but it is unset and stdin is not a terminal to ask for it"
     )]
     Unset {
         bottle: String,
@@ -163,8 +163,16 @@ pub async fn resolve<T: Terminal>(
     Ok(ResolvedEnv { vars })
 }
 
-// Hints still ride in the message text; see the conversion to hints as data.
-impl crate::diagnostic::Diagnostic for EnvError {}
+impl crate::diagnostic::Diagnostic for EnvError {
+    fn hints(&self) -> Vec<String> {
+        match self {
+            Self::Unset { var, .. } => vec![format!(
+                "export {var}=... before running claude-bottle, or run it from a terminal to be prompted"
+            )],
+            Self::Prompt { .. } => Vec::new(),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -231,7 +239,13 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("`MISSING_TOKEN`"), "{msg}");
         assert!(msg.contains("bottle `work`"), "{msg}");
-        assert!(msg.contains("hint:"), "{msg}");
+        assert!(!msg.contains("hint:"), "{msg}");
+        assert_eq!(
+            crate::diagnostic::Diagnostic::hints(&err),
+            [
+                "export MISSING_TOKEN=... before running claude-bottle, or run it from a terminal to be prompted"
+            ]
+        );
     }
 
     #[test]

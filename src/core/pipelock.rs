@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::core::egress::{EgressError, EgressPolicy};
+use crate::diagnostic::Diagnostic;
 
 /// The port the proxy listens on inside its container; the agent's
 /// `HTTP(S)_PROXY` and SSH `ProxyCommand` point at it.
@@ -101,11 +102,11 @@ pub enum PipelockConfigError {
     #[error(transparent)]
     EmptyAllowlist(#[from] EgressError),
     #[error(
-        "bottle `{bottle}`: `{cidr}` in the SSRF IP allowlist covers every address, and pipelock rejects a /0 because it disables SSRF protection\n  hint: list the private ranges the agent needs in `bottles.{bottle}.egress.ip_cidrs`, for example \"10.0.0.0/8\""
+        "bottle `{bottle}`: `{cidr}` in the SSRF IP allowlist covers every address, and pipelock rejects a /0 because it disables SSRF protection"
     )]
     CatchAllCidr { bottle: String, cidr: IpNet },
     #[error(
-        "bottle `{bottle}`: `{cidr}` in the SSRF IP allowlist has host bits set, and pipelock rejects it rather than widen it silently\n  hint: write the network address `{network}` in `bottles.{bottle}.egress.ip_cidrs`"
+        "bottle `{bottle}`: `{cidr}` in the SSRF IP allowlist has host bits set, and pipelock rejects it rather than widen it silently"
     )]
     CidrHostBits {
         bottle: String,
@@ -208,8 +209,22 @@ pub fn render(bottle: &str, policy: &EgressPolicy) -> Result<String, PipelockCon
     PipelockConfig::for_policy(bottle, policy)?.to_yaml(bottle)
 }
 
-// Hints still ride in the message text; see the conversion to hints as data.
-impl crate::diagnostic::Diagnostic for PipelockConfigError {}
+impl Diagnostic for PipelockConfigError {
+    fn hints(&self) -> Vec<String> {
+        match self {
+            Self::EmptyAllowlist(e) => e.hints(),
+            Self::CatchAllCidr { bottle, .. } => vec![format!(
+                "list the private ranges the agent needs in `bottles.{bottle}.egress.ip_cidrs`, for example \"10.0.0.0/8\""
+            )],
+            Self::CidrHostBits {
+                bottle, network, ..
+            } => vec![format!(
+                "write the network address `{network}` in `bottles.{bottle}.egress.ip_cidrs`"
+            )],
+            Self::Serialize { .. } => Vec::new(),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -314,7 +329,13 @@ mod tests {
             err,
             PipelockConfigError::EmptyAllowlist(EgressError::EmptyAllowlist { ref bottle }) if bottle == "bare"
         ));
-        assert!(err.to_string().contains("hint:"));
+        assert!(!err.to_string().contains("hint:"));
+        assert_eq!(
+            err.hints(),
+            [
+                "add the hosts the agent needs to `bottles.bare.egress.allowlist`, for example \"api.anthropic.com\""
+            ]
+        );
     }
 
     #[test]
@@ -328,6 +349,12 @@ mod tests {
                 "{cidr}: {err}"
             );
             assert!(err.to_string().contains(&format!("`{cidr}`")));
+            assert_eq!(
+                err.hints(),
+                [
+                    "list the private ranges the agent needs in `bottles.work.egress.ip_cidrs`, for example \"10.0.0.0/8\""
+                ]
+            );
         }
     }
 
@@ -337,6 +364,10 @@ mod tests {
         policy.ip_allowlist.push("10.0.0.5/24".parse().unwrap());
         let err = render("work", &policy).unwrap_err();
         assert!(matches!(err, PipelockConfigError::CidrHostBits { .. }));
-        assert!(err.to_string().contains("`10.0.0.0/24`"), "{err}");
+        assert!(err.to_string().contains("`10.0.0.5/24`"), "{err}");
+        assert_eq!(
+            err.hints(),
+            ["write the network address `10.0.0.0/24` in `bottles.work.egress.ip_cidrs`"]
+        );
     }
 }

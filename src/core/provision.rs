@@ -296,13 +296,11 @@ fn check_host_dir(path: &Path) -> Result<(), DirProblem> {
 /// host path it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
-    #[error(
-        "container home `{home}` is not a plain absolute path\n  hint: set `{CONTAINER_HOME_ENV}` to an absolute path without `..`, spaces or quotes, or unset it to use `{DEFAULT_CONTAINER_HOME}`"
-    )]
+    #[error("container home `{home}` is not a plain absolute path")]
     ContainerHomeInvalid { home: String },
 
     #[error(
-        "container home `{home}` {relation} the system directory `{system_dir}`: provisioning makes the home owned by uid 1000, which would hand the image's system files to the agent\n  hint: set `{CONTAINER_HOME_ENV}` to a directory of the agent's own, such as `/home/agent`, or unset it to use `{DEFAULT_CONTAINER_HOME}`"
+        "container home `{home}` {relation} the system directory `{system_dir}`: provisioning makes the home owned by uid 1000, which would hand the image's system files to the agent"
     )]
     ContainerHomeIsSystemDir {
         home: String,
@@ -311,27 +309,21 @@ pub enum ProvisionError {
         system_dir: String,
     },
 
-    #[error(
-        "skill `{skill}` of agent `{agent}` is missing: `{path}` does not exist\n  hint: create the skill directory `{path}`, or remove `{skill}` from `agents.{agent}.skills`"
-    )]
+    #[error("skill `{skill}` of agent `{agent}` is missing: `{path}` does not exist")]
     SkillMissing {
         agent: String,
         skill: String,
         path: PathBuf,
     },
 
-    #[error(
-        "skill `{skill}` of agent `{agent}` is not a directory: `{path}`\n  hint: a skill is a directory under `~/.claude/skills/` holding a `SKILL.md`"
-    )]
+    #[error("skill `{skill}` of agent `{agent}` is not a directory: `{path}`")]
     SkillNotADirectory {
         agent: String,
         skill: String,
         path: PathBuf,
     },
 
-    #[error(
-        "skill `{skill}` of agent `{agent}` cannot be read at `{path}`: {source}\n  hint: check the directory's permissions; claude-bottle copies it into the bottle"
-    )]
+    #[error("skill `{skill}` of agent `{agent}` cannot be read at `{path}`: {source}")]
     SkillUnreadable {
         agent: String,
         skill: String,
@@ -339,9 +331,7 @@ pub enum ProvisionError {
         source: io::Error,
     },
 
-    #[error(
-        "identity file `{path}` of `{entry}` (Host `{host}`) does not exist\n  hint: create a key for the bottle with `ssh-keygen -t ed25519 -f {path}`, or fix `IdentityFile` in `{entry}`"
-    )]
+    #[error("identity file `{path}` of `{entry}` (Host `{host}`) does not exist")]
     IdentityFileMissing {
         /// The manifest path of the entry, `bottles.<bottle>.ssh[<index>]`.
         entry: String,
@@ -349,18 +339,14 @@ pub enum ProvisionError {
         path: PathBuf,
     },
 
-    #[error(
-        "identity file `{path}` of `{entry}` (Host `{host}`) is not a regular file\n  hint: point `IdentityFile` in `{entry}` at a private key file"
-    )]
+    #[error("identity file `{path}` of `{entry}` (Host `{host}`) is not a regular file")]
     IdentityFileNotAFile {
         entry: String,
         host: String,
         path: PathBuf,
     },
 
-    #[error(
-        "identity file `{path}` of `{entry}` (Host `{host}`) cannot be read: {source}\n  hint: check the file's permissions; claude-bottle copies it into the bottle"
-    )]
+    #[error("identity file `{path}` of `{entry}` (Host `{host}`) cannot be read: {source}")]
     IdentityFileUnreadable {
         entry: String,
         host: String,
@@ -369,7 +355,7 @@ pub enum ProvisionError {
     },
 
     #[error(
-        "`{entry}`: `{field}` value `{value}` cannot be written to an SSH config (empty, or has whitespace, quotes or `=`)\n  hint: use a plain name such as `github` or `git.example.com`"
+        "`{entry}`: `{field}` value `{value}` cannot be written to an SSH config (empty, or has whitespace, quotes or `=`)"
     )]
     SshValueUnwritable {
         entry: String,
@@ -377,28 +363,20 @@ pub enum ProvisionError {
         value: String,
     },
 
-    #[error(
-        "`{path}` exists but cannot be read: {source}\n  hint: fix its permissions, or move it aside to let the bottle trust its SSH hosts on first use (`StrictHostKeyChecking accept-new`)"
-    )]
+    #[error("`{path}` exists but cannot be read: {source}")]
     KnownHostsUnreadable { path: PathBuf, source: io::Error },
 
-    #[error(
-        "workspace directory `{path}` does not exist\n  hint: run `start --cwd` from the directory the agent should work in"
-    )]
+    #[error("workspace directory `{path}` does not exist")]
     WorkspaceMissing { path: PathBuf },
 
-    #[error(
-        "workspace `{path}` is not a directory\n  hint: run `start --cwd` from the directory the agent should work in"
-    )]
+    #[error("workspace `{path}` is not a directory")]
     WorkspaceNotADirectory { path: PathBuf },
 
-    #[error(
-        "workspace directory `{path}` cannot be read: {source}\n  hint: check the directory's permissions; claude-bottle copies it into the bottle"
-    )]
+    #[error("workspace directory `{path}` cannot be read: {source}")]
     WorkspaceUnreadable { path: PathBuf, source: io::Error },
 
     #[error(
-        "workspace `{path}` is your home directory `{home}` or contains it: `--cwd` would copy `~/.ssh`, credentials and everything else there into the bottle\n  hint: run `start --cwd` from a project directory"
+        "workspace `{path}` is your home directory `{home}` or contains it: `--cwd` would copy `~/.ssh`, credentials and everything else there into the bottle"
     )]
     WorkspaceContainsHome { path: PathBuf, home: PathBuf },
 }
@@ -426,13 +404,56 @@ impl fmt::Display for ProvisionSet {
     }
 }
 
-// Hints still ride in the message text; see the conversion to hints as data.
-impl crate::diagnostic::Diagnostic for ProvisionError {}
+impl crate::diagnostic::Diagnostic for ProvisionError {
+    fn hints(&self) -> Vec<String> {
+        let hint = match self {
+            Self::ContainerHomeInvalid { .. } => format!(
+                "set `{CONTAINER_HOME_ENV}` to an absolute path without `..`, spaces or quotes, or unset it to use `{DEFAULT_CONTAINER_HOME}`"
+            ),
+            Self::ContainerHomeIsSystemDir { .. } => format!(
+                "set `{CONTAINER_HOME_ENV}` to a directory of the agent's own, such as `/home/agent`, or unset it to use `{DEFAULT_CONTAINER_HOME}`"
+            ),
+            Self::SkillMissing { agent, skill, path } => format!(
+                "create the skill directory `{}`, or remove `{skill}` from `agents.{agent}.skills`",
+                path.display()
+            ),
+            Self::SkillNotADirectory { .. } => {
+                "a skill is a directory under `~/.claude/skills/` holding a `SKILL.md`".to_owned()
+            }
+            Self::SkillUnreadable { .. } | Self::WorkspaceUnreadable { .. } => {
+                "check the directory's permissions; claude-bottle copies it into the bottle"
+                    .to_owned()
+            }
+            Self::IdentityFileMissing { entry, path, .. } => format!(
+                "create a key for the bottle with `ssh-keygen -t ed25519 -f {}`, or fix `IdentityFile` in `{entry}`",
+                path.display()
+            ),
+            Self::IdentityFileNotAFile { entry, .. } => {
+                format!("point `IdentityFile` in `{entry}` at a private key file")
+            }
+            Self::IdentityFileUnreadable { .. } => {
+                "check the file's permissions; claude-bottle copies it into the bottle".to_owned()
+            }
+            Self::SshValueUnwritable { .. } => {
+                "use a plain name such as `github` or `git.example.com`".to_owned()
+            }
+            Self::KnownHostsUnreadable { .. } => "fix its permissions, or move it aside to let the bottle trust its SSH hosts on first use (`StrictHostKeyChecking accept-new`)".to_owned(),
+            Self::WorkspaceMissing { .. } | Self::WorkspaceNotADirectory { .. } => {
+                "run `start --cwd` from the directory the agent should work in".to_owned()
+            }
+            Self::WorkspaceContainsHome { .. } => {
+                "run `start --cwd` from a project directory".to_owned()
+            }
+        };
+        vec![hint]
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::env::ResolvedEnv;
+    use crate::diagnostic::{Diagnostic, with_hints};
     use crate::manifest::{Agent, Bottle, Hostname, SshEntry, SshHostName};
 
     const KEY: &str =
@@ -653,7 +674,7 @@ mod tests {
             matches!(err, ProvisionError::SkillMissing { .. }),
             "{err:?}"
         );
-        insta::assert_snapshot!("missing_skill", host.redact(&err.to_string()));
+        insta::assert_snapshot!("missing_skill", host.redact(&with_hints(&err)));
     }
 
     #[test]
@@ -682,7 +703,7 @@ mod tests {
             matches!(err, ProvisionError::IdentityFileMissing { .. }),
             "{err:?}"
         );
-        insta::assert_snapshot!("missing_identity_file", host.redact(&err.to_string()));
+        insta::assert_snapshot!("missing_identity_file", host.redact(&with_hints(&err)));
     }
 
     #[test]
@@ -759,7 +780,8 @@ mod tests {
                 matches!(err, ProvisionError::WorkspaceContainsHome { .. }),
                 "{cwd:?}: {err:?}"
             );
-            assert!(err.to_string().contains("hint:"), "{err}");
+            assert!(!err.to_string().contains("hint:"), "{err}");
+            assert_eq!(err.hints(), ["run `start --cwd` from a project directory"]);
         }
         let mut spec = spec(&host, "", &[], vec![], false);
         spec.cwd = Some(project);
@@ -798,11 +820,13 @@ mod tests {
                 text.starts_with(&format!("container home `{home}` {what}: ")),
                 "{text}"
             );
+            assert!(!text.contains("hint:"), "{text}");
             assert!(
-                text.contains(
-                    "\n  hint: set `CLAUDE_BOTTLE_CONTAINER_HOME` to a directory of the agent's own"
+                err.hints()[0].starts_with(
+                    "set `CLAUDE_BOTTLE_CONTAINER_HOME` to a directory of the agent's own"
                 ),
-                "{text}"
+                "{:?}",
+                err.hints()
             );
         }
         for home in [

@@ -25,24 +25,16 @@ const PERMISSION_BITS: u32 = 0o777;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error(
-        "provisioning destination `{dest}` is not a plain absolute path inside the bottle\n  hint: this is a bug in claude-bottle; please report it"
-    )]
+    #[error("provisioning destination `{dest}` is not a plain absolute path inside the bottle")]
     InvalidDestination { dest: String },
 
-    #[error(
-        "provisioning destination `{dest}` appears twice\n  hint: this is a bug in claude-bottle; please report it"
-    )]
+    #[error("provisioning destination `{dest}` appears twice")]
     DuplicateDestination { dest: String },
 
-    #[error(
-        "could not read `{path}` to copy it into the bottle: {source}\n  hint: check that it still exists and is readable; it was there when the session was prepared"
-    )]
+    #[error("could not read `{path}` to copy it into the bottle: {source}")]
     ReadHost { path: PathBuf, source: io::Error },
 
-    #[error(
-        "`{path}` is no longer a {expected}, so it cannot be copied into the bottle\n  hint: it changed after the session was prepared; start again"
-    )]
+    #[error("`{path}` is no longer a {expected}, so it cannot be copied into the bottle")]
     HostChanged {
         path: PathBuf,
         expected: &'static str,
@@ -303,8 +295,21 @@ fn read_host_file(host: &Path) -> Result<Vec<u8>, ArchiveError> {
     })
 }
 
-// Hints still ride in the message text; see the conversion to hints as data.
-impl crate::diagnostic::Diagnostic for ArchiveError {}
+impl crate::diagnostic::Diagnostic for ArchiveError {
+    fn hints(&self) -> Vec<String> {
+        let hint = match self {
+            Self::InvalidDestination { .. } | Self::DuplicateDestination { .. } => {
+                "this is a bug in claude-bottle; please report it"
+            }
+            Self::ReadHost { .. } => {
+                "check that it still exists and is readable; it was there when the session was prepared"
+            }
+            Self::HostChanged { .. } => "it changed after the session was prepared; start again",
+            Self::Write(_) => return Vec::new(),
+        };
+        vec![hint.to_owned()]
+    }
+}
 
 #[cfg(test)]
 mod tests {

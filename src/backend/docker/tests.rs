@@ -381,9 +381,11 @@ async fn prepare_refuses_a_system_directory_as_the_container_home() {
             )),
             "{text}"
         );
+        assert!(!text.contains("hint:"), "{text}");
         assert!(
-            text.contains("\n  hint: set `CLAUDE_BOTTLE_CONTAINER_HOME`"),
-            "{text}"
+            err.hints()[0].starts_with("set `CLAUDE_BOTTLE_CONTAINER_HOME`"),
+            "{:?}",
+            err.hints()
         );
     }
     assert!(engine.mutations().is_empty(), "{:?}", engine.ops());
