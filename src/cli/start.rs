@@ -281,21 +281,23 @@ mod tests {
         }
     }
 
-    /// Signals that arrive once Claude runs, one per wait, then never again.
+    /// Signals that each arrive once the session has reached an event
+    /// (`exec`: Claude runs; `close`: teardown runs), then never again.
     struct ScriptedSignals {
         events: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
-        queue: std::collections::VecDeque<(i32, &'static str)>,
+        queue: std::collections::VecDeque<(&'static str, i32, &'static str)>,
     }
 
     impl Interrupts for ScriptedSignals {
         async fn recv(&mut self) -> Error {
-            while !self.events.lock().unwrap().contains(&"exec") {
+            let Some(&(after, signal, name)) = self.queue.front() else {
+                return std::future::pending().await;
+            };
+            while !self.events.lock().unwrap().contains(&after) {
                 tokio::task::yield_now().await;
             }
-            match self.queue.pop_front() {
-                Some((signal, name)) => Error::Interrupted { signal, name },
-                None => std::future::pending().await,
-            }
+            self.queue.pop_front();
+            Error::Interrupted { signal, name }
         }
     }
 
@@ -329,11 +331,11 @@ mod tests {
         }
     }
 
-    /// Runs a session on the scripted backend with `signals` sent while
-    /// Claude runs.
+    /// Runs a session on the scripted backend with `signals` sent as the
+    /// session reaches each one's event.
     async fn session_with(
         close_hangs: bool,
-        signals: &[(i32, &'static str)],
+        signals: &[(&'static str, i32, &'static str)],
     ) -> (Result<u8, Error>, Vec<&'static str>, String) {
         let backend = Scripted {
             events: Default::default(),
@@ -352,7 +354,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_signal_while_claude_runs_tears_down_and_exits_128_plus_n() {
-        let (result, events, stderr) = session_with(false, &[(libc::SIGTERM, "SIGTERM")]).await;
+        let (result, events, stderr) =
+            session_with(false, &[("exec", libc::SIGTERM, "SIGTERM")]).await;
         let err = result.unwrap_err();
         assert_eq!(err.code(), 143);
         assert_eq!(events, ["start", "exec", "close"]);
@@ -364,8 +367,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_signal_abandons_a_teardown_that_hangs_and_points_at_cleanup() {
-        let (result, events, _) =
-            session_with(true, &[(libc::SIGINT, "SIGINT"), (libc::SIGINT, "SIGINT")]).await;
+        let (result, events, _) = session_with(
+            true,
+            &[
+                ("exec", libc::SIGINT, "SIGINT"),
+                ("close", libc::SIGINT, "SIGINT"),
+            ],
+        )
+        .await;
         let err = result.unwrap_err();
         assert!(matches!(err, Error::TeardownAbandoned { .. }), "{err}");
         assert_eq!(err.code(), 130);
