@@ -27,9 +27,9 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
     UploadToContainerOptionsBuilder,
 };
-use claude_bottle::backend::docker::archive::tar_archive;
 use claude_bottle::backend::docker::docker_endpoint;
 use claude_bottle::backend::docker::image::{self, ImageBuildError};
+use claude_bottle::core::provision::archive::tar_archive;
 use claude_bottle::core::provision::{Item, ProvisionSet, Source};
 use claude_bottle::printer::Printer;
 use docker_support::daemon::{docker, remove_resources};

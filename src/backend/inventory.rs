@@ -30,7 +30,8 @@ pub struct Resource {
 /// Whether the session that made a bottle is still running, as far as the
 /// backend can tell from where it runs. A local engine asks whether the
 /// owning process lives; a remote one would ask whether the session's lease
-/// is still renewed. `Unknown` when the owner is out of sight (another host).
+/// is still renewed. `Unknown` when the owner is out of sight (a session on
+/// another host, a lease that cannot be read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionState {
@@ -44,7 +45,7 @@ impl fmt::Display for SessionState {
         f.write_str(match self {
             Self::Running => "session still running",
             Self::Ended => "orphaned",
-            Self::Unknown => "session on another host",
+            Self::Unknown => "session state unknown",
         })
     }
 }

@@ -64,7 +64,7 @@ pub enum Command {
     Start(StartArgs),
     /// Show the manifest's agents and the bottles that are running
     List(ListArgs),
-    /// Remove every container and network claude-bottle created (running or left behind)
+    /// Remove everything claude-bottle created, running or left behind
     Cleanup(CleanupArgs),
     /// Print the pipelock proxy config generated for AGENT's bottle
     ProxyConfig(ProxyConfigArgs),
@@ -81,7 +81,7 @@ pub struct StartArgs {
     #[arg(long)]
     pub cwd: bool,
 
-    /// Pin the container name; a name already in use is then an error
+    /// Pin the bottle's name (its agent container's); a name already in use is then an error
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 

@@ -23,7 +23,7 @@ async fn run_with<B: Backend, T: Terminal>(
 ) -> Result<u8, Error> {
     let plan = backend.prepare_cleanup().await?;
     if plan.is_empty() {
-        printer.status("nothing to clean up: no container or network made by claude-bottle");
+        printer.status("nothing to clean up: nothing made by claude-bottle is left");
         return Ok(0);
     }
     if args.dry_run || !args.yes {

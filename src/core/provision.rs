@@ -6,6 +6,7 @@
 //! Each step skips itself when it has nothing to do, except the prompt file,
 //! which always exists (empty when the agent has no prompt).
 
+pub mod archive;
 mod known_hosts;
 mod ssh;
 

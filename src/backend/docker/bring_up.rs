@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::archive::ArchiveError;
 use super::client::{ContainerSpec, Engine, EngineError, ErrorKind};
 use super::ledger::{Created, SharedLedger};
 use super::names::{MAX_SUFFIX, Names};
@@ -19,6 +18,7 @@ use super::plan::PIPELOCK_IMAGE_ENV;
 use super::plan::SessionPlan;
 use super::pull::ProxyPullError;
 use crate::backend::BackendError;
+use crate::core::provision::archive::ArchiveError;
 use crate::core::provision::{self, ProvisionError};
 use crate::diagnostic::Diagnostic;
 use crate::printer::Printer;
@@ -266,7 +266,7 @@ impl<E: Engine> BringUp<E> {
         let prompt_file = provision.prompt_file.clone();
         // Reading the host files (a workspace can be large) overlaps the proxy's start.
         let archive = tokio::task::spawn_blocking(move || {
-            super::archive::tar_archive(&provision).map_err(LaunchError::from)
+            crate::core::provision::archive::tar_archive(&provision).map_err(LaunchError::from)
         });
         let clock = Instant::now();
         let proxy_id = self.launch_proxy(names, &internal_id, &egress_id).await?;

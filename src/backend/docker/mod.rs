@@ -16,12 +16,10 @@
 //! - `client`: the Engine API behind a narrow trait;
 //! - `endpoint`: the one daemon both the Engine API and the docker CLI reach;
 //! - `names`: resource names and labels;
-//! - `archive`, `image`, `pull`: provisioning archives, the built-in agent
-//!   image, and pulling the proxy image.
+//! - `image`, `pull`: the built-in agent image, and pulling the proxy image.
 
 mod agent_env;
 mod agent_start;
-pub mod archive;
 mod bring_up;
 mod cleanup;
 mod client;

@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::archive::proxy_config_archive;
 use super::bring_up::{Attempt, BringUp, LaunchError};
 use super::client::Engine;
 use super::names::Names;
 use super::specs::{PROXY_CONFIG_PATH, PROXY_HEALTH_COMMAND, proxy_container_spec};
+use crate::core::provision::archive::proxy_config_archive;
 
 const PROXY_POLL_INTERVAL: Duration = Duration::from_millis(50);
 const PROXY_LOG_LINES: u32 = 20;

@@ -1423,7 +1423,7 @@ async fn the_cleanup_plan_says_whose_session_each_container_was() {
     let plan = super::cleanup::prepare_cleanup(&engine).await.unwrap();
     let text = plan.to_string();
     assert!(
-        text.contains("  claude-bottle-remote (agent, running, session on another host)\n"),
+        text.contains("  claude-bottle-remote (agent, running, session state unknown)\n"),
         "{text}"
     );
     assert!(

@@ -1,7 +1,7 @@
-//! A [`ProvisionSet`] as one tar archive rooted at `/`, for the Engine API's
-//! `PUT /containers/{id}/archive?path=/` on the created, not yet started,
-//! agent container. The daemon keeps the owner and mode of each entry, so
-//! nothing needs a `chown` exec afterwards.
+//! A [`ProvisionSet`] as one tar archive rooted at `/`, the form every
+//! engine takes files in (Docker's `PUT /containers/{id}/archive`, a `tar x`
+//! over an exec). Each entry carries its owner and mode, so nothing needs a
+//! `chown` afterwards.
 //!
 //! The archive holds exactly what the set names: its directories first
 //! (parents before children), then its items. A host tree is walked without
