@@ -31,6 +31,7 @@ use claude_bottle::backend::docker::docker_endpoint;
 use claude_bottle::backend::docker::image::{self, ImageBuildError};
 use claude_bottle::core::provision::archive::tar_archive;
 use claude_bottle::core::provision::{Item, ProvisionSet, Source};
+use claude_bottle::diagnostic::Diagnostic;
 use claude_bottle::printer::Printer;
 use docker_support::daemon::{docker, remove_resources};
 use docker_support::test_resources::{TEST_PID_LABEL, sweep_stale_test_resources};
@@ -410,7 +411,9 @@ async fn the_builder_builds_and_reports_failures() {
         )),
         "{message}"
     );
-    assert!(message.contains("set `image` in the bottle"), "{message}");
+    assert!(!message.contains("hint:"), "hints are data: {message}");
+    let hints = err.hints().join("\n");
+    assert!(hints.contains("set `image` in the bottle"), "{hints}");
 
     let leftovers = docker(&[
         "ps",
