@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use claude_bottle::diagnostic::Diagnostic;
 use claude_bottle::manifest::{
     AllowRule, DEFAULT_MANIFEST_JSON, Discovery, EnvName, EnvValue, Hostname, Manifest,
     ManifestError, ManifestSource, Problem, SkillName, SshHostName, TrustedDomain, load_from_str,
@@ -17,6 +18,17 @@ fn source() -> ManifestSource {
 
 fn load(value: &Value) -> Result<Manifest, ManifestError> {
     load_from_str(&value.to_string(), source())
+}
+
+/// `err`'s message followed by one `\n  hint: ...` line per hint, as the
+/// printer lays them out under `error:`: the whole text a user reads.
+fn with_hints(err: &dyn Diagnostic) -> String {
+    let mut text = err.to_string();
+    for hint in err.hints() {
+        text.push_str("\n  hint: ");
+        text.push_str(&hint);
+    }
+    text
 }
 
 fn error_of(value: &Value) -> ManifestError {
@@ -572,7 +584,7 @@ fn error_messages_snapshot() {
                 "## {}\n{}\n=> {}",
                 case.name,
                 case.manifest,
-                error_of(&case.manifest)
+                with_hints(&error_of(&case.manifest))
             )
         })
         .collect();
@@ -582,13 +594,13 @@ fn error_messages_snapshot() {
 #[test]
 fn unknown_field_message_matches_the_spec_example() {
     let err = error_of(&with_egress(json!({ "alowlist": ["x.com"] })));
-    insta::assert_snapshot!("unknown_field", err.to_string());
+    insta::assert_snapshot!("unknown_field", with_hints(&err));
+    let problem = &err.problems()[0];
     assert_eq!(
-        err.problems().first().map(ToString::to_string).as_deref(),
-        Some(
-            "bottles.default.egress.alowlist: unknown field, expected one of allowlist, trusted_domains, ip_cidrs\n  hint: did you mean `allowlist`?"
-        )
+        problem.to_string(),
+        "bottles.default.egress.alowlist: unknown field, expected one of allowlist, trusted_domains, ip_cidrs"
     );
+    assert_eq!(problem.hints(), ["did you mean `allowlist`?"]);
 }
 
 #[test]
@@ -612,7 +624,7 @@ fn a_bottle_with_runtime_gets_the_targeted_error() {
         matches!(err.problems(), [Problem::RemovedRuntime { bottle, .. }] if bottle == "secure"),
         "{err:?}"
     );
-    insta::assert_snapshot!("removed_runtime", err.to_string());
+    insta::assert_snapshot!("removed_runtime", with_hints(&err));
     // `runtime` anywhere else is just an unknown field.
     let err = error_of(&with_agent(json!({ "bottle": "dev", "runtime": "runsc" })));
     assert!(
@@ -903,8 +915,7 @@ fn explicit_manifest_paths_that_do_not_exist_are_errors() {
     let err = discovery.load().unwrap_err();
     insta::assert_snapshot!(
         "explicit_path_missing",
-        err.to_string()
-            .replace(&dir.path().display().to_string(), "[DIR]")
+        with_hints(&err).replace(&dir.path().display().to_string(), "[DIR]")
     );
 }
 

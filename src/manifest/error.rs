@@ -4,12 +4,19 @@
 //! `bottles.default.egress.allowlist[2]`) and what was expected there. Values
 //! from the file are echoed only where they cannot be secrets: never an `env`
 //! value, never a string found where another type was expected.
+//!
+//! Hints are data beside the message (see [`crate::diagnostic`]). A problem
+//! carries its own hint; when it is the error's only problem, the hint is the
+//! error's. When there are several, each hint is drawn under its problem's
+//! line in the list, since a hint such as "did you mean `10.0.0.0/8`?" reads
+//! only beside the entry it is about.
 
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
 use super::ManifestSource;
+use crate::diagnostic::Diagnostic;
 
 /// A value from the file, shown in a message. Only for values that cannot be
 /// secrets (hosts, names, paths); control characters are escaped.
@@ -30,7 +37,7 @@ pub enum ManifestError {
 
     /// A path given explicitly (`--manifest`, `$CLAUDE_BOTTLE_MANIFEST`) does
     /// not exist. Never a silent fallback to the next discovery step.
-    #[error("manifest `{}` named by {named_by} does not exist\n  hint: {}", path.display(), named_by.hint())]
+    #[error("manifest `{}` named by {named_by} does not exist", path.display())]
     NotFound { path: PathBuf, named_by: NamedBy },
 
     /// The text is not JSON.
@@ -44,7 +51,9 @@ pub enum ManifestError {
 
     /// Well-formed JSON that breaks the manifest's rules. A wrong shape (unknown
     /// key, wrong type) stops parsing, so it comes alone; value problems are all
-    /// collected, so a file is fixed in one round trip.
+    /// collected, so a file is fixed in one round trip. One problem reads on
+    /// the same line as the file, its hint among the error's hints; several
+    /// read as an indented list, each with its hint under it.
     #[error("manifest {origin}: {}", Problems(problems))]
     Invalid {
         origin: ManifestSource,
@@ -96,11 +105,7 @@ impl fmt::Display for NamedBy {
 /// One rule a manifest breaks, at one JSON path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
-    #[error(
-        "{path}: unknown field, expected {}{}",
-        one_of(allowed),
-        did_you_mean(suggestion)
-    )]
+    #[error("{path}: unknown field, expected {}", one_of(allowed))]
     UnknownField {
         path: JsonPath,
         allowed: Vec<String>,
@@ -122,17 +127,18 @@ pub enum Problem {
     Duplicate { path: JsonPath },
 
     /// A value of the right type that breaks a rule.
-    #[error("{path}: {message}, expected {expected}{}", hint_line(hint))]
+    #[error("{path}: {message}, expected {expected}")]
     Invalid {
         path: JsonPath,
         message: String,
         expected: String,
+        /// What to do about it, when there is more to say than `expected`.
         hint: Option<String>,
     },
 
     /// `bottles.<name>.runtime`, which PRD 0003 removed.
     #[error(
-        "{path}: the field was removed, so none is expected here: gVisor (`runsc`) is now detected automatically and used whenever the Docker daemon has it registered\n  hint: delete `runtime` from bottle `{bottle}`"
+        "{path}: the field was removed, so none is expected here: gVisor (`runsc`) is now detected automatically and used whenever the Docker daemon has it registered"
     )]
     RemovedRuntime { path: JsonPath, bottle: String },
 }
@@ -158,20 +164,30 @@ fn one_of(allowed: &[String]) -> String {
     }
 }
 
-fn did_you_mean(suggestion: &Option<String>) -> String {
-    suggestion
-        .as_ref()
-        .map(|s| format!("\n  hint: did you mean `{s}`?"))
-        .unwrap_or_default()
+impl Diagnostic for Problem {
+    fn hints(&self) -> Vec<String> {
+        match self {
+            Self::UnknownField {
+                suggestion: Some(suggestion),
+                ..
+            } => vec![format!("did you mean `{suggestion}`?")],
+            Self::Invalid {
+                hint: Some(hint), ..
+            } => vec![hint.clone()],
+            Self::RemovedRuntime { bottle, .. } => {
+                vec![format!("delete `runtime` from bottle `{bottle}`")]
+            }
+            Self::UnknownField { .. }
+            | Self::WrongType { .. }
+            | Self::Missing { .. }
+            | Self::Duplicate { .. }
+            | Self::Invalid { .. } => Vec::new(),
+        }
+    }
 }
 
-fn hint_line(hint: &Option<String>) -> String {
-    hint.as_ref()
-        .map(|h| format!("\n  hint: {h}"))
-        .unwrap_or_default()
-}
-
-/// One problem on the same line as the file; several as an indented list.
+/// One problem on the same line as the file (its hints are the error's);
+/// several as an indented list, each problem's hints indented under it.
 struct Problems<'a>(&'a [Problem]);
 
 impl fmt::Display for Problems<'_> {
@@ -183,6 +199,9 @@ impl fmt::Display for Problems<'_> {
                 for problem in problems {
                     for line in problem.to_string().lines() {
                         write!(f, "\n  {line}")?;
+                    }
+                    for hint in problem.hints() {
+                        write!(f, "\n    hint: {hint}")?;
                     }
                 }
                 Ok(())
@@ -283,8 +302,19 @@ impl fmt::Display for JsonPath {
     }
 }
 
-// Hints still ride in the message text; see the conversion to hints as data.
-impl crate::diagnostic::Diagnostic for ManifestError {}
+impl Diagnostic for ManifestError {
+    fn hints(&self) -> Vec<String> {
+        match self {
+            Self::NotFound { named_by, .. } => vec![named_by.hint().to_owned()],
+            Self::Invalid { problems, .. } => match problems.as_slice() {
+                [only] => only.hints(),
+                // Each hint is drawn under its problem in the message.
+                _ => Vec::new(),
+            },
+            Self::Read { .. } | Self::Syntax { .. } => Vec::new(),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -329,6 +359,44 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "manifest embedded default: 2 problems:\n  bottles: required, expected an object\n  agents: empty, expected at least one agent\n    hint: add one"
+        );
+        assert!(err.hints().is_empty(), "{:?}", err.hints());
+    }
+
+    #[test]
+    fn a_lone_problem_lends_its_hint_to_the_error() {
+        let err = ManifestError::Invalid {
+            origin: ManifestSource::Embedded,
+            problems: vec![Problem::UnknownField {
+                path: JsonPath::root().key("agent"),
+                allowed: vec!["bottles".into(), "agents".into()],
+                suggestion: Some("agents".into()),
+            }],
+        };
+        assert_eq!(
+            err.to_string(),
+            "manifest embedded default: agent: unknown field, expected one of bottles, agents"
+        );
+        assert_eq!(err.hints(), ["did you mean `agents`?"]);
+        assert_eq!(
+            crate::diagnostic::with_hints(&err),
+            "manifest embedded default: agent: unknown field, expected one of bottles, agents\n  hint: did you mean `agents`?"
+        );
+    }
+
+    #[test]
+    fn a_missing_explicit_path_hints_at_who_named_it() {
+        let err = ManifestError::NotFound {
+            path: PathBuf::from("/x.json"),
+            named_by: NamedBy::EnvVar,
+        };
+        assert_eq!(
+            err.to_string(),
+            "manifest `/x.json` named by $CLAUDE_BOTTLE_MANIFEST does not exist"
+        );
+        assert_eq!(
+            err.hints(),
+            ["fix the path in CLAUDE_BOTTLE_MANIFEST, or unset it to use the usual search"]
         );
     }
 }
