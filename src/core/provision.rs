@@ -382,7 +382,8 @@ pub enum ProvisionError {
     WorkspaceContainsHome { path: PathBuf, home: PathBuf },
 }
 
-/// One line per directory and item: what a plan shows of provisioning.
+/// One line per directory and item, for reviewing a whole set (the plan
+/// does not show it; the snapshot tests do).
 impl fmt::Display for ProvisionSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (dir, mode) in &self.dirs {
