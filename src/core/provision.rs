@@ -10,7 +10,6 @@ pub mod archive;
 mod known_hosts;
 mod ssh;
 
-use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -382,10 +381,10 @@ pub enum ProvisionError {
     WorkspaceContainsHome { path: PathBuf, home: PathBuf },
 }
 
-/// One line per directory and item, for reviewing a whole set (the plan
-/// does not show it; the snapshot tests do).
-impl fmt::Display for ProvisionSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// One line per directory and item, for reviewing a whole set in snapshots.
+#[cfg(test)]
+impl std::fmt::Display for ProvisionSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for (dir, mode) in &self.dirs {
             writeln!(f, "dir   {dir} {mode:04o}")?;
         }
