@@ -51,7 +51,7 @@ pub struct Item {
     pub source: Source,
 }
 
-/// Everything to place in the bottle, owned by uid/gid 1000.
+/// Everything to place in the bottle, owned by the agent's user.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProvisionSet {
     pub items: Vec<Item>,
@@ -300,7 +300,7 @@ pub enum ProvisionError {
     ContainerHomeInvalid { home: String },
 
     #[error(
-        "container home `{home}` {relation} the system directory `{system_dir}`: provisioning makes the home owned by uid 1000, which would hand the image's system files to the agent"
+        "container home `{home}` {relation} the system directory `{system_dir}`: provisioning makes the home owned by uid {CONTAINER_UID}, which would hand the image's system files to the agent"
     )]
     ContainerHomeIsSystemDir {
         home: String,
