@@ -6,7 +6,6 @@ use std::io::{self, BufRead, IsTerminal, Write};
 pub trait Terminal {
     fn stdin_is_tty(&self) -> bool;
     fn stdout_is_tty(&self) -> bool;
-    fn stderr_is_tty(&self) -> bool;
     /// Writes `prompt` to stderr and reads one line without echo.
     ///
     /// Reads are futures so a caller can race them against a signal: a user
@@ -78,10 +77,6 @@ impl Terminal for RealTerminal {
         io::stdout().is_terminal()
     }
 
-    fn stderr_is_tty(&self) -> bool {
-        io::stderr().is_terminal()
-    }
-
     async fn read_secret(&mut self, prompt: &str) -> io::Result<String> {
         let _restore = TerminalModeGuard::save();
         let prompt = prompt.to_owned();
@@ -104,22 +99,22 @@ impl Terminal for RealTerminal {
 }
 
 /// A scripted terminal for tests: fixed TTY answers and queued input lines.
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct FakeTerminal {
     pub stdin_tty: bool,
     pub stdout_tty: bool,
-    pub stderr_tty: bool,
     pub inputs: std::collections::VecDeque<String>,
     /// Every prompt shown, in order.
     pub prompts: Vec<String>,
 }
 
+#[cfg(test)]
 impl FakeTerminal {
     pub fn with_inputs(stdin_tty: bool, inputs: &[&str]) -> Self {
         Self {
             stdin_tty,
             stdout_tty: stdin_tty,
-            stderr_tty: stdin_tty,
             inputs: inputs.iter().map(|s| (*s).to_owned()).collect(),
             prompts: Vec::new(),
         }
@@ -133,6 +128,7 @@ impl FakeTerminal {
     }
 }
 
+#[cfg(test)]
 impl Terminal for FakeTerminal {
     fn stdin_is_tty(&self) -> bool {
         self.stdin_tty
@@ -140,10 +136,6 @@ impl Terminal for FakeTerminal {
 
     fn stdout_is_tty(&self) -> bool {
         self.stdout_tty
-    }
-
-    fn stderr_is_tty(&self) -> bool {
-        self.stderr_tty
     }
 
     async fn read_secret(&mut self, prompt: &str) -> io::Result<String> {

@@ -862,8 +862,8 @@ fn sigterm_under_a_pseudo_terminal_leaves_it_usable_and_nothing_behind() {
     fx.assert_nothing_left();
 }
 
-/// Ctrl-C at the `y/N` question ends `start` at once with 128+SIGINT: the
-/// plan's scratch directory is removed and nothing was created.
+/// Ctrl-C at the `y/N` question ends `start` at once with 128+SIGINT:
+/// nothing was created, on the daemon or in `TMPDIR`.
 #[test]
 fn ctrl_c_at_the_confirmation_prompt_exits_at_once_and_leaves_nothing() {
     require();

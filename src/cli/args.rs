@@ -1,5 +1,6 @@
-//! The clap-derive argument structs. They are turned into validated commands in
-//! `cli::mod`; nothing here touches the manifest or the daemon.
+//! The clap-derive argument structs and the environment table of `--help`.
+//! Each subcommand's module takes its own struct; nothing here touches the
+//! manifest or the daemon.
 
 use std::path::PathBuf;
 

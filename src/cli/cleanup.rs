@@ -1,7 +1,7 @@
 //! `cleanup`: find everything claude-bottle made, confirm, remove.
 
 use super::args::CleanupArgs;
-use super::{Error, confirm};
+use super::{Error, confirm, show_plan};
 use crate::backend::{AnyBackend, Backend};
 use crate::printer::Printer;
 use crate::term::Terminal;
@@ -26,12 +26,7 @@ async fn run_with<B: Backend, T: Terminal>(
         printer.status("nothing to clean up: nothing made by claude-bottle is left");
         return Ok(0);
     }
-    if args.dry_run || !args.yes {
-        printer.always(&plan);
-    } else {
-        printer.block(&plan);
-    }
-    if args.dry_run {
+    if show_plan(printer, &plan, args.dry_run, args.yes) {
         return Ok(0);
     }
     confirm(term, args.yes, "Remove all of these?").await?;

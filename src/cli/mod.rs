@@ -104,6 +104,22 @@ pub(crate) fn select_agent<'m>(
     }
 }
 
+/// Prints what is about to be done; `--quiet` hides it only when nobody is
+/// asked about it. Returns whether `--dry-run` ends the command here.
+pub(crate) fn show_plan(
+    printer: &Printer,
+    plan: &impl std::fmt::Display,
+    dry_run: bool,
+    yes: bool,
+) -> bool {
+    if dry_run || !yes {
+        printer.always(plan);
+    } else {
+        printer.block(plan);
+    }
+    dry_run
+}
+
 pub(crate) fn load_manifest(explicit: Option<&std::path::Path>) -> Result<Manifest, Error> {
     let manifest = manifest::load(explicit)?;
     tracing::debug!(source = %manifest.source, "manifest loaded");

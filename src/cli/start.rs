@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::args::StartArgs;
 use super::signals::{Interrupts, Signals};
-use super::{Error, confirm, load_manifest, select_agent};
+use super::{Error, confirm, load_manifest, select_agent, show_plan};
 use crate::backend::{AnyBackend, Backend, BackendError, BottleHandle};
 use crate::core::env::{self, ProcessEnv};
 use crate::core::spec::BottleSpec;
@@ -60,13 +60,7 @@ async fn run_session<B: Backend, T: Terminal, S: Interrupts>(
         plan = backend.prepare(spec) => plan?,
         interrupted = signals.recv() => return Err(interrupted),
     };
-    // `--quiet` hides the plan only when nobody is asked about it.
-    if args.dry_run || !args.yes {
-        printer.always(&plan);
-    } else {
-        printer.block(&plan);
-    }
-    if args.dry_run {
+    if show_plan(printer, &plan, args.dry_run, args.yes) {
         return Ok(0);
     }
     tokio::select! {

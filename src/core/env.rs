@@ -54,12 +54,6 @@ pub struct ResolvedEnv {
     pub vars: Vec<ResolvedVar>,
 }
 
-impl ResolvedEnv {
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.vars.iter().map(|v| v.name.as_str())
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {
     #[error(

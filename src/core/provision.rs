@@ -10,7 +10,6 @@ pub mod archive;
 mod known_hosts;
 mod ssh;
 
-use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -52,7 +51,7 @@ pub struct Item {
     pub source: Source,
 }
 
-/// Everything to place in the bottle, owned by uid/gid 1000.
+/// Everything to place in the bottle, owned by the agent's user.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProvisionSet {
     pub items: Vec<Item>,
@@ -301,7 +300,7 @@ pub enum ProvisionError {
     ContainerHomeInvalid { home: String },
 
     #[error(
-        "container home `{home}` {relation} the system directory `{system_dir}`: provisioning makes the home owned by uid 1000, which would hand the image's system files to the agent"
+        "container home `{home}` {relation} the system directory `{system_dir}`: provisioning makes the home owned by uid {CONTAINER_UID}, which would hand the image's system files to the agent"
     )]
     ContainerHomeIsSystemDir {
         home: String,
@@ -382,9 +381,10 @@ pub enum ProvisionError {
     WorkspaceContainsHome { path: PathBuf, home: PathBuf },
 }
 
-/// One line per directory and item: what a plan shows of provisioning.
-impl fmt::Display for ProvisionSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// One line per directory and item, for reviewing a whole set in snapshots.
+#[cfg(test)]
+impl std::fmt::Display for ProvisionSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for (dir, mode) in &self.dirs {
             writeln!(f, "dir   {dir} {mode:04o}")?;
         }

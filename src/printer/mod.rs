@@ -73,15 +73,6 @@ impl Printer {
         }
     }
 
-    pub fn is_quiet(&self) -> bool {
-        self.inner.quiet
-    }
-
-    /// Whether long steps draw progress views.
-    pub fn shows_progress(&self) -> bool {
-        self.inner.progress
-    }
-
     /// A line about what the tool is doing. `--quiet` hides it.
     pub fn status(&self, line: impl Display) {
         if !self.inner.quiet {
@@ -192,6 +183,6 @@ mod tests {
         printer.status("pulling");
         printer.block("summary\n");
         assert_eq!(printer.captured(), "pulling\nsummary\n");
-        assert!(!printer.shows_progress());
+        assert!(printer.progress_line("x").is_none());
     }
 }

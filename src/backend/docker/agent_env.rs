@@ -120,8 +120,8 @@ pub(crate) fn exec_env(env: &ResolvedEnv) -> Vec<EnvPair> {
         .collect()
 }
 
-/// `(name, value)` for the docker CLI's environment: the one place exec
-/// values are exposed.
+/// `(name, value)` for the docker CLI's environment, where Claude's exec
+/// picks each `-e NAME` up: these values never reach an argument list.
 pub(crate) fn exposed(pairs: &[EnvPair]) -> impl Iterator<Item = (&str, &str)> {
     pairs
         .iter()

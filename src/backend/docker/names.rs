@@ -211,7 +211,7 @@ mod tests {
     }
 
     #[test]
-    fn every_resource_carries_the_five_labels() {
+    fn every_resource_carries_the_six_labels() {
         let owner = Owner {
             session: "s1".into(),
             agent: "rev".into(),

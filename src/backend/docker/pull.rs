@@ -126,8 +126,9 @@ impl Layers {
     }
 }
 
-/// What the user sees of a pull: one summarised progress line when stderr is
-/// a terminal, otherwise a log line per step that matters (no byte counts).
+/// What the user sees of a pull: one summarised progress line when the
+/// printer shows progress, otherwise a status line per step that matters (no
+/// byte counts), which `--quiet` hides.
 pub(crate) struct PullView {
     view: Option<progress::Line>,
     printer: Printer,

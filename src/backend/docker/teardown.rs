@@ -61,37 +61,34 @@ type Listed = Result<Vec<Created>, EngineError>;
 /// The session's containers and networks as the daemon lists them now.
 async fn labelled<E: Engine>(engine: &E, session: &str) -> (Listed, Listed) {
     let filter: LabelFilter = vec![(LABEL_SESSION.to_owned(), session.to_owned())];
-    let containers = async {
-        let listed =
-            tokio::time::timeout(REMOVE_CALL_TIMEOUT, engine.list_containers(filter.clone()))
-                .await
-                .map_err(|_| {
-                    EngineError::timed_out("list the session's containers", REMOVE_CALL_TIMEOUT)
-                })??;
-        Ok(listed
-            .into_iter()
-            .map(|c| Created {
-                id: c.id,
-                name: c.name,
-            })
-            .collect())
-    };
-    let networks = async {
-        let listed =
-            tokio::time::timeout(REMOVE_CALL_TIMEOUT, engine.list_networks(filter.clone()))
-                .await
-                .map_err(|_| {
-                    EngineError::timed_out("list the session's networks", REMOVE_CALL_TIMEOUT)
-                })??;
-        Ok(listed
-            .into_iter()
-            .map(|n| Created {
-                id: n.id,
-                name: n.name,
-            })
-            .collect())
-    };
+    let containers = bounded_list(
+        "list the session's containers",
+        engine.list_containers(filter.clone()),
+        |c| Created {
+            id: c.id,
+            name: c.name,
+        },
+    );
+    let networks = bounded_list(
+        "list the session's networks",
+        engine.list_networks(filter.clone()),
+        |n| Created {
+            id: n.id,
+            name: n.name,
+        },
+    );
     futures_util::join!(containers, networks)
+}
+
+async fn bounded_list<T>(
+    operation: &str,
+    call: impl Future<Output = Result<Vec<T>, EngineError>>,
+    created: impl Fn(T) -> Created,
+) -> Listed {
+    let listed = tokio::time::timeout(REMOVE_CALL_TIMEOUT, call)
+        .await
+        .map_err(|_| EngineError::timed_out(operation, REMOVE_CALL_TIMEOUT))??;
+    Ok(listed.into_iter().map(created).collect())
 }
 
 fn add_missing(known: &mut Vec<Created>, found: Vec<Created>) {

@@ -951,7 +951,7 @@ async fn teardown_removes_containers_then_networks_and_is_idempotent() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
     let mut session = started(&engine, spec("reviewer", home.path())).await;
-    let scratch = session.plan().spec.host_home.clone();
+    let host_home = session.plan().spec.host_home.clone();
     engine.state().calls.clear();
     session.close().await.unwrap();
     assert_eq!(
@@ -965,7 +965,7 @@ async fn teardown_removes_containers_then_networks_and_is_idempotent() {
     );
     assert_nothing_left(&engine);
     assert!(session.ledger().containers.is_empty());
-    assert!(scratch.exists(), "the host home is not the scratch dir");
+    assert!(host_home.exists(), "teardown touches nothing on the host");
     engine.state().calls.clear();
     session.close().await.unwrap();
     assert!(engine.ops().is_empty());

@@ -46,7 +46,7 @@ pub enum ArchiveError {
 
 /// Who owns every entry of an archive once it is in the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ownership {
+struct Ownership {
     pub uid: u64,
     pub gid: u64,
 }
@@ -80,9 +80,8 @@ pub(crate) fn proxy_config_archive(dest: &str, yaml: &str) -> Result<Vec<u8>, Ar
     write_archive(&set, Ownership::ROOT, Vec::new())
 }
 
-/// Streams the archive of `set` into `out` and returns it, for callers that
-/// would rather not hold a large workspace in memory.
-pub fn write_archive<W: Write>(
+/// Streams the archive of `set` into `out` and returns it.
+fn write_archive<W: Write>(
     set: &ProvisionSet,
     owner: Ownership,
     out: W,
