@@ -57,6 +57,11 @@ pub struct ActiveBottle {
     #[serde(rename = "container")]
     pub name: String,
     pub agent: String,
+    /// The manifest's name of its bottle.
+    pub bottle: String,
+    /// The manifest file its session was started from; `None` for the
+    /// embedded default.
+    pub manifest_path: Option<std::path::PathBuf>,
     /// The engine's word for its state ("running", "exited", ...).
     pub state: String,
     pub runtime: String,

@@ -10,6 +10,8 @@ mod select;
 
 use std::fmt;
 
+use futures_util::stream::BoxStream;
+
 pub use error::{BackendError, BackendErrorKind};
 pub use inventory::{
     ActiveBottle, CleanupItem, CleanupPlan, CleanupReport, Resource, ResourceKind, SessionState,
@@ -17,6 +19,9 @@ pub use inventory::{
 pub use select::{AnyBackend, AnyBottle, AnyPlan, BACKEND_ENV, DEFAULT_BACKEND, UnknownBackend};
 
 use crate::core::spec::BottleSpec;
+
+/// A proxy's log, line by line.
+pub type LogLines = BoxStream<'static, Result<String, BackendError>>;
 
 /// A bottle session. It exists before any resource does: [`BottleHandle::start`]
 /// creates them and records each in the handle, so dropping an in-flight
@@ -36,6 +41,8 @@ pub trait BottleHandle {
     /// Tears down everything the session created. Idempotent; each call to
     /// the engine is bounded, so it ends even when the engine does not answer.
     fn close(&mut self) -> impl Future<Output = Result<(), BackendError>>;
+    /// The proxy's log so far, read before teardown for the denial summary.
+    fn proxy_log(&mut self) -> impl Future<Output = Result<Vec<String>, BackendError>>;
     /// Gives up on teardown (the user insisted, with a second signal): the
     /// handle then removes nothing when dropped, and whatever is left is
     /// `cleanup`'s to find.
@@ -62,4 +69,19 @@ pub trait Backend {
         &self,
         plan: CleanupPlan,
     ) -> impl Future<Output = Result<CleanupReport, BackendError>>;
+    /// The log of the proxy of the running bottle `name` (see
+    /// [`ActiveBottle::name`]): what it wrote so far, then, with `follow`,
+    /// every later line until the bottle ends.
+    fn proxy_log(
+        &self,
+        name: &str,
+        follow: bool,
+    ) -> impl Future<Output = Result<LogLines, BackendError>>;
+    /// The proxy config the running bottle `name` uses now.
+    fn proxy_config(&self, name: &str) -> impl Future<Output = Result<String, BackendError>>;
+    /// Makes `yaml` the proxy config of the running bottle `name` without
+    /// restarting its proxy, and returns once the proxy reported the reload.
+    /// A reload the proxy refused is an error with its reason.
+    fn reload_proxy(&self, name: &str, yaml: &str)
+    -> impl Future<Output = Result<(), BackendError>>;
 }

@@ -5,7 +5,9 @@
 use std::fmt;
 
 use super::docker::{DockerBackend, DockerBottle, DockerPlan};
-use super::{ActiveBottle, Backend, BackendError, BottleHandle, CleanupPlan, CleanupReport};
+use super::{
+    ActiveBottle, Backend, BackendError, BottleHandle, CleanupPlan, CleanupReport, LogLines,
+};
 use crate::core::spec::BottleSpec;
 use crate::diagnostic::Diagnostic;
 use crate::printer::Printer;
@@ -98,6 +100,12 @@ impl BottleHandle for AnyBottle {
         }
     }
 
+    async fn proxy_log(&mut self) -> Result<Vec<String>, BackendError> {
+        match self {
+            Self::Docker(bottle) => bottle.proxy_log().await,
+        }
+    }
+
     fn abandon(&mut self) {
         match self {
             Self::Docker(bottle) => bottle.abandon(),
@@ -136,6 +144,24 @@ impl Backend for AnyBackend {
     async fn cleanup(&self, plan: CleanupPlan) -> Result<CleanupReport, BackendError> {
         match self {
             Self::Docker(docker) => docker.cleanup(plan).await,
+        }
+    }
+
+    async fn proxy_log(&self, name: &str, follow: bool) -> Result<LogLines, BackendError> {
+        match self {
+            Self::Docker(docker) => docker.proxy_log(name, follow).await,
+        }
+    }
+
+    async fn proxy_config(&self, name: &str) -> Result<String, BackendError> {
+        match self {
+            Self::Docker(docker) => docker.proxy_config(name).await,
+        }
+    }
+
+    async fn reload_proxy(&self, name: &str, yaml: &str) -> Result<(), BackendError> {
+        match self {
+            Self::Docker(docker) => docker.reload_proxy(name, yaml).await,
         }
     }
 }

@@ -72,6 +72,36 @@ pub enum Error {
         name: &'static str,
         teardown: BackendError,
     },
+    #[error("no bottle is running")]
+    NoRunningBottle,
+    #[error("several bottles are running, so one must be named")]
+    BottleRequired { candidates: Vec<String> },
+    #[error("no running bottle is called `{name}`, and no agent named so has one")]
+    UnknownBottle {
+        name: String,
+        candidates: Vec<String>,
+    },
+    #[error("agent `{name}` has several running bottles")]
+    AmbiguousBottle {
+        name: String,
+        candidates: Vec<String>,
+    },
+    #[error(transparent)]
+    InvalidHost(#[from] crate::manifest::InvalidHost),
+    #[error(
+        "`{host}` cannot be allowed while the bottle runs: it {what} `{address}`, an internal address, which only `{key}` admits, and pipelock refuses a reload that adds `{key}`"
+    )]
+    NeedsDowngrade {
+        host: String,
+        what: &'static str,
+        address: std::net::IpAddr,
+        key: &'static str,
+        bottle: String,
+    },
+    #[error("`--save` needs the manifest file the session was started from, and it was started from the embedded default")]
+    SaveWithoutManifest,
+    #[error(transparent)]
+    ManifestEdit(#[from] crate::manifest::EditError),
     /// A second signal arrived while the session was being torn down.
     #[error(
         "interrupted by {name} during teardown; teardown was abandoned, so some of the session's resources may be left"
@@ -90,7 +120,15 @@ impl Error {
             | Self::Pipelock(_)
             | Self::UnknownAgent { .. }
             | Self::AgentRequired { .. }
-            | Self::InitExists { .. } => EXIT_USAGE,
+            | Self::InitExists { .. }
+            | Self::NoRunningBottle
+            | Self::BottleRequired { .. }
+            | Self::UnknownBottle { .. }
+            | Self::AmbiguousBottle { .. }
+            | Self::InvalidHost(_)
+            | Self::NeedsDowngrade { .. }
+            | Self::SaveWithoutManifest => EXIT_USAGE,
+            Self::ManifestEdit(_) => EXIT_FAILURE,
             Self::Backend(e) => match e.kind {
                 BackendErrorKind::Usage => EXIT_USAGE,
                 BackendErrorKind::Failure => EXIT_FAILURE,
@@ -130,6 +168,26 @@ impl Diagnostic for Error {
                 vec!["pass `--force` to overwrite it, or edit it in place".to_owned()]
             }
             Self::NoHome => vec!["set `HOME`".to_owned()],
+            Self::NoRunningBottle => {
+                vec!["start one with `claude-bottle start AGENT`".to_owned()]
+            }
+            Self::BottleRequired { candidates }
+            | Self::UnknownBottle { candidates, .. }
+            | Self::AmbiguousBottle { candidates, .. } => {
+                if candidates.is_empty() {
+                    vec!["no bottle is running".to_owned()]
+                } else {
+                    vec![format!("running bottles: {}", candidates.join(", "))]
+                }
+            }
+            Self::InvalidHost(e) => e.hints(),
+            Self::NeedsDowngrade { host, key, bottle, .. } => vec![format!(
+                "add it to `bottles.{bottle}.egress.{key}` (and `{host}` to the allowlist) in the manifest for the next session"
+            )],
+            Self::SaveWithoutManifest => vec![
+                "run `claude-bottle init` to write the default manifest to a file, edit it there, and start from it".to_owned(),
+            ],
+            Self::ManifestEdit(e) => e.hints(),
             Self::TeardownAbandoned { .. } => {
                 vec!["run `claude-bottle cleanup` to remove what is left".to_owned()]
             }

@@ -169,6 +169,8 @@ mod tests {
             active: vec![ActiveBottle {
                 name: "claude-bottle-reviewer".into(),
                 agent: "reviewer".into(),
+                bottle: "default".into(),
+                manifest_path: None,
                 state: "running".into(),
                 runtime: "runc".into(),
                 age_seconds: 61,

@@ -9,6 +9,7 @@ use super::{Error, confirm, load_manifest, select_agent, show_plan};
 use crate::backend::{AnyBackend, Backend, BackendError, BottleHandle};
 use crate::core::env::{self, ProcessEnv};
 use crate::core::spec::BottleSpec;
+use crate::manifest::ManifestSource;
 use crate::printer::Printer;
 use crate::term::Terminal;
 
@@ -44,6 +45,10 @@ pub async fn run<T: Terminal>(
         pinned_name: args.name.clone(),
         remote_control: args.remote_control,
         host_home: std::env::home_dir().ok_or(Error::NoHome)?,
+        manifest_path: match &manifest.source {
+            ManifestSource::File(path) => Some(std::path::absolute(path).unwrap_or_else(|_| path.clone())),
+            ManifestSource::Embedded => None,
+        },
     };
     run_session(&backend, spec, &args, term, &mut signals, printer).await
 }
@@ -310,6 +315,7 @@ mod tests {
             pinned_name: None,
             remote_control: false,
             host_home: "/nonexistent".into(),
+            manifest_path: None,
         }
     }
 

@@ -6,7 +6,7 @@
 //! pipelock's own default.
 
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::core::egress::{EgressError, EgressPolicy};
 use crate::diagnostic::Diagnostic;
@@ -31,7 +31,7 @@ pub const IDLE_TIMEOUT_SECONDS: u32 = 600;
 pub const MAX_REQUESTS_PER_MINUTE: u32 = 100_000;
 
 /// The subset of pipelock's config a bottle's proxy needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PipelockConfig {
     /// The config schema version; pipelock knows only 1.
     pub version: u32,
@@ -46,30 +46,30 @@ pub struct PipelockConfig {
 }
 
 /// Only strict mode enforces `api_allowlist`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Strict,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ssrf {
     /// CIDRs exempt from the internal-IP check.
     pub ip_allowlist: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchProxy {
     pub listen: String,
     pub monitoring: Monitoring,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Monitoring {
     pub max_requests_per_minute: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForwardProxy {
     /// CONNECT tunnels and absolute-form HTTP requests are refused without it.
     pub enabled: bool,
@@ -77,7 +77,7 @@ pub struct ForwardProxy {
     pub idle_timeout_seconds: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Logging {
     pub format: LogFormat,
     pub output: LogOutput,
@@ -85,13 +85,13 @@ pub struct Logging {
     pub include_blocked: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogOutput {
     Stdout,
@@ -113,6 +113,8 @@ pub enum PipelockConfigError {
         cidr: IpNet,
         network: IpNet,
     },
+    #[error("the proxy's config is not one claude-bottle wrote: {0}")]
+    Parse(#[source] serde_norway::Error),
     #[error("could not serialise the pipelock config of bottle `{bottle}`: {source}")]
     Serialize {
         bottle: String,
@@ -185,6 +187,11 @@ impl PipelockConfig {
         })
     }
 
+    /// Reads back a config [`PipelockConfig::to_yaml`] wrote.
+    pub fn from_yaml(yaml: &str) -> Result<Self, PipelockConfigError> {
+        serde_norway::from_str(yaml).map_err(PipelockConfigError::Parse)
+    }
+
     /// The YAML document, headed by a comment naming its origin.
     pub fn to_yaml(&self, bottle: &str) -> Result<String, PipelockConfigError> {
         let body =
@@ -221,7 +228,7 @@ impl Diagnostic for PipelockConfigError {
             } => vec![format!(
                 "write the network address `{network}` in `bottles.{bottle}.egress.ip_cidrs`"
             )],
-            Self::Serialize { .. } => Vec::new(),
+            Self::Serialize { .. } | Self::Parse(_) => Vec::new(),
         }
     }
 }

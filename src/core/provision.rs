@@ -538,6 +538,7 @@ mod tests {
             pinned_name: None,
             remote_control: false,
             host_home: host.home.path().to_path_buf(),
+            manifest_path: None,
         }
     }
 

@@ -22,4 +22,7 @@ pub struct BottleSpec {
     pub remote_control: bool,
     /// The host user's home, for `~` in identity files, skills and known_hosts.
     pub host_home: PathBuf,
+    /// The manifest file the session was started from; `None` for the
+    /// embedded default. `allow --save` edits it.
+    pub manifest_path: Option<PathBuf>,
 }

@@ -131,6 +131,30 @@ pub enum AllowRule {
     Ip(IpAddr),
 }
 
+impl AllowRule {
+    /// One allowlist entry, checked with the manifest's rules.
+    pub fn parse(raw: &str) -> Result<Self, InvalidHost> {
+        hosts::parse_allow_rule(raw).map_err(|refusal| InvalidHost {
+            message: refusal.message,
+            hint: refusal.hint,
+        })
+    }
+}
+
+/// A host the allowlist rules refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidHost {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl crate::diagnostic::Diagnostic for InvalidHost {
+    fn hints(&self) -> Vec<String> {
+        self.hint.iter().cloned().collect()
+    }
+}
+
 impl fmt::Display for AllowRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

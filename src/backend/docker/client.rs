@@ -18,8 +18,10 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions,
-    LogsOptions, RemoveContainerOptions, UploadToContainerOptions,
+    DownloadFromContainerOptions, KillContainerOptions, LogsOptions, RemoveContainerOptions,
+    UploadToContainerOptions,
 };
+use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -334,6 +336,21 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<NetworkInfo>, EngineError>> + Send;
     /// Removes a container in any state (force); one that is already gone is not an error.
     fn remove_container(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Sends `signal` (such as `SIGHUP`) to the container's main process.
+    fn signal_container(
+        &self,
+        id: &str,
+        signal: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// The bytes of one regular file in the container, through the archive API.
+    fn read_file(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> impl Future<Output = Result<Vec<u8>, EngineError>> + Send;
+    /// The container's output as lines: what it wrote so far, then, with
+    /// `follow`, every later line until the container stops.
+    fn log_lines(&self, id: &str, follow: bool) -> BoxStream<'static, Result<String, EngineError>>;
 }
 
 /// The real daemon, through bollard.
@@ -531,6 +548,47 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         }),
         ..ContainerCreateBody::default()
     }
+}
+
+/// Log chunks as whole lines: the daemon frames output by the writes the
+/// process made, which need not end at a newline.
+fn lines_of(
+    chunks: impl futures_util::Stream<Item = Result<bollard::container::LogOutput, EngineError>>
+    + Send
+    + 'static,
+) -> impl futures_util::Stream<Item = Result<String, EngineError>> + Send + 'static {
+    let chunks = chunks.boxed();
+    futures_util::stream::unfold(
+        (chunks, String::new(), std::collections::VecDeque::<String>::new(), false),
+        |(mut chunks, mut partial, mut ready, mut done)| async move {
+            loop {
+                if let Some(line) = ready.pop_front() {
+                    return Some((Ok(line), (chunks, partial, ready, done)));
+                }
+                if done {
+                    if partial.is_empty() {
+                        return None;
+                    }
+                    let line = std::mem::take(&mut partial);
+                    return Some((Ok(line), (chunks, partial, ready, done)));
+                }
+                match chunks.next().await {
+                    Some(Ok(chunk)) => {
+                        partial.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                        while let Some(at) = partial.find('\n') {
+                            let line: String = partial.drain(..=at).collect();
+                            ready.push_back(line.trim_end_matches(['\n', '\r']).to_owned());
+                        }
+                    }
+                    Some(Err(e)) => {
+                        done = true;
+                        return Some((Err(e), (chunks, partial, ready, done)));
+                    }
+                    None => done = true,
+                }
+            }
+        },
+    )
 }
 
 impl Engine for BollardEngine {
@@ -853,6 +911,66 @@ impl Engine for BollardEngine {
             &format!("remove container `{id}`"),
             (),
         )
+    }
+
+    async fn signal_container(&self, id: &str, signal: &str) -> Result<(), EngineError> {
+        let options = KillContainerOptions {
+            signal: signal.to_owned(),
+        };
+        self.docker
+            .kill_container(id, Some(options))
+            .await
+            .map_err(|e| classify(&format!("send {signal} to container `{id}`"), e))
+    }
+
+    async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>, EngineError> {
+        let operation = format!("read `{path}` in container `{id}`");
+        let options = DownloadFromContainerOptions {
+            path: path.to_owned(),
+        };
+        let chunks: Vec<bytes::Bytes> = self
+            .docker
+            .download_from_container(id, Some(options))
+            .try_collect()
+            .await
+            .map_err(|e| classify(&operation, e))?;
+        let tar = chunks.concat();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let entries = archive
+            .entries()
+            .map_err(|e| EngineError::new(ErrorKind::Other, operation.as_str(), e.to_string()))?;
+        for entry in entries {
+            let mut entry = entry
+                .map_err(|e| EngineError::new(ErrorKind::Other, operation.as_str(), e.to_string()))?;
+            if entry.header().entry_type().is_file() {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| {
+                    EngineError::new(ErrorKind::Other, operation.as_str(), e.to_string())
+                })?;
+                return Ok(bytes);
+            }
+        }
+        Err(EngineError::new(
+            ErrorKind::NotFound,
+            operation,
+            "the archive holds no regular file",
+        ))
+    }
+
+    fn log_lines(&self, id: &str, follow: bool) -> BoxStream<'static, Result<String, EngineError>> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            follow,
+            tail: "all".to_owned(),
+            ..LogsOptions::default()
+        };
+        let operation = format!("read the logs of container `{id}`");
+        let chunks = self
+            .docker
+            .logs(id, Some(options))
+            .map(move |chunk| chunk.map_err(|e| classify(&operation, e)));
+        lines_of(chunks).boxed()
     }
 }
 

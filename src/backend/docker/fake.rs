@@ -41,6 +41,10 @@ pub(crate) enum Call {
     ListNetworks(LabelFilter),
     NetworksNamed(String),
     RemoveContainer(String),
+    Signal {
+        container: String,
+        signal: String,
+    },
 }
 
 impl Call {
@@ -66,6 +70,7 @@ impl Call {
             Self::ListNetworks(_) => "list_networks".into(),
             Self::NetworksNamed(n) => format!("networks_named {n}"),
             Self::RemoveContainer(c) => format!("remove_container {c}"),
+            Self::Signal { container, signal } => format!("signal {container} {signal}"),
         }
     }
 }
@@ -122,6 +127,9 @@ pub(crate) struct FakeState {
     pub slow_creations: Option<Duration>,
     /// Container removals never answer.
     pub removals_hang: bool,
+    /// The line a container appends to `logs` when it gets SIGHUP, as a
+    /// proxy reporting its reload.
+    pub reload_line: Option<String>,
 }
 
 impl FakeState {
@@ -614,6 +622,61 @@ impl Engine for FakeEngine {
             .filter(|(_, n)| n.name == name)
             .map(network_info)
             .collect())
+    }
+
+    async fn signal_container(&self, id: &str, signal: &str) -> Result<(), EngineError> {
+        let mut state = self.state();
+        let container = Self::container_name(&state, id);
+        state.calls.push(Call::Signal {
+            container,
+            signal: signal.to_owned(),
+        });
+        if signal == "SIGHUP"
+            && let Some(line) = state.reload_line.clone()
+        {
+            state.logs.push_str(&line);
+            state.logs.push('\n');
+        }
+        Ok(())
+    }
+
+    async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>, EngineError> {
+        let state = self.state();
+        let name = Self::container_name(&state, id);
+        let wanted = path.trim_start_matches('/');
+        // The last upload that held the file wins, as on a daemon.
+        for call in state.calls.iter().rev() {
+            let Call::Upload { container, tar, .. } = call else {
+                continue;
+            };
+            if *container != name {
+                continue;
+            }
+            let mut archive = tar::Archive::new(tar.as_slice());
+            for entry in archive.entries().into_iter().flatten().flatten() {
+                let mut entry = entry;
+                if entry.path().is_ok_and(|p| p.to_string_lossy() == wanted) {
+                    let mut bytes = Vec::new();
+                    let _ = std::io::Read::read_to_end(&mut entry, &mut bytes);
+                    return Ok(bytes);
+                }
+            }
+        }
+        Err(EngineError::new(
+            ErrorKind::NotFound,
+            format!("read `{path}` in container `{name}`"),
+            "Could not find the file",
+        ))
+    }
+
+    fn log_lines(
+        &self,
+        _id: &str,
+        _follow: bool,
+    ) -> futures_util::stream::BoxStream<'static, Result<String, EngineError>> {
+        let lines: Vec<Result<String, EngineError>> =
+            self.state().logs.lines().map(|l| Ok(l.to_owned())).collect();
+        futures_util::StreamExt::boxed(futures_util::stream::iter(lines))
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), EngineError> {

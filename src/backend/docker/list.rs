@@ -2,7 +2,7 @@
 //! `claude-bottle.managed` label (SPEC §2 "The other commands").
 
 use super::client::{ContainerInfo, Engine, EngineError, LabelFilter};
-use super::names::{
+use super::names::{LABEL_BOTTLE, LABEL_MANIFEST, 
     LABEL_AGENT, LABEL_MANAGED, LABEL_ROLE, LABEL_SESSION, Role, session_state, this_host,
 };
 use crate::backend::{ActiveBottle, SessionState};
@@ -44,6 +44,8 @@ pub(crate) async fn list_active<E: Engine>(
             ActiveBottle {
                 name: c.name.clone(),
                 agent: label(c, LABEL_AGENT).to_owned(),
+                bottle: label(c, LABEL_BOTTLE).to_owned(),
+                manifest_path: c.labels.get(LABEL_MANIFEST).map(std::path::PathBuf::from),
                 state: c.state.clone(),
                 runtime,
                 age_seconds: u64::try_from(now.saturating_sub(c.created)).unwrap_or(0),

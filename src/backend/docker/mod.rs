@@ -11,6 +11,8 @@
 //! - `teardown`: removing one session; `remove`: the one removal routine,
 //!   which `cleanup` uses too;
 //! - `list`, `cleanup`: `list` and `cleanup` by label;
+//! - `find`, `proxy_log`, `proxy_reload`: a running bottle by name, its
+//!   proxy's log, and a new proxy config taken up without a restart;
 //! - `ledger`: what a session has created so far;
 //! - `agent_env`: which variables go in the container's config, which only on Claude's exec;
 //! - `client`: the Engine API behind a narrow trait;
@@ -25,6 +27,7 @@ mod cleanup;
 mod client;
 mod endpoint;
 mod exec_claude;
+mod find;
 pub mod image;
 mod images;
 mod ledger;
@@ -32,6 +35,8 @@ mod list;
 mod names;
 mod network_create;
 mod plan;
+mod proxy_log;
+mod proxy_reload;
 mod proxy_start;
 mod pull;
 mod remove;
@@ -48,8 +53,11 @@ use std::fmt;
 
 use tokio::sync::OnceCell;
 
+use futures_util::{StreamExt, TryStreamExt};
+
 use super::{
-    ActiveBottle, Backend, BackendError, BottleHandle, CleanupPlan, CleanupReport, ResourceKind,
+    ActiveBottle, Backend, BackendError, BottleHandle, CleanupPlan, CleanupReport, LogLines,
+    ResourceKind,
 };
 use crate::core::provision::{CONTAINER_HOME_ENV, DEFAULT_CONTAINER_HOME};
 use crate::core::spec::BottleSpec;
@@ -145,6 +153,10 @@ impl BottleHandle for DockerBottle {
         self.session.close().await
     }
 
+    async fn proxy_log(&mut self) -> Result<Vec<String>, BackendError> {
+        self.session.proxy_log().await
+    }
+
     fn abandon(&mut self) {
         self.session.abandon();
     }
@@ -197,6 +209,25 @@ impl Backend for DockerBackend {
 
     async fn cleanup(&self, plan: CleanupPlan) -> Result<CleanupReport, BackendError> {
         cleanup::cleanup(self.engine().await?, &plan)
+            .await
+            .map_err(|e| BackendError::from_failure(&e))
+    }
+
+    async fn proxy_log(&self, name: &str, follow: bool) -> Result<LogLines, BackendError> {
+        let lines = proxy_log::proxy_log(self.engine().await?, name, follow)
+            .await
+            .map_err(|e| BackendError::from_failure(&e))?;
+        Ok(lines.map_err(|e| BackendError::from_failure(&e)).boxed())
+    }
+
+    async fn proxy_config(&self, name: &str) -> Result<String, BackendError> {
+        proxy_reload::proxy_config(self.engine().await?, name)
+            .await
+            .map_err(|e| BackendError::from_failure(&e))
+    }
+
+    async fn reload_proxy(&self, name: &str, yaml: &str) -> Result<(), BackendError> {
+        proxy_reload::reload(self.engine().await?, name, yaml)
             .await
             .map_err(|e| BackendError::from_failure(&e))
     }

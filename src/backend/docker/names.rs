@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use super::client::Labels;
 use crate::backend::SessionState;
+use crate::core::spec::BottleSpec;
 
 pub(crate) const LABEL_MANAGED: &str = "claude-bottle.managed";
 pub(crate) const LABEL_SESSION: &str = "claude-bottle.session";
@@ -12,6 +13,9 @@ pub(crate) const LABEL_ROLE: &str = "claude-bottle.role";
 pub(crate) const LABEL_PID: &str = "claude-bottle.pid";
 /// The host the owning process runs on: its pid means something only there.
 pub(crate) const LABEL_HOST: &str = "claude-bottle.host";
+/// The manifest's name of the bottle, and the manifest file it came from.
+pub(crate) const LABEL_BOTTLE: &str = "claude-bottle.bottle";
+pub(crate) const LABEL_MANIFEST: &str = "claude-bottle.manifest";
 
 /// The highest suffix tried before giving up on a free name.
 pub(crate) const MAX_SUFFIX: u32 = 99;
@@ -40,6 +44,9 @@ pub(crate) struct Owner {
     pub agent: String,
     pub pid: u32,
     pub host: String,
+    pub bottle: String,
+    /// Absent for the embedded default manifest.
+    pub manifest: Option<String>,
 }
 
 impl Owner {
@@ -51,16 +58,29 @@ impl Owner {
             (LABEL_ROLE.to_owned(), role.as_str().to_owned()),
             (LABEL_PID.to_owned(), self.pid.to_string()),
             (LABEL_HOST.to_owned(), self.host.clone()),
+            (LABEL_BOTTLE.to_owned(), self.bottle.clone()),
         ])
+        .into_iter()
+        .chain(
+            self.manifest
+                .clone()
+                .map(|path| (LABEL_MANIFEST.to_owned(), path)),
+        )
+        .collect()
     }
 
-    /// The owner of a session this process starts now.
-    pub fn of_this_process(session: String, agent: String) -> Self {
+    /// The owner of a session of `spec` this process starts now.
+    pub fn of_this_process(session: String, spec: &BottleSpec) -> Self {
         Self {
             session,
-            agent,
+            agent: spec.agent_name.clone(),
             pid: std::process::id(),
             host: this_host(),
+            bottle: spec.bottle_name.clone(),
+            manifest: spec
+                .manifest_path
+                .as_ref()
+                .map(|p| p.display().to_string()),
         }
     }
 }
@@ -217,6 +237,8 @@ mod tests {
             agent: "rev".into(),
             pid: 42,
             host: "box".into(),
+            bottle: "default".into(),
+            manifest: Some("/m.json".into()),
         };
         let labels = owner.labels(Role::Proxy);
         assert_eq!(labels[LABEL_MANAGED], "true");
@@ -225,12 +247,22 @@ mod tests {
         assert_eq!(labels[LABEL_ROLE], "proxy");
         assert_eq!(labels[LABEL_PID], "42");
         assert_eq!(labels[LABEL_HOST], "box");
+        assert_eq!(labels[LABEL_BOTTLE], "default");
+        assert_eq!(labels[LABEL_MANIFEST], "/m.json");
     }
 
     #[test]
     fn a_session_is_judged_by_its_process_here_and_unknown_elsewhere() {
         let here = "box";
-        let mut labels = Owner::of_this_process("s".into(), "a".into()).labels(Role::Agent);
+        let owner = Owner {
+            session: "s".into(),
+            agent: "a".into(),
+            pid: std::process::id(),
+            host: here.into(),
+            bottle: "b".into(),
+            manifest: None,
+        };
+        let mut labels = owner.labels(Role::Agent);
         labels.insert(LABEL_HOST.into(), here.into());
         assert_eq!(session_state(&labels, here), SessionState::Running);
         labels.insert(LABEL_PID.into(), "0".into());

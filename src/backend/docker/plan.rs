@@ -254,7 +254,7 @@ pub(crate) async fn prepare<E: Engine>(
         })?;
 
     let provision = provision::build(&spec, &names.proxy, &settings.container_home)?;
-    let owner = Owner::of_this_process(new_session_id(), spec.agent_name.clone());
+    let owner = Owner::of_this_process(new_session_id(), &spec);
     Ok(SessionPlan {
         spec,
         owner,

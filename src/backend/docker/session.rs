@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::TryStreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -163,6 +164,18 @@ impl<E: Engine> Session<E> {
         self.started = None;
         self.closed = true;
         Ok(())
+    }
+
+    /// The proxy's log so far; empty before the proxy exists.
+    pub async fn proxy_log(&self) -> Result<Vec<String>, BackendError> {
+        let Some(started) = &self.started else {
+            return Ok(Vec::new());
+        };
+        self.engine
+            .log_lines(&started.names.proxy, false)
+            .try_collect()
+            .await
+            .map_err(|e| BackendError::from_failure(&e))
     }
 
     /// Gives up on teardown: `Drop` then removes nothing.

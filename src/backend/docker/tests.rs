@@ -70,6 +70,7 @@ fn spec(agent: &str, home: &std::path::Path) -> BottleSpec {
         pinned_name: None,
         remote_control: false,
         host_home: home.to_path_buf(),
+        manifest_path: None,
     }
 }
 
@@ -536,6 +537,7 @@ async fn the_plan_of_a_rich_manifest_shows_everything_but_values() {
         pinned_name: None,
         remote_control: true,
         host_home: home.path().to_path_buf(),
+        manifest_path: None,
     };
     let engine = engine();
     let mut plan = prepared(&engine, spec).await;
