@@ -2,6 +2,7 @@
 //! how bottles are made real.
 
 pub mod egress;
+pub mod egress_log;
 pub mod env;
 pub mod pipelock;
 pub mod provision;
