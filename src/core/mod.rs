@@ -3,6 +3,7 @@
 
 pub mod allowlist_change;
 pub mod egress;
+pub mod egress_log;
 pub mod env;
 pub mod pipelock;
 pub mod provision;
