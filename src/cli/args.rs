@@ -69,6 +69,10 @@ pub enum Command {
     Cleanup(CleanupArgs),
     /// Print the pipelock proxy config generated for AGENT's bottle
     ProxyConfig(ProxyConfigArgs),
+    /// Show what a running bottle's proxy allowed and denied
+    Egress(EgressArgs),
+    /// Allow hosts in a running bottle at once, without restarting its proxy
+    Allow(AllowArgs),
     /// Write the built-in default manifest to ./claude-bottle.json
     Init(InitArgs),
 }
@@ -119,6 +123,34 @@ pub struct CleanupArgs {
     /// Show what would be removed and exit
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EgressArgs {
+    /// A running bottle's container name, or an agent with one running
+    /// bottle; may be omitted when one bottle runs
+    pub name: Option<String>,
+    /// Go on printing events as they happen, until the bottle ends
+    #[arg(short, long)]
+    pub follow: bool,
+    /// One JSON object per line: time, decision, host, port, method, reason
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "NAME may be omitted when one bottle runs; a first word that names a running \
+bottle (its container name, or an agent with one running bottle) is NAME, every other word a host.")]
+pub struct AllowArgs {
+    /// [NAME] HOST...: the bottle, then hostnames, `*.example.com` wildcards or IP addresses
+    #[arg(required = true, value_name = "NAME|HOST")]
+    pub words: Vec<String>,
+    /// Also write the change to the bottle's allowlist in the manifest file it was started from
+    #[arg(long)]
+    pub save: bool,
+    /// Take the hosts out of the allowlist instead
+    #[arg(long)]
+    pub remove: bool,
 }
 
 #[derive(Debug, Args)]

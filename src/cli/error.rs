@@ -113,6 +113,11 @@ impl Error {
     /// The process exit code for this error.
     pub fn code(&self) -> u8 {
         match self {
+            // The live config of a running proxy that cannot be read back
+            // or written is not the user's input.
+            Self::Pipelock(
+                PipelockConfigError::Parse(_) | PipelockConfigError::Serialize { .. },
+            ) => EXIT_FAILURE,
             Self::Manifest(_)
             | Self::UnknownBackend(_)
             | Self::Env(_)

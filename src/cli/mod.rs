@@ -1,9 +1,12 @@
 //! The command line: argument parsing, logging set-up, and one module per
 //! subcommand. `main` maps the result of [`run`] to an exit code.
 
+mod allow;
 mod args;
+mod bottle_name;
 mod cleanup;
 mod confirm;
+mod egress;
 mod error;
 mod init;
 mod list;
@@ -60,6 +63,8 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<u8, Error> {
             Command::List(args) => list::run(manifest, args, printer).await,
             Command::Cleanup(args) => cleanup::run(args, &mut term, printer).await,
             Command::ProxyConfig(args) => proxy_config::run(manifest, args),
+            Command::Egress(args) => egress::run(args, printer).await,
+            Command::Allow(args) => allow::run(args, printer).await,
             Command::Init(args) => init::run(args, printer),
         }
     })

@@ -7,6 +7,7 @@ use super::args::StartArgs;
 use super::signals::{Interrupts, Signals};
 use super::{Error, confirm, load_manifest, select_agent, show_plan};
 use crate::backend::{AnyBackend, Backend, BackendError, BottleHandle};
+use crate::core::egress_log::{DenialSummary, EgressEvent, LogLine, parse_line};
 use crate::core::env::{self, ProcessEnv};
 use crate::core::spec::BottleSpec;
 use crate::manifest::ManifestSource;
@@ -61,6 +62,7 @@ async fn run_session<B: Backend, T: Terminal, S: Interrupts>(
     signals: &mut S,
     printer: &Printer,
 ) -> Result<u8, Error> {
+    let bottle_name = spec.bottle_name.clone();
     let plan = tokio::select! {
         plan = backend.prepare(spec) => plan?,
         interrupted = signals.recv() => return Err(interrupted),
@@ -89,6 +91,8 @@ async fn run_session<B: Backend, T: Terminal, S: Interrupts>(
     if let Err(Error::Interrupted { name, .. }) = &outcome {
         printer.status(format_args!("received {name}; tearing down"));
     }
+    // The proxy's log goes with the proxy: read it first.
+    report_denials(&mut bottle, &bottle_name, printer).await;
     // Teardown bounds each engine call; a second signal gives up on it.
     let closed = tokio::select! {
         closed = bottle.close() => closed,
@@ -101,6 +105,35 @@ async fn run_session<B: Backend, T: Terminal, S: Interrupts>(
         }
     };
     session_result(outcome, closed, printer)
+}
+
+/// How long reading the proxy's log for the denial summary may take.
+const DENIAL_LOG_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Each host the proxy denied, most frequent first, with how to allow it.
+async fn report_denials<H: BottleHandle>(bottle: &mut H, bottle_name: &str, printer: &Printer) {
+    let lines = match tokio::time::timeout(DENIAL_LOG_LIMIT, bottle.proxy_log()).await {
+        Ok(Ok(lines)) => lines,
+        Ok(Err(e)) => {
+            tracing::debug!("could not read the proxy's log: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("the proxy's log took too long to read");
+            return;
+        }
+    };
+    let events: Vec<EgressEvent> = lines
+        .iter()
+        .filter_map(|line| match parse_line(line) {
+            LogLine::Egress(event) => Some(event),
+            _ => None,
+        })
+        .collect();
+    let summary = DenialSummary::from_events(&events);
+    if !summary.is_empty() {
+        printer.warn(&summary, &[summary.hint(bottle_name)]);
+    }
 }
 
 /// The session's exit: Claude's code, or the first failure. A signal whose
@@ -249,10 +282,23 @@ mod tests {
             }
             Ok(())
         }
+        async fn proxy_log(&mut self) -> Result<Vec<String>, BackendError> {
+            self.record("proxy_log");
+            Ok(DENIED.iter().map(|l| (*l).to_owned()).collect())
+        }
         fn abandon(&mut self) {
             self.record("abandon");
         }
     }
+
+    /// The proxy's log of every scripted session: two denials of one host,
+    /// one of another, an allowed tunnel.
+    const DENIED: [&str; 4] = [
+        r#"{"level":"warn","component":"pipelock","event":"blocked","method":"CONNECT","target":"evil.test:443","reason":"domain not in allowlist: evil.test","time":"2026-12-02T10:00:00Z","message":"request blocked"}"#,
+        r#"{"level":"info","component":"pipelock","event":"tunnel_open","target":"api.anthropic.com:443","time":"2026-12-02T10:00:01Z","message":"tunnel opened"}"#,
+        r#"{"level":"warn","component":"pipelock","event":"blocked","method":"GET","url":"http://other.test/x","reason":"domain not in allowlist: other.test","time":"2026-12-02T10:00:02Z","message":"request blocked"}"#,
+        r#"{"level":"warn","component":"pipelock","event":"blocked","method":"CONNECT","target":"evil.test:443","reason":"domain not in allowlist: evil.test","time":"2026-12-02T10:00:03Z","message":"request blocked"}"#,
+    ];
 
     impl Backend for Scripted {
         type Plan = &'static str;
@@ -277,6 +323,19 @@ mod tests {
             _: crate::backend::CleanupPlan,
         ) -> Result<crate::backend::CleanupReport, BackendError> {
             Ok(Default::default())
+        }
+        async fn proxy_log(
+            &self,
+            _: &str,
+            _: bool,
+        ) -> Result<crate::backend::LogLines, BackendError> {
+            unreachable!("start never reads a log by name")
+        }
+        async fn proxy_config(&self, _: &str) -> Result<String, BackendError> {
+            unreachable!("start never reads a config by name")
+        }
+        async fn reload_proxy(&self, _: &str, _: &str) -> Result<(), BackendError> {
+            unreachable!("start never reloads")
         }
     }
 
@@ -358,9 +417,16 @@ mod tests {
             session_with(false, &[("exec", libc::SIGTERM, "SIGTERM")]).await;
         let err = result.unwrap_err();
         assert_eq!(err.code(), 143);
-        assert_eq!(events, ["start", "exec", "close"]);
+        assert_eq!(events, ["start", "exec", "proxy_log", "close"]);
         assert!(
             stderr.contains("received SIGTERM; tearing down\n"),
+            "{stderr}"
+        );
+        // The denials, read before teardown, most frequent first, with the hint.
+        assert!(
+            stderr.contains(
+                "warning: the proxy denied 2 hosts:\n  evil.test   2\n  other.test  1\n  hint: to allow them, add them to `bottles.b.egress.allowlist`"
+            ),
             "{stderr}"
         );
     }
@@ -379,7 +445,7 @@ mod tests {
         assert!(matches!(err, Error::TeardownAbandoned { .. }), "{err}");
         assert_eq!(err.code(), 130);
         assert!(err.hints()[0].contains("claude-bottle cleanup"));
-        assert_eq!(events, ["start", "exec", "close", "abandon"]);
+        assert_eq!(events, ["start", "exec", "proxy_log", "close", "abandon"]);
     }
 
     #[tokio::test]

@@ -1434,3 +1434,90 @@ async fn the_cleanup_plan_says_whose_session_each_container_was() {
     );
     live.close().await.unwrap();
 }
+
+const RELOADED: &str = r#"{"level":"info","component":"pipelock","event":"config_reload","status":"success","detail":"mode=strict","config_hash":"ab12","time":"2026-12-02T10:16:00Z","message":"configuration reloaded"}"#;
+const DOWNGRADE_REFUSED: &str = r#"{"level":"error","component":"pipelock","event":"error","method":"CONFIG_RELOAD","resource":"/etc/pipelock/pipelock.yaml","error":"rejected: security downgrade from strict mode","time":"2026-12-02T10:16:01Z","message":"request error"}"#;
+
+#[tokio::test]
+async fn a_reload_puts_the_config_in_place_signals_the_proxy_and_waits_for_its_report() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut session = started(&engine, spec("reviewer", home.path())).await;
+    engine.state().reload_line = Some(RELOADED.to_owned());
+    let before = super::proxy_reload::proxy_config(&engine, "claude-bottle-reviewer")
+        .await
+        .unwrap();
+    assert_eq!(before, session.plan().pipelock_yaml);
+    engine.state().calls.clear();
+    super::proxy_reload::reload(&engine, "claude-bottle-reviewer", "new: config\n")
+        .await
+        .unwrap();
+    let mutations = engine.mutations();
+    assert_eq!(
+        mutations,
+        [
+            "upload claude-bottle-pipelock-reviewer /",
+            "signal claude-bottle-pipelock-reviewer SIGHUP"
+        ],
+        "the proxy is neither stopped nor started again"
+    );
+    let after = super::proxy_reload::proxy_config(&engine, "claude-bottle-reviewer")
+        .await
+        .unwrap();
+    assert_eq!(after, "new: config\n");
+    session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reload_the_proxy_refuses_is_an_error_with_its_reason() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut session = started(&engine, spec("reviewer", home.path())).await;
+    // An earlier reload, which must not count as the answer to this one.
+    engine.state().logs = format!("{RELOADED}\n");
+    engine.state().reload_line = Some(DOWNGRADE_REFUSED.to_owned());
+    let err = super::proxy_reload::reload(&engine, "claude-bottle-reviewer", "x: 1\n")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the proxy `claude-bottle-pipelock-reviewer` refused the new config: rejected: security downgrade from strict mode"
+    );
+    session.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_proxy_that_never_reports_its_reload_is_an_error_in_bounded_time() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut session = started(&engine, spec("reviewer", home.path())).await;
+    let err = super::proxy_reload::reload(&engine, "claude-bottle-reviewer", "x: 1\n")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().ends_with("did not report a reload within 10 s"),
+        "{err}"
+    );
+    session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn only_a_running_bottle_s_own_proxy_is_found() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut first = started(&engine, spec("reviewer", home.path())).await;
+    let mut second = started(&engine, spec("reviewer", home.path())).await;
+    let found = super::find::find_bottle(&engine, "claude-bottle-reviewer-2")
+        .await
+        .unwrap();
+    assert_eq!(found.proxy_name, "claude-bottle-pipelock-reviewer-2");
+    let err = super::find::find_bottle(&engine, "claude-bottle-pipelock-reviewer")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no bottle is called `claude-bottle-pipelock-reviewer`"
+    );
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}
