@@ -106,10 +106,37 @@ struct RawLogging {
     include_blocked: Option<bool>,
 }
 
-/// A config that pipelock would accept and the stand-in can enforce, with
-/// pipelock's defaults applied.
+/// Pipelock's modes, ranked as its reload check ranks them (strict is the
+/// strongest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mode {
+    Audit,
+    Balanced,
+    Strict,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Audit => "audit",
+            Mode::Balanced => "balanced",
+            Mode::Strict => "strict",
+        }
+    }
+}
+
+/// A config that pipelock would accept, with pipelock's defaults applied.
+/// [`Config::from_yaml`] and [`Config::load`] also require what the stand-in
+/// can enforce (strict mode, enforcing); [`Config::parse_pipelock`] does not,
+/// so that a reload can compare a `balanced` file with the running config as
+/// pipelock does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    pub mode: Mode,
+    /// `enforce`, absent meaning true.
+    pub enforce: bool,
+    /// Pipelock's `Config.Hash()`: SHA-256 of the file's raw bytes, lowercase hex.
+    pub hash: String,
     pub listen: SocketAddr,
     /// Normalised (lowercase, no trailing dot) `api_allowlist` patterns.
     pub api_allowlist: Vec<String>,
@@ -119,6 +146,9 @@ pub struct Config {
     /// included; empty when the config switched the check off with `internal: []`.
     pub internal: Vec<Cidr>,
     pub blocklist: Vec<String>,
+    /// `fetch_proxy.monitoring.subdomain_entropy_exclusions`, as written
+    /// (only the reload check reads it).
+    pub subdomain_entropy_exclusions: Vec<String>,
     pub forward_proxy_enabled: bool,
     pub max_tunnel: Duration,
     pub include_allowed: bool,
@@ -141,6 +171,8 @@ pub enum ConfigError {
         "invalid mode `{0}`: the stand-in implements strict mode only (pipelock also has balanced and audit)"
     )]
     Mode(String),
+    #[error("invalid mode {0:?}: must be strict, balanced, or audit")]
+    InvalidMode(String),
     #[error("strict mode requires at least one domain in api_allowlist")]
     EmptyAllowlist,
     #[error("enforce: false (log without blocking) is not implemented by the stand-in")]
@@ -178,35 +210,59 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8888";
 const DEFAULT_MAX_TUNNEL_SECONDS: i64 = 300;
 
 impl Config {
+    /// Reads a config the stand-in can serve (see [`Config::from_yaml`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::read_pipelock(path)?.require_supported()
+    }
+
+    /// Reads a config as pipelock's `config.Load` does, whatever its mode.
+    pub fn read_pipelock(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_yaml(&text)
+        Self::parse_pipelock(&text)
     }
 
+    /// Parses a config pipelock would accept and the stand-in can serve:
+    /// strict mode, enforcing.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_pipelock(text)?.require_supported()
+    }
+
+    /// Parses and validates as pipelock does, accepting every pipelock mode.
+    pub fn parse_pipelock(text: &str) -> Result<Self, ConfigError> {
         let raw: RawConfig = serde_norway::from_str(text)?;
-        Self::validate(raw)
+        let mut config = Self::validate(raw)?;
+        config.hash = sha256_hex(text.as_bytes());
+        Ok(config)
+    }
+
+    fn require_supported(self) -> Result<Self, ConfigError> {
+        if self.mode != Mode::Strict {
+            return Err(ConfigError::Mode(self.mode.as_str().to_owned()));
+        }
+        if !self.enforce {
+            return Err(ConfigError::NotEnforcing);
+        }
+        Ok(self)
     }
 
     fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
-        // Pipelock's default mode is balanced, which does not enforce the allowlist.
-        let mode = raw.mode.unwrap_or_else(|| "balanced".to_owned());
-        if mode != "strict" {
-            return Err(ConfigError::Mode(mode));
-        }
-        if raw.enforce == Some(false) {
-            return Err(ConfigError::NotEnforcing);
-        }
+        // Pipelock's default mode (absent or empty) is balanced.
+        let mode = match raw.mode.as_deref().unwrap_or("") {
+            "strict" => Mode::Strict,
+            "balanced" | "" => Mode::Balanced,
+            "audit" => Mode::Audit,
+            other => return Err(ConfigError::InvalidMode(other.to_owned())),
+        };
         let api_allowlist: Vec<String> = raw
             .api_allowlist
             .unwrap_or_default()
             .iter()
             .map(|p| rules::normalize_host(p))
             .collect();
-        if api_allowlist.is_empty() {
+        if mode == Mode::Strict && api_allowlist.is_empty() {
             return Err(ConfigError::EmptyAllowlist);
         }
 
@@ -257,6 +313,8 @@ impl Config {
                 "fetch_proxy.monitoring.max_data_per_minute",
             ));
         }
+        let subdomain_entropy_exclusions =
+            monitoring.subdomain_entropy_exclusions.unwrap_or_default();
         let blocklist = monitoring
             .blocklist
             .unwrap_or_default()
@@ -283,12 +341,16 @@ impl Config {
         }
 
         Ok(Self {
+            mode,
+            enforce: raw.enforce.unwrap_or(true),
+            hash: String::new(),
             listen,
             api_allowlist,
             trusted_domains,
             ip_allowlist,
             internal,
             blocklist,
+            subdomain_entropy_exclusions,
             forward_proxy_enabled: forward.enabled.unwrap_or(false),
             max_tunnel: Duration::from_secs(max_tunnel_seconds.unsigned_abs()),
             // Pipelock fails closed: an omitted flag means "log it".
@@ -296,6 +358,14 @@ impl Config {
             include_blocked: logging.include_blocked.unwrap_or(true),
         })
     }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn parse_cidrs(field: &'static str, list: Vec<String>) -> Result<Vec<Cidr>, ConfigError> {
@@ -426,6 +496,30 @@ mod tests {
             with("enforce: false\n"),
             Err(ConfigError::NotEnforcing)
         ));
+    }
+
+    #[test]
+    fn pipelock_modes_parse_for_a_reload_but_only_strict_is_served() {
+        let balanced = Config::parse_pipelock("mode: balanced\n").unwrap();
+        assert_eq!((balanced.mode, balanced.enforce), (Mode::Balanced, true));
+        assert_eq!(Config::parse_pipelock("{}\n").unwrap().mode, Mode::Balanced);
+        let lax = Config::parse_pipelock(&format!("{MINIMAL}enforce: false\n")).unwrap();
+        assert!(!lax.enforce);
+        assert!(matches!(
+            Config::parse_pipelock("mode: paranoid\n"),
+            Err(ConfigError::InvalidMode(m)) if m == "paranoid"
+        ));
+    }
+
+    #[test]
+    fn the_hash_is_sha256_of_the_raw_bytes_like_pipelock_config_hash() {
+        // `sha256sum` of the same bytes.
+        let config = Config::from_yaml(MINIMAL).unwrap();
+        assert_eq!(
+            config.hash,
+            "38a2a0b5ec4871d62240d96095eb247951d9b31f2af85caeeb52b8c59c6abff7"
+        );
+        assert_ne!(config.hash, with("# a comment\n").unwrap().hash);
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //! (rejecting unknown keys), enforces `api_allowlist` in strict mode with
 //! pipelock's matching rules for CONNECT tunnels and plain HTTP requests,
 //! applies pipelock's SSRF rules to the addresses it dials, answers
-//! `GET /health`, and writes pipelock-style JSON log lines to stdout.
+//! `GET /health`, writes pipelock-style JSON log lines to stdout, and
+//! reloads its config on SIGHUP or a change to the file as pipelock does.
 //! See README.md for what it leaves out.
 
 pub mod config;
 pub mod health;
 pub mod log;
 pub mod proxy;
+pub mod reload;
 pub mod rules;

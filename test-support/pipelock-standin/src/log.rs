@@ -1,12 +1,21 @@
 //! Pipelock-style audit lines: one JSON object per line with `level`, `time`,
 //! `component`, `event`, `message` and the event's fields (`target`,
-//! `method`, `url`, `reason`, ...), named as pipelock's audit logger names them.
+//! `method`, `url`, `reason`, ...), named as pipelock 2.3.0's audit logger
+//! (`internal/audit/logger.go`) names them.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
+
+/// Pipelock's `agent` value for a request that names no agent profile
+/// (`agentAnonymous` in `internal/proxy/agent.go`).
+pub const ANONYMOUS_AGENT: &str = "anonymous";
+
+/// The `method` of pipelock's operational events about its config reload
+/// (`configReloadAuditMethod` in `internal/cli/runtime/run.go`).
+pub const CONFIG_RELOAD_METHOD: &str = "CONFIG_RELOAD";
 
 /// Where a request came from and what it asked for.
 #[derive(Debug, Clone, Default)]
@@ -18,9 +27,14 @@ pub struct RequestContext {
     pub target: Option<String>,
     pub client_ip: String,
     pub request_id: String,
+    /// `anonymous` unless the request names an agent (the stand-in knows none).
+    pub agent: String,
 }
 
 impl RequestContext {
+    /// The identifying fields in pipelock's order: `method` (when asked),
+    /// `url`, `target`, `client_ip`, `request_id`. `agent` is left to the
+    /// caller, whose events place it differently.
     fn fields(&self, with_method: bool) -> Vec<(&'static str, Value)> {
         let mut fields = Vec::new();
         if with_method && !self.method.is_empty() {
@@ -32,9 +46,30 @@ impl RequestContext {
         if let Some(target) = &self.target {
             fields.push(("target", target.clone().into()));
         }
-        fields.push(("client_ip", self.client_ip.clone().into()));
-        fields.push(("request_id", self.request_id.clone().into()));
+        if !self.client_ip.is_empty() {
+            fields.push(("client_ip", self.client_ip.clone().into()));
+        }
+        if !self.request_id.is_empty() {
+            fields.push(("request_id", self.request_id.clone().into()));
+        }
         fields
+    }
+
+    fn push_agent(&self, fields: &mut Vec<(&'static str, Value)>) {
+        if !self.agent.is_empty() {
+            fields.push(("agent", self.agent.clone().into()));
+        }
+    }
+}
+
+/// Pipelock's `TechniqueForScanner` for the scanners the stand-in reports.
+fn mitre_technique(scanner: &str) -> Option<&'static str> {
+    match scanner {
+        "ssrf" | "core_ssrf" => Some("T1046"),
+        "allowlist" | "blocklist" => Some("T1071.001"),
+        "scheme" => Some("T1071"),
+        "parser" => Some("T1190"),
+        _ => None,
     }
 }
 
@@ -89,7 +124,7 @@ impl AuditLog {
         let _ = sink.flush();
     }
 
-    pub fn startup(&self, listen: &str, mode: &str) {
+    pub fn startup(&self, listen: &str, mode: &str, config_hash: &str) {
         self.emit(
             "info",
             "startup",
@@ -101,6 +136,39 @@ impl AuditLog {
                     "version",
                     concat!("standin-", env!("CARGO_PKG_VERSION")).into(),
                 ),
+                ("config_hash", config_hash.into()),
+            ],
+        );
+    }
+
+    /// Pipelock's `LogConfigReload`. Pipelock calls it only for an applied
+    /// reload, with status `success` and detail `mode=<mode>`; a refused
+    /// reload is an `error` event (see [`AuditLog::resource_error`]).
+    pub fn config_reload(&self, status: &str, detail: &str, config_hash: &str) {
+        self.emit(
+            "info",
+            "config_reload",
+            "configuration reloaded",
+            vec![
+                ("status", status.into()),
+                ("detail", detail.into()),
+                ("config_hash", config_hash.into()),
+            ],
+        );
+    }
+
+    /// Pipelock's `LogError` with a resource context
+    /// (`audit.NewResourceLogContext(method, resource)`): how it reports a
+    /// refused config reload (method `CONFIG_RELOAD`, resource the config path).
+    pub fn resource_error(&self, method: &str, resource: &str, error: &str) {
+        self.emit(
+            "error",
+            "error",
+            "request error",
+            vec![
+                ("method", method.into()),
+                ("resource", resource.into()),
+                ("error", error.into()),
             ],
         );
     }
@@ -121,6 +189,10 @@ impl AuditLog {
         let mut fields = ctx.fields(true);
         fields.push(("scanner", scanner.into()));
         fields.push(("reason", reason.into()));
+        ctx.push_agent(&mut fields);
+        if let Some(technique) = mitre_technique(scanner) {
+            fields.push(("mitre_technique", technique.into()));
+        }
         self.emit("warn", "blocked", "request blocked", fields);
     }
 
@@ -128,7 +200,9 @@ impl AuditLog {
         if !self.include_allowed {
             return;
         }
-        self.emit("info", "tunnel_open", "tunnel opened", ctx.fields(false));
+        let mut fields = ctx.fields(false);
+        ctx.push_agent(&mut fields);
+        self.emit("info", "tunnel_open", "tunnel opened", fields);
     }
 
     pub fn tunnel_close(&self, ctx: &RequestContext, total_bytes: u64, duration: Duration) {
@@ -136,6 +210,7 @@ impl AuditLog {
             return;
         }
         let mut fields = ctx.fields(false);
+        ctx.push_agent(&mut fields);
         fields.push(("total_bytes", total_bytes.into()));
         fields.push(("duration_ms", duration_ms(duration)));
         self.emit("info", "tunnel_close", "tunnel closed", fields);
@@ -152,9 +227,9 @@ impl AuditLog {
             return;
         }
         let mut fields = ctx.fields(true);
-        if let Some(status) = status_code {
-            fields.push(("status_code", status.into()));
-        }
+        ctx.push_agent(&mut fields);
+        // Pipelock always writes the (int) status; 0 when none was read.
+        fields.push(("status_code", status_code.unwrap_or(0).into()));
         fields.push(("size_bytes", size_bytes.into()));
         fields.push(("duration_ms", duration_ms(duration)));
         self.emit("info", "forward_http", "forward proxy request", fields);
@@ -162,6 +237,7 @@ impl AuditLog {
 
     pub fn error(&self, ctx: &RequestContext, error: &str) {
         let mut fields = ctx.fields(true);
+        ctx.push_agent(&mut fields);
         fields.push(("error", error.into()));
         self.emit("error", "error", "request error", fields);
     }
@@ -179,11 +255,16 @@ pub struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
 impl SharedBuffer {
     /// Every complete line written so far, parsed as JSON.
     pub fn lines(&self) -> Vec<Value> {
-        let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        String::from_utf8_lossy(&bytes)
+        self.text()
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// Everything written so far, as text.
+    pub fn text(&self) -> String {
+        let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 }
 

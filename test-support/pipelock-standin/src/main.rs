@@ -8,6 +8,8 @@
 //! pipelock-standin healthcheck [--addr ADDR]
 //! pipelock-standin check-config PATH
 //! ```
+//!
+//! `run` reloads the config on SIGHUP and when the file changes (see reload.rs).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,8 +17,9 @@ use std::sync::Arc;
 
 use pipelock_standin::config::Config;
 use pipelock_standin::health;
-use pipelock_standin::log::AuditLog;
+use pipelock_standin::log::{AuditLog, CONFIG_RELOAD_METHOD};
 use pipelock_standin::proxy::Proxy;
+use pipelock_standin::reload::Reloader;
 
 const USAGE: &str = "pipelock-standin: a TEST DOUBLE of pipelock (not the real proxy)
 
@@ -149,15 +152,35 @@ fn run(config_path: &std::path::Path, listen: Option<&str>) -> Result<(), String
             config.include_allowed,
             config.include_blocked,
         ));
-        log.startup(&bound.to_string(), "strict");
+        let startup = (bound.to_string(), config.mode.as_str(), config.hash.clone());
         let proxy = Arc::new(Proxy::new(config, Arc::clone(&log)));
         // As PID 1 in a container nothing else ends the process on SIGTERM.
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("signal handler: {e}"))?;
+        // Hot reload on SIGHUP and on a change to the file, as pipelock. Set
+        // up before the startup line, so whoever sees that line may send SIGHUP.
+        let reloader = Arc::new(Reloader::new(
+            config_path.to_owned(),
+            Arc::clone(&proxy),
+            Arc::clone(&log),
+            Box::new(std::io::stderr()),
+        ));
+        match reloader.watch(true) {
+            Ok(watch) => {
+                tokio::spawn(watch);
+            }
+            Err(e) => {
+                log.resource_error(CONFIG_RELOAD_METHOD, &config_path.display().to_string(), &e)
+            }
+        }
+        log.startup(&startup.0, startup.1, &startup.2);
+        let stopped =
+            |served: std::io::Result<()>| served.map_err(|e| format!("listener failed: {e}"));
         tokio::select! {
-            served = proxy.serve(listener) => served.map_err(|e| format!("listener failed: {e}")),
-            _ = sigterm.recv() => { log.shutdown("SIGTERM"); Ok(()) }
-            _ = tokio::signal::ctrl_c() => { log.shutdown("SIGINT"); Ok(()) }
+            served = proxy.serve(listener) => stopped(served),
+            // Pipelock logs the same reason for SIGTERM and SIGINT.
+            _ = sigterm.recv() => { log.shutdown("signal received"); Ok(()) }
+            _ = tokio::signal::ctrl_c() => { log.shutdown("signal received"); Ok(()) }
         }
     })
 }

@@ -3,15 +3,15 @@
 //! (allowlist, blocklist, SSRF) before anything is dialled.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Config;
-use crate::log::{AuditLog, RequestContext};
+use crate::log::{ANONYMOUS_AGENT, AuditLog, RequestContext};
 use crate::rules::{self, Cidr};
 
 /// Longest request head the stand-in reads before answering 431.
@@ -33,7 +33,9 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 pub struct Proxy {
-    config: Config,
+    /// The config new requests read. A reload swaps it; a request holds the
+    /// snapshot it started with, so open tunnels are never cut by a reload.
+    config: RwLock<Arc<Config>>,
     log: Arc<AuditLog>,
     core_internal: Vec<Cidr>,
     next_request: AtomicU64,
@@ -60,7 +62,7 @@ struct RequestHead {
 impl Proxy {
     pub fn new(config: Config, log: Arc<AuditLog>) -> Self {
         Self {
-            config,
+            config: RwLock::new(Arc::new(config)),
             log,
             core_internal: rules::parse_all(rules::CORE_INTERNAL),
             next_request: AtomicU64::new(1),
@@ -68,8 +70,15 @@ impl Proxy {
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The config in force for new requests.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts `config` in force for new requests; requests already admitted
+    /// (open tunnels included) keep the config they started with.
+    pub fn replace_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
     }
 
     /// Accepts connections until the listener fails.
@@ -104,34 +113,34 @@ impl Proxy {
             }
             Err(HeadError::Io) => return,
         };
+        let config = self.config();
         let ctx = RequestContext {
             method: head.method.clone(),
             client_ip: peer.ip().to_string(),
-            request_id: format!(
-                "standin-{}",
-                self.next_request.fetch_add(1, Ordering::Relaxed)
-            ),
+            // Pipelock's `requestMeta`: a process-wide counter.
+            request_id: format!("req-{}", self.next_request.fetch_add(1, Ordering::Relaxed)),
+            agent: ANONYMOUS_AGENT.to_owned(),
             ..RequestContext::default()
         };
         if head.method.eq_ignore_ascii_case("CONNECT") {
-            if !self.config.forward_proxy_enabled {
+            if !config.forward_proxy_enabled {
                 let _ = respond(reader.get_mut(), 405, "CONNECT not supported").await;
                 return;
             }
-            self.connect(reader, head, ctx).await;
+            self.connect(&config, reader, head, ctx).await;
         } else if head.target.contains("://") {
-            if !self.config.forward_proxy_enabled {
+            if !config.forward_proxy_enabled {
                 let _ = respond(reader.get_mut(), 405, "forward proxy not enabled").await;
                 return;
             }
-            self.forward(reader, head, ctx).await;
+            self.forward(&config, reader, head, ctx).await;
         } else if path_of(&head.target) == "/health" {
             let body = serde_json::json!({
                 "status": "healthy",
                 "version": concat!("standin-", env!("CARGO_PKG_VERSION")),
                 "mode": "strict",
                 "uptime_seconds": self.started.elapsed().as_secs_f64(),
-                "forward_proxy_enabled": self.config.forward_proxy_enabled,
+                "forward_proxy_enabled": config.forward_proxy_enabled,
             });
             let _ =
                 respond_with(reader.get_mut(), 200, "application/json", &body.to_string()).await;
@@ -142,6 +151,7 @@ impl Proxy {
 
     async fn connect(
         &self,
+        config: &Config,
         reader: BufReader<TcpStream>,
         head: RequestHead,
         mut ctx: RequestContext,
@@ -156,7 +166,7 @@ impl Proxy {
         };
         ctx.target = Some(join_host_port(&host, port));
         let started = Instant::now();
-        let addrs = match self.decide(&host, port).await {
+        let addrs = match self.decide(config, &host, port).await {
             Verdict::Allow(addrs) => addrs,
             Verdict::Block { scanner, reason } => {
                 self.log.blocked(&ctx, scanner, &reason);
@@ -191,7 +201,7 @@ impl Proxy {
             tokio::io::copy_bidirectional(&mut client, &mut upstream).await
         };
         // Pipelock's max_tunnel_seconds is an absolute lifetime, not an idle timer.
-        let total = match tokio::time::timeout(self.config.max_tunnel, relay).await {
+        let total = match tokio::time::timeout(config.max_tunnel, relay).await {
             Ok(Ok((up, down))) => early.len() as u64 + up + down,
             Ok(Err(_)) | Err(_) => early.len() as u64,
         };
@@ -200,6 +210,7 @@ impl Proxy {
 
     async fn forward(
         &self,
+        config: &Config,
         mut reader: BufReader<TcpStream>,
         head: RequestHead,
         mut ctx: RequestContext,
@@ -229,7 +240,7 @@ impl Proxy {
                 return;
             }
         };
-        let addrs = match self.decide(&url.host, url.port).await {
+        let addrs = match self.decide(config, &url.host, url.port).await {
             Verdict::Allow(addrs) => addrs,
             Verdict::Block { scanner, reason } => {
                 self.log.blocked(&ctx, scanner, &reason);
@@ -288,16 +299,15 @@ impl Proxy {
 
     /// Pipelock's scanner order for a target: allowlist, blocklist, then the
     /// SSRF check on the literal or the resolved addresses.
-    pub async fn decide(&self, host: &str, port: u16) -> Verdict {
+    pub async fn decide(&self, config: &Config, host: &str, port: u16) -> Verdict {
         let host = rules::normalize_host(host);
-        if !rules::matches_any(&host, &self.config.api_allowlist) {
+        if !rules::matches_any(&host, &config.api_allowlist) {
             return Verdict::Block {
                 scanner: "allowlist",
                 reason: format!("domain not in allowlist: {host}"),
             };
         }
-        if let Some(pattern) = self
-            .config
+        if let Some(pattern) = config
             .blocklist
             .iter()
             .find(|p| rules::match_domain(&host, p))
@@ -308,7 +318,7 @@ impl Proxy {
             };
         }
         let ips: Vec<IpAddr> = if let Ok(ip) = host.parse::<IpAddr>() {
-            if self.config.internal.is_empty() && self.is_refused(ip, &self.core_internal) {
+            if config.internal.is_empty() && is_refused(config, ip, &self.core_internal) {
                 return Verdict::Block {
                     scanner: "core_ssrf",
                     reason: format!("core SSRF: {host} is a private/internal IP address"),
@@ -324,11 +334,11 @@ impl Proxy {
                 Err(_) => return dns_failure(&host, "timed out"),
             }
         };
-        let trusted = rules::is_trusted_domain(&host, &self.config.trusted_domains);
+        let trusted = rules::is_trusted_domain(&host, &config.trusted_domains);
         if !trusted
             && let Some(ip) = ips
                 .iter()
-                .find(|ip| self.is_refused(**ip, &self.config.internal))
+                .find(|ip| is_refused(config, **ip, &config.internal))
         {
             return Verdict::Block {
                 scanner: "ssrf",
@@ -341,11 +351,10 @@ impl Proxy {
                 .collect(),
         )
     }
+}
 
-    fn is_refused(&self, ip: IpAddr, internal: &[Cidr]) -> bool {
-        internal.iter().any(|c| c.contains(ip))
-            && !self.config.ip_allowlist.iter().any(|c| c.contains(ip))
-    }
+fn is_refused(config: &Config, ip: IpAddr, internal: &[Cidr]) -> bool {
+    internal.iter().any(|c| c.contains(ip)) && !config.ip_allowlist.iter().any(|c| c.contains(ip))
 }
 
 fn dns_failure(host: &str, error: &str) -> Verdict {

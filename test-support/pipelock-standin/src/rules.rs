@@ -85,6 +85,14 @@ impl Cidr {
         self.prefix
     }
 
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    pub fn is_ipv4(&self) -> bool {
+        self.addr.is_ipv4()
+    }
+
     /// The CIDR with its host bits cleared.
     pub fn network(&self) -> Self {
         let addr = match self.addr {

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use pipelock_standin::config::Config;
 use pipelock_standin::log::{AuditLog, SharedBuffer};
@@ -12,6 +11,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+
+mod common;
+use common::{events, exchange, read_head, start_echo};
 
 const CONFIG: &str = r#"
 mode: strict
@@ -34,21 +36,6 @@ async fn start_proxy(yaml: &str) -> (SocketAddr, SharedBuffer) {
     let proxy = Arc::new(Proxy::new(config, Arc::new(log)));
     tokio::spawn(proxy.serve(listener));
     (addr, buffer)
-}
-
-/// Echoes every byte back, like a server that answers what the client says first.
-async fn start_echo() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = stream.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    port
 }
 
 /// Answers every request with `hello` and reports the raw request it received.
@@ -90,46 +77,6 @@ async fn start_http() -> (u16, mpsc::UnboundedReceiver<String>) {
         }
     });
     (port, rx)
-}
-
-/// Sends `request` and reads until the proxy closes the connection.
-async fn exchange(proxy: SocketAddr, request: &str) -> String {
-    let mut stream = TcpStream::connect(proxy).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-        .await
-        .expect("proxy closed the connection in time")
-        .unwrap();
-    String::from_utf8_lossy(&response).into_owned()
-}
-
-/// Reads a response head, byte by byte so nothing after it is consumed.
-async fn read_head(stream: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        let n = stream.read(&mut byte).await.unwrap();
-        assert_ne!(n, 0, "connection closed inside the head: {head:?}");
-        head.push(byte[0]);
-    }
-    String::from_utf8(head).unwrap()
-}
-
-/// The log lines with `event`, waiting briefly for ones written after a close.
-async fn events(log: &SharedBuffer, event: &str, at_least: usize) -> Vec<Value> {
-    for _ in 0..100 {
-        let found: Vec<Value> = log
-            .lines()
-            .into_iter()
-            .filter(|l| l["event"] == event)
-            .collect();
-        if found.len() >= at_least {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no {event} line in {:?}", log.lines());
 }
 
 #[tokio::test]
@@ -421,4 +368,111 @@ mod binary {
         assert!(String::from_utf8_lossy(&out.stderr).contains("invalid mode `audit`"));
         let _ = std::fs::remove_file(config);
     }
+}
+
+/// The keys of a log line, sorted.
+fn keys(line: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = line
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+fn sorted(mut keys: Vec<&str>) -> Vec<&str> {
+    keys.sort_unstable();
+    keys
+}
+
+#[tokio::test]
+async fn log_lines_carry_exactly_pipelock_2_3_0_field_names() {
+    // internal/audit/logger.go: LogBlocked, LogTunnelOpen, LogTunnelClose,
+    // LogForwardHTTP; zerolog adds level, time, message; the logger adds component.
+    const COMMON: [&str; 5] = ["level", "time", "component", "event", "message"];
+    let with_common =
+        |extra: &[&'static str]| sorted(COMMON.iter().chain(extra).copied().collect());
+
+    let (proxy, log) = start_proxy(CONFIG).await;
+    let echo = start_echo().await;
+    let (port, _requests) = start_http().await;
+    exchange(proxy, "CONNECT blocked.test:443 HTTP/1.1\r\n\r\n").await;
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    stream
+        .write_all(format!("CONNECT localhost:{echo} HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert!(read_head(&mut stream).await.starts_with("HTTP/1.1 200"));
+    drop(stream);
+    exchange(
+        proxy,
+        &format!("GET http://localhost:{port}/ HTTP/1.1\r\n\r\n"),
+    )
+    .await;
+
+    let blocked = &events(&log, "blocked", 1).await[0];
+    assert_eq!(
+        keys(blocked),
+        with_common(&[
+            "method",
+            "target",
+            "client_ip",
+            "request_id",
+            "scanner",
+            "reason",
+            "agent",
+            "mitre_technique",
+        ])
+    );
+    assert_eq!(blocked["level"], "warn");
+    assert_eq!(blocked["component"], "pipelock");
+    assert_eq!(blocked["message"], "request blocked");
+    assert_eq!(blocked["agent"], "anonymous");
+    assert_eq!(blocked["mitre_technique"], "T1071.001");
+    assert_eq!(blocked["client_ip"], "127.0.0.1");
+    assert!(
+        blocked["request_id"].as_str().unwrap().starts_with("req-"),
+        "{blocked}"
+    );
+    // zerolog's default time format: RFC 3339, seconds.
+    let time = blocked["time"].as_str().unwrap();
+    assert_eq!(time.len(), "2026-01-01T00:00:00Z".len(), "{time}");
+
+    let open = &events(&log, "tunnel_open", 1).await[0];
+    assert_eq!(
+        keys(open),
+        with_common(&["target", "client_ip", "request_id", "agent"])
+    );
+    assert_eq!(open["message"], "tunnel opened");
+    let close = &events(&log, "tunnel_close", 1).await[0];
+    assert_eq!(
+        keys(close),
+        with_common(&[
+            "target",
+            "client_ip",
+            "request_id",
+            "agent",
+            "total_bytes",
+            "duration_ms",
+        ])
+    );
+    assert_eq!(close["message"], "tunnel closed");
+    let forward = &events(&log, "forward_http", 1).await[0];
+    assert_eq!(
+        keys(forward),
+        with_common(&[
+            "method",
+            "url",
+            "client_ip",
+            "request_id",
+            "agent",
+            "status_code",
+            "size_bytes",
+            "duration_ms",
+        ])
+    );
+    assert_eq!(forward["message"], "forward proxy request");
+    assert!(forward["duration_ms"].is_f64(), "{forward}");
 }
