@@ -1,9 +1,11 @@
 //! The manifest: discovery (`discover`), strict decoding into wire structs
 //! (`wire`), and validation (`validate`, with the host rules in `hosts`)
 //! into the domain types below. Validation happens once, at load, for the
-//! whole file; nothing downstream re-checks a field.
+//! whole file; nothing downstream re-checks a field. `edit` changes a
+//! bottle's allowlist in the file's text, leaving the rest as written.
 
 mod discover;
+mod edit;
 mod error;
 mod hosts;
 mod validate;
@@ -20,6 +22,7 @@ pub use discover::{
     DEFAULT_MANIFEST_JSON, Discovery, MANIFEST_ENV_VAR, MANIFEST_FILE_NAME, ManifestSource, load,
     load_from_str,
 };
+pub use edit::{EditError, Edited, add_to_allowlist, remove_from_allowlist, write_atomically};
 pub use error::{JsonPath, ManifestError, NamedBy, Problem, Segment};
 pub use validate::DEFAULT_SSH_PORT;
 
