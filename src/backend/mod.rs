@@ -82,6 +82,9 @@ pub trait Backend {
     /// Makes `yaml` the proxy config of the running bottle `name` without
     /// restarting its proxy, and returns once the proxy reported the reload.
     /// A reload the proxy refused is an error with its reason.
-    fn reload_proxy(&self, name: &str, yaml: &str)
-    -> impl Future<Output = Result<(), BackendError>>;
+    fn reload_proxy(
+        &self,
+        name: &str,
+        yaml: &str,
+    ) -> impl Future<Output = Result<(), BackendError>>;
 }

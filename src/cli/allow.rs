@@ -53,27 +53,31 @@ pub async fn run(args: AllowArgs, printer: &Printer) -> Result<u8, Error> {
         ));
     }
     if let Some(path) = manifest_path.filter(|_| args.save) {
-        let text = std::fs::read_to_string(&path).map_err(|source| {
-            Error::ManifestEdit(manifest::EditError::Read {
-                path: path.clone(),
-                source,
-            })
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::ManifestRead {
+            path: path.clone(),
+            source,
         })?;
         let edited = if args.remove {
-            manifest::edit::remove_from_allowlist(&text, &bottle.bottle, &hosts)?
+            manifest::remove_from_allowlist(&text, &bottle.bottle, &hosts)?
         } else {
-            manifest::edit::add_to_allowlist(&text, &bottle.bottle, &hosts)?
+            manifest::add_to_allowlist(&text, &bottle.bottle, &hosts)?
         };
-        if edited.changed.is_empty() {
-            printer.status(format_args!("`{}` already says so", path.display()));
-        } else {
-            manifest::edit::write_atomically(&path, &edited.text)?;
+        if edited.is_changed() {
+            manifest::write_atomically(&path, &edited.text).map_err(|source| {
+                Error::ManifestWrite {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            let changed: Vec<String> = edited.changed.iter().map(ToString::to_string).collect();
             printer.status(format_args!(
                 "saved in `{}` (`bottles.{}.egress.allowlist`): {}",
                 path.display(),
                 bottle.bottle,
-                edited.changed.join(", ")
+                changed.join(", ")
             ));
+        } else {
+            printer.status(format_args!("`{}` already says so", path.display()));
         }
     }
     Ok(0)

@@ -139,8 +139,10 @@ pub struct EgressArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "NAME may be omitted when one bottle runs; a first word that names a running \
-bottle (its container name, or an agent with one running bottle) is NAME, every other word a host.")]
+#[command(
+    after_help = "NAME may be omitted when one bottle runs; a first word that names a running \
+bottle (its container name, or an agent with one running bottle) is NAME, every other word a host."
+)]
 pub struct AllowArgs {
     /// [NAME] HOST...: the bottle, then hostnames, `*.example.com` wildcards or IP addresses
     #[arg(required = true, value_name = "NAME|HOST")]

@@ -29,7 +29,11 @@ pub(crate) fn resolve<'a>(
     if let Some(bottle) = running.iter().find(|b| b.name == query) {
         return Ok(bottle);
     }
-    let of_agent: Vec<&ActiveBottle> = running.iter().copied().filter(|b| b.agent == query).collect();
+    let of_agent: Vec<&ActiveBottle> = running
+        .iter()
+        .copied()
+        .filter(|b| b.agent == query)
+        .collect();
     match of_agent.as_slice() {
         [only] => Ok(only),
         [] => Err(Error::UnknownBottle {
@@ -78,11 +82,21 @@ mod tests {
             bottle("claude-bottle-rev-2", "rev"),
             bottle("claude-bottle-docs", "docs"),
         ];
-        assert_eq!(resolve(&active, Some("claude-bottle-rev-2")).unwrap().name, "claude-bottle-rev-2");
-        assert_eq!(resolve(&active, Some("docs")).unwrap().name, "claude-bottle-docs");
+        assert_eq!(
+            resolve(&active, Some("claude-bottle-rev-2")).unwrap().name,
+            "claude-bottle-rev-2"
+        );
+        assert_eq!(
+            resolve(&active, Some("docs")).unwrap().name,
+            "claude-bottle-docs"
+        );
         let ambiguous = resolve(&active, Some("rev")).unwrap_err();
         assert_eq!(ambiguous.code(), 2);
-        assert!(ambiguous.hints()[0].contains("`claude-bottle-rev-2` (agent `rev`)"), "{:?}", ambiguous.hints());
+        assert!(
+            ambiguous.hints()[0].contains("`claude-bottle-rev-2` (agent `rev`)"),
+            "{:?}",
+            ambiguous.hints()
+        );
         let unknown = resolve(&active, Some("nope")).unwrap_err();
         assert_eq!(unknown.code(), 2);
         assert!(unknown.hints()[0].contains("`claude-bottle-docs`"));

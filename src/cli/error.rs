@@ -98,10 +98,22 @@ pub enum Error {
         key: &'static str,
         bottle: String,
     },
-    #[error("`--save` needs the manifest file the session was started from, and it was started from the embedded default")]
+    #[error(
+        "`--save` needs the manifest file the session was started from, and it was started from the embedded default"
+    )]
     SaveWithoutManifest,
     #[error(transparent)]
     ManifestEdit(#[from] crate::manifest::EditError),
+    #[error("could not read the manifest `{}`: {source}", path.display())]
+    ManifestRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("could not write the manifest `{}`: {source}", path.display())]
+    ManifestWrite {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A second signal arrived while the session was being torn down.
     #[error(
         "interrupted by {name} during teardown; teardown was abandoned, so some of the session's resources may be left"
@@ -133,7 +145,9 @@ impl Error {
             | Self::InvalidHost(_)
             | Self::NeedsDowngrade { .. }
             | Self::SaveWithoutManifest => EXIT_USAGE,
-            Self::ManifestEdit(_) => EXIT_FAILURE,
+            Self::ManifestEdit(_) | Self::ManifestRead { .. } | Self::ManifestWrite { .. } => {
+                EXIT_FAILURE
+            }
             Self::Backend(e) => match e.kind {
                 BackendErrorKind::Usage => EXIT_USAGE,
                 BackendErrorKind::Failure => EXIT_FAILURE,
@@ -193,6 +207,10 @@ impl Diagnostic for Error {
                 "run `claude-bottle init` to write the default manifest to a file, edit it there, and start from it".to_owned(),
             ],
             Self::ManifestEdit(e) => e.hints(),
+            Self::ManifestRead { .. } => vec![
+                "the session was started from it; `allow` without `--save` changes only the running bottle".to_owned(),
+            ],
+            Self::ManifestWrite { .. } => Vec::new(),
             Self::TeardownAbandoned { .. } => {
                 vec!["run `claude-bottle cleanup` to remove what is left".to_owned()]
             }

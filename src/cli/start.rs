@@ -47,7 +47,9 @@ pub async fn run<T: Terminal>(
         remote_control: args.remote_control,
         host_home: std::env::home_dir().ok_or(Error::NoHome)?,
         manifest_path: match &manifest.source {
-            ManifestSource::File(path) => Some(std::path::absolute(path).unwrap_or_else(|_| path.clone())),
+            ManifestSource::File(path) => {
+                Some(std::path::absolute(path).unwrap_or_else(|_| path.clone()))
+            }
             ManifestSource::Embedded => None,
         },
     };

@@ -44,14 +44,19 @@ pub fn apply(config: &mut PipelockConfig, hosts: &[AllowRule], remove: bool) -> 
     let mut change = AllowlistChange::default();
     for host in hosts {
         let entry = host.to_string();
-        let present = config.api_allowlist.iter().any(|e| e.eq_ignore_ascii_case(&entry));
+        let present = config
+            .api_allowlist
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(&entry));
         match (remove, present) {
             (false, false) => {
                 config.api_allowlist.push(entry.clone());
                 change.changed.push(entry);
             }
             (true, true) => {
-                config.api_allowlist.retain(|e| !e.eq_ignore_ascii_case(&entry));
+                config
+                    .api_allowlist
+                    .retain(|e| !e.eq_ignore_ascii_case(&entry));
                 change.changed.push(entry);
             }
             _ => change.unchanged.push(entry),
@@ -192,7 +197,11 @@ mod tests {
     #[test]
     fn adding_and_removing_change_only_what_needs_it() {
         let mut config = config(&[], &[]);
-        let added = apply(&mut config, &[rule("x.test"), rule("API.anthropic.com")], false);
+        let added = apply(
+            &mut config,
+            &[rule("x.test"), rule("API.anthropic.com")],
+            false,
+        );
         assert_eq!(added.changed, ["x.test"]);
         assert_eq!(added.unchanged, ["api.anthropic.com"]);
         assert_eq!(config.api_allowlist, ["api.anthropic.com", "x.test"]);
@@ -213,17 +222,32 @@ mod tests {
         let name = downgrade_needed(&plain, &rule("git.corp.test"), &[public, private]).unwrap();
         assert_eq!(name.manifest_key(), "trusted_domains");
         assert_eq!(name.address(), private);
-        assert_eq!(downgrade_needed(&plain, &rule("git.corp.test"), &[public]), None);
+        assert_eq!(
+            downgrade_needed(&plain, &rule("git.corp.test"), &[public]),
+            None
+        );
         // Already exempt in the running config: no downgrade.
         let trusted = config(&["*.corp.test"], &["10.0.0.0/8"]);
-        assert_eq!(downgrade_needed(&trusted, &rule("git.corp.test"), &[private]), None);
+        assert_eq!(
+            downgrade_needed(&trusted, &rule("git.corp.test"), &[private]),
+            None
+        );
         assert_eq!(downgrade_needed(&trusted, &rule("10.1.2.3"), &[]), None);
-        assert_eq!(downgrade_needed(&trusted, &rule("172.16.0.1"), &[]).map(|d| d.manifest_key()), Some("ip_cidrs"));
+        assert_eq!(
+            downgrade_needed(&trusted, &rule("172.16.0.1"), &[]).map(|d| d.manifest_key()),
+            Some("ip_cidrs")
+        );
     }
 
     #[test]
     fn mapped_and_loopback_addresses_are_internal() {
-        for ip in ["127.0.0.1", "::1", "::ffff:10.0.0.1", "169.254.169.254", "fd00::1"] {
+        for ip in [
+            "127.0.0.1",
+            "::1",
+            "::ffff:10.0.0.1",
+            "169.254.169.254",
+            "fd00::1",
+        ] {
             assert!(is_internal(&ip.parse().unwrap()), "{ip}");
         }
         for ip in ["1.1.1.1", "2606:4700::1111"] {

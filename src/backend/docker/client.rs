@@ -17,8 +17,8 @@ use bollard::models::{
     NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions,
-    DownloadFromContainerOptions, KillContainerOptions, LogsOptions, RemoveContainerOptions,
+    CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, KillContainerOptions,
+    ListContainersOptions, ListNetworksOptions, LogsOptions, RemoveContainerOptions,
     UploadToContainerOptions,
 };
 use futures_util::stream::BoxStream;
@@ -559,7 +559,12 @@ fn lines_of(
 ) -> impl futures_util::Stream<Item = Result<String, EngineError>> + Send + 'static {
     let chunks = chunks.boxed();
     futures_util::stream::unfold(
-        (chunks, String::new(), std::collections::VecDeque::<String>::new(), false),
+        (
+            chunks,
+            String::new(),
+            std::collections::VecDeque::<String>::new(),
+            false,
+        ),
         |(mut chunks, mut partial, mut ready, mut done)| async move {
             loop {
                 if let Some(line) = ready.pop_front() {
@@ -940,8 +945,9 @@ impl Engine for BollardEngine {
             .entries()
             .map_err(|e| EngineError::new(ErrorKind::Other, operation.as_str(), e.to_string()))?;
         for entry in entries {
-            let mut entry = entry
-                .map_err(|e| EngineError::new(ErrorKind::Other, operation.as_str(), e.to_string()))?;
+            let mut entry = entry.map_err(|e| {
+                EngineError::new(ErrorKind::Other, operation.as_str(), e.to_string())
+            })?;
             if entry.header().entry_type().is_file() {
                 let mut bytes = Vec::new();
                 std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| {

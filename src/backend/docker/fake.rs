@@ -674,8 +674,12 @@ impl Engine for FakeEngine {
         _id: &str,
         _follow: bool,
     ) -> futures_util::stream::BoxStream<'static, Result<String, EngineError>> {
-        let lines: Vec<Result<String, EngineError>> =
-            self.state().logs.lines().map(|l| Ok(l.to_owned())).collect();
+        let lines: Vec<Result<String, EngineError>> = self
+            .state()
+            .logs
+            .lines()
+            .map(|l| Ok(l.to_owned()))
+            .collect();
         futures_util::StreamExt::boxed(futures_util::stream::iter(lines))
     }
 

@@ -40,7 +40,10 @@ impl Diagnostic for FindError {
     }
 }
 
-pub(crate) async fn find_bottle<E: Engine>(engine: &E, name: &str) -> Result<FoundBottle, FindError> {
+pub(crate) async fn find_bottle<E: Engine>(
+    engine: &E,
+    name: &str,
+) -> Result<FoundBottle, FindError> {
     let containers = engine.list_containers(managed()).await?;
     let agent = containers
         .iter()
@@ -51,7 +54,9 @@ pub(crate) async fn find_bottle<E: Engine>(engine: &E, name: &str) -> Result<Fou
     let session = label(agent, LABEL_SESSION);
     let proxy = containers
         .iter()
-        .find(|c| label(c, LABEL_ROLE) == Role::Proxy.as_str() && label(c, LABEL_SESSION) == session)
+        .find(|c| {
+            label(c, LABEL_ROLE) == Role::Proxy.as_str() && label(c, LABEL_SESSION) == session
+        })
         .ok_or_else(|| FindError::NoProxy {
             name: name.to_owned(),
         })?;

@@ -2,8 +2,9 @@
 //! `claude-bottle.managed` label (SPEC §2 "The other commands").
 
 use super::client::{ContainerInfo, Engine, EngineError, LabelFilter};
-use super::names::{LABEL_BOTTLE, LABEL_MANIFEST, 
-    LABEL_AGENT, LABEL_MANAGED, LABEL_ROLE, LABEL_SESSION, Role, session_state, this_host,
+use super::names::{
+    LABEL_AGENT, LABEL_BOTTLE, LABEL_MANAGED, LABEL_MANIFEST, LABEL_ROLE, LABEL_SESSION, Role,
+    session_state, this_host,
 };
 use crate::backend::{ActiveBottle, SessionState};
 

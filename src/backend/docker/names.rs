@@ -77,10 +77,7 @@ impl Owner {
             pid: std::process::id(),
             host: this_host(),
             bottle: spec.bottle_name.clone(),
-            manifest: spec
-                .manifest_path
-                .as_ref()
-                .map(|p| p.display().to_string()),
+            manifest: spec.manifest_path.as_ref().map(|p| p.display().to_string()),
         }
     }
 }

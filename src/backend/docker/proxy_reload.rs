@@ -49,18 +49,26 @@ impl Diagnostic for ReloadError {
 /// The config the bottle's proxy runs with.
 pub(crate) async fn proxy_config<E: Engine>(engine: &E, name: &str) -> Result<String, ReloadError> {
     let bottle = find_bottle(engine, name).await?;
-    let bytes = engine.read_file(&bottle.proxy_id, PROXY_CONFIG_PATH).await?;
+    let bytes = engine
+        .read_file(&bottle.proxy_id, PROXY_CONFIG_PATH)
+        .await?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Puts `yaml` in place as the proxy's config and has it reload; returns
 /// once the proxy reported the reload.
-pub(crate) async fn reload<E: Engine>(engine: &E, name: &str, yaml: &str) -> Result<(), ReloadError> {
+pub(crate) async fn reload<E: Engine>(
+    engine: &E,
+    name: &str,
+    yaml: &str,
+) -> Result<(), ReloadError> {
     let bottle = find_bottle(engine, name).await?;
     let proxy = bottle.proxy_name.clone();
     let before = reload_reports(engine, &bottle.proxy_id).await?.len();
     let archive = proxy_config_archive(PROXY_CONFIG_PATH, yaml)?;
-    engine.upload_archive(&bottle.proxy_id, "/", archive).await?;
+    engine
+        .upload_archive(&bottle.proxy_id, "/", archive)
+        .await?;
     engine.signal_container(&bottle.proxy_id, "SIGHUP").await?;
     let clock = Instant::now();
     loop {

@@ -1495,7 +1495,8 @@ async fn a_proxy_that_never_reports_its_reload_is_an_error_in_bounded_time() {
         .await
         .unwrap_err();
     assert!(
-        err.to_string().ends_with("did not report a reload within 10 s"),
+        err.to_string()
+            .ends_with("did not report a reload within 10 s"),
         "{err}"
     );
     session.close().await.unwrap();
