@@ -83,14 +83,45 @@ pub async fn run(args: AllowArgs, printer: &Printer) -> Result<u8, Error> {
     Ok(0)
 }
 
-/// NAME is optional and comes first: a first word that names a running
-/// bottle is NAME, and every other word is a host.
+/// NAME is optional and comes first: when hosts follow it, a first word
+/// that names a running bottle, or has no dot (bottle and agent names rarely
+/// do, hosts nearly always), is NAME; every other word is a host.
 fn split_name<'a>(active: &[ActiveBottle], words: &'a [String]) -> (Option<&'a str>, &'a [String]) {
     match words {
-        [first, rest @ ..] if !rest.is_empty() && bottle_name::names_a_bottle(active, first) => {
+        [first, rest @ ..]
+            if !rest.is_empty()
+                && (bottle_name::names_a_bottle(active, first) || !first.contains(['.', ':'])) =>
+        {
             (Some(first.as_str()), rest)
         }
         _ => (None, words),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(list: &[&str]) -> Vec<String> {
+        list.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_first_word_is_name_when_hosts_follow_and_it_looks_like_one() {
+        let none: [ActiveBottle; 0] = [];
+        let one = words(&["x.test"]);
+        assert_eq!(split_name(&none, &one), (None, one.as_slice()));
+        let single_label = words(&["intranet"]);
+        assert_eq!(
+            split_name(&none, &single_label),
+            (None, single_label.as_slice())
+        );
+        let named = words(&["reviewer", "x.test", "y.test"]);
+        assert_eq!(split_name(&none, &named), (Some("reviewer"), &named[1..]));
+        let hosts = words(&["a.test", "b.test"]);
+        assert_eq!(split_name(&none, &hosts), (None, hosts.as_slice()));
+        let ips = words(&["2001:db8::1", "b.test"]);
+        assert_eq!(split_name(&none, &ips), (None, ips.as_slice()));
     }
 }
 
@@ -107,14 +138,15 @@ async fn refuse_downgrades(
             AllowRule::Wildcard(_) | AllowRule::Ip(_) => Vec::new(),
         };
         if let Some(downgrade) = allowlist_change::downgrade_needed(config, host, &addresses) {
-            let what = match downgrade {
-                Downgrade::InternalAddress { .. } => "is",
-                Downgrade::InternalName { .. } => "resolves to",
+            let why = match &downgrade {
+                Downgrade::InternalAddress { .. } => "it is an internal address, which the proxy reaches only within `ip_cidrs`, and pipelock refuses a reload that widens them".to_owned(),
+                Downgrade::InternalName { address, .. } => format!(
+                    "it resolves to `{address}`, an internal address, which the proxy reaches only for `trusted_domains`, and pipelock refuses a reload that adds to them"
+                ),
             };
             return Err(Error::NeedsDowngrade {
                 host: downgrade.host().to_owned(),
-                what,
-                address: downgrade.address(),
+                why,
                 key: downgrade.manifest_key(),
                 bottle: bottle.bottle.clone(),
             });

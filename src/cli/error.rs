@@ -88,13 +88,10 @@ pub enum Error {
     },
     #[error(transparent)]
     InvalidHost(#[from] crate::manifest::InvalidHost),
-    #[error(
-        "`{host}` cannot be allowed while the bottle runs: it {what} `{address}`, an internal address, which only `{key}` admits, and pipelock refuses a reload that adds `{key}`"
-    )]
+    #[error("`{host}` cannot be allowed while the bottle runs: {why}")]
     NeedsDowngrade {
         host: String,
-        what: &'static str,
-        address: std::net::IpAddr,
+        why: String,
         key: &'static str,
         bottle: String,
     },
