@@ -98,33 +98,6 @@ fn split_name<'a>(active: &[ActiveBottle], words: &'a [String]) -> (Option<&'a s
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn words(list: &[&str]) -> Vec<String> {
-        list.iter().map(|w| (*w).to_owned()).collect()
-    }
-
-    #[test]
-    fn a_first_word_is_name_when_hosts_follow_and_it_looks_like_one() {
-        let none: [ActiveBottle; 0] = [];
-        let one = words(&["x.test"]);
-        assert_eq!(split_name(&none, &one), (None, one.as_slice()));
-        let single_label = words(&["intranet"]);
-        assert_eq!(
-            split_name(&none, &single_label),
-            (None, single_label.as_slice())
-        );
-        let named = words(&["reviewer", "x.test", "y.test"]);
-        assert_eq!(split_name(&none, &named), (Some("reviewer"), &named[1..]));
-        let hosts = words(&["a.test", "b.test"]);
-        assert_eq!(split_name(&none, &hosts), (None, hosts.as_slice()));
-        let ips = words(&["2001:db8::1", "b.test"]);
-        assert_eq!(split_name(&none, &ips), (None, ips.as_slice()));
-    }
-}
-
 /// Refuses, before anything changes, a host pipelock would only admit with a
 /// reload it refuses in strict mode.
 async fn refuse_downgrades(
@@ -161,5 +134,32 @@ async fn resolve(name: &str) -> Vec<IpAddr> {
     match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name, 443))).await {
         Ok(Ok(addresses)) => addresses.map(|a| a.ip()).collect(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(list: &[&str]) -> Vec<String> {
+        list.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_first_word_is_name_when_hosts_follow_and_it_looks_like_one() {
+        let none: [ActiveBottle; 0] = [];
+        let one = words(&["x.test"]);
+        assert_eq!(split_name(&none, &one), (None, one.as_slice()));
+        let single_label = words(&["intranet"]);
+        assert_eq!(
+            split_name(&none, &single_label),
+            (None, single_label.as_slice())
+        );
+        let named = words(&["reviewer", "x.test", "y.test"]);
+        assert_eq!(split_name(&none, &named), (Some("reviewer"), &named[1..]));
+        let hosts = words(&["a.test", "b.test"]);
+        assert_eq!(split_name(&none, &hosts), (None, hosts.as_slice()));
+        let ips = words(&["2001:db8::1", "b.test"]);
+        assert_eq!(split_name(&none, &ips), (None, ips.as_slice()));
     }
 }
