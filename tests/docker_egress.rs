@@ -835,3 +835,238 @@ fn allow_save_changes_only_that_bottles_allowlist_in_the_manifest() {
 
     session.finish().assert_clean();
 }
+
+// ---------------------------------------------------------------------------
+// allow --save on a session of the embedded default manifest
+// ---------------------------------------------------------------------------
+
+/// The built-in agent image's tag pointing at the agent test image (whose
+/// stub `claude` the session runs), for as long as the test runs. Made only
+/// over nothing or over a tag a test made (the image carries
+/// `claude-bottle.test=1`): a real built-in image is never touched.
+struct BuiltInTag {
+    tag: String,
+}
+
+impl BuiltInTag {
+    fn point_at_test_image(tag: &str) -> Self {
+        let labels = docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"claude-bottle.test\"}}",
+            tag,
+        ]);
+        if labels.status.success() {
+            assert_eq!(
+                text(&labels.stdout).trim(),
+                "1",
+                "`{tag}` is a real built-in agent image; this test runs the stub `claude` as the \
+                 built-in image and does not touch that one (remove it or run on another daemon)"
+            );
+        }
+        docker_ok(&["tag", e2e_support::session::AGENT_IMAGE, tag]);
+        Self {
+            tag: tag.to_owned(),
+        }
+    }
+}
+
+impl Drop for BuiltInTag {
+    fn drop(&mut self) {
+        // Only the tag goes: the test image keeps its own tags.
+        let _ = docker(&["rmi", &self.tag]);
+    }
+}
+
+/// Container names of this test's sessions start with this.
+const DEFAULT_SESSION_PREFIX: &str = "e2e-dflt-";
+
+/// Removes what a session of the embedded default left that this test
+/// started (its agent container is named `e2e-dflt-...`) and whose
+/// claude-bottle process is gone: found by the session label.
+fn sweep_stale_default_sessions() {
+    for line in docker_support::daemon::docker_lines(&[
+        "ps",
+        "-a",
+        "--filter",
+        "label=claude-bottle.role=agent",
+        "--format",
+        "{{.Names}}\t{{.Label \"claude-bottle.session\"}}\t{{.Label \"claude-bottle.pid\"}}",
+    ]) {
+        let mut parts = line.split('\t');
+        let (Some(name), Some(session), Some(pid)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if name.starts_with(DEFAULT_SESSION_PREFIX)
+            && !session.is_empty()
+            && !docker_support::daemon::pid_alive(pid)
+        {
+            remove_session(session);
+        }
+    }
+}
+
+/// Removes every container and network of one session, by its label.
+fn remove_session(session: &str) {
+    let label = format!("claude-bottle.session={session}");
+    let containers = docker_support::sessions::containers_with(&[&label]);
+    let networks = docker_support::sessions::networks_with(&[&label]);
+    docker_support::daemon::remove_resources(&containers, &networks);
+}
+
+/// A `start` of the embedded default (no manifest anywhere) with the stub
+/// waiting for a line; ended by the line, or killed and swept on drop.
+struct DefaultSession {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    session: String,
+}
+
+impl Drop for DefaultSession {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !self.session.is_empty() {
+            remove_session(&self.session);
+        }
+    }
+}
+
+#[test]
+fn allow_save_refuses_a_session_of_the_embedded_default_manifest() {
+    e2e_support::require();
+    let _runtimes = RuntimeLock::shared();
+    let _cleanup = docker_support::lock::FileLock::take(docker_support::lock::CLEANUP_LOCK, false);
+    sweep_stale_default_sessions();
+    let dirs = SessionDirs::new();
+    // No --manifest, no ./claude-bottle.json, an empty HOME, no variables:
+    // the embedded default.
+    let command = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_claude-bottle"));
+        command
+            .args(args)
+            .current_dir(dirs.work())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dirs.home())
+            .env("TMPDIR", dirs.tmp())
+            .env("NO_COLOR", "1")
+            .env(
+                "CLAUDE_BOTTLE_PIPELOCK_IMAGE",
+                e2e_support::session::PIPELOCK_STANDIN_IMAGE,
+            );
+        if let Some(host) = std::env::var_os("DOCKER_HOST") {
+            command.env("DOCKER_HOST", host);
+        }
+        command
+    };
+    let name = e2e_support::session::unique_agent("dflt").replacen(
+        e2e_support::docker::AGENT_PREFIX,
+        DEFAULT_SESSION_PREFIX,
+        1,
+    );
+    let plan = command(&["start", "--dry-run", "--name", &name])
+        .output()
+        .unwrap();
+    let plan_text = text(&plan.stderr);
+    assert_eq!(plan.status.code(), Some(0), "{}", show(&plan));
+    let tag = plan_text
+        .split_whitespace()
+        .find(|w| w.starts_with("claude-bottle-agent:"))
+        .unwrap_or_else(|| panic!("no built-in image in the plan:\n{plan_text}"))
+        .to_owned();
+    let _tag = BuiltInTag::point_at_test_image(&tag);
+
+    let mut child = command(&["start", "--yes", "--name", &name, "--", "--stub-read-line"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take();
+    let stderr = child.stderr.take().unwrap();
+    let mut session = DefaultSession {
+        child,
+        stdin,
+        session: String::new(),
+    };
+    let stderr_text = Arc::new(Mutex::new(String::new()));
+    let sink = stderr_text.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[default stderr] {line}");
+            let mut text = sink.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    session.session = wait_for(
+        "the default session's agent container to run",
+        Duration::from_secs(60),
+        || {
+            assert!(
+                session.child.try_wait().ok().flatten().is_none(),
+                "claude-bottle exited early:\n{}",
+                stderr_text.lock().unwrap()
+            );
+            let out = docker(&[
+                "inspect",
+                "-f",
+                "{{.State.Running}} {{index .Config.Labels \"claude-bottle.session\"}}",
+                &name,
+            ]);
+            let found = text(&out.stdout);
+            found
+                .strip_prefix("true ")
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        },
+    );
+    let label = inspect(&name, "{{index .Config.Labels \"claude-bottle.manifest\"}}");
+    assert!(
+        label.is_empty() || label == "<no value>",
+        "a session of the embedded default names no manifest: {label}"
+    );
+
+    let out = command(&["allow", &name, "late.test", "--save"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("claude-bottle init"),
+        "the hint names `init`: {}",
+        show(&out)
+    );
+    let files: Vec<_> = std::fs::read_dir(dirs.work()).unwrap().collect();
+    assert!(files.is_empty(), "no manifest was written: {files:?}");
+    // Without --save the same bottle takes the host.
+    let out = command(&["allow", &name, "late.test"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+
+    use std::io::Write;
+    let mut stdin = session.stdin.take().unwrap();
+    stdin.write_all(b"exit 0\n").unwrap();
+    drop(stdin);
+    let status = wait_for(
+        "the default session to end",
+        Duration::from_secs(30),
+        || session.child.try_wait().ok().flatten(),
+    );
+    assert_eq!(status.code(), Some(0), "{}", stderr_text.lock().unwrap());
+    let label = format!("claude-bottle.session={}", session.session);
+    assert_eq!(
+        (
+            docker_support::sessions::containers_with(&[&label]),
+            docker_support::sessions::networks_with(&[&label])
+        ),
+        (vec![], vec![]),
+        "teardown left nothing"
+    );
+}
