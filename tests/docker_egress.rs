@@ -651,6 +651,13 @@ fn allow_admits_a_host_live_without_restarting_the_proxy_or_cutting_tunnels() {
         refused.iter().any(|a| a.1 < called),
         "refused before `allow`: {attempts:?}"
     );
+    // `allow` returns once the proxy confirmed the reload: no request that
+    // started after it returned is refused.
+    let refused_after: Vec<_> = refused.iter().filter(|a| a.0 > returned).collect();
+    assert!(
+        refused_after.is_empty(),
+        "refused after `allow` returned at {returned}: {refused_after:?}"
+    );
     let latency = first_pass.1 - returned;
     eprintln!(
         "timing: first passing request ended {latency:.3} s after `allow` returned \
