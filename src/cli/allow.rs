@@ -3,12 +3,16 @@
 //! restart; with `--save`, in the manifest file too.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
 
 use super::args::AllowArgs;
 use super::{Error, bottle_name};
-use crate::backend::{ActiveBottle, AnyBackend, Backend};
+use crate::backend::{ActiveBottle, AnyBackend, Backend, SessionState};
 use crate::core::allowlist_change::{self, Downgrade};
+use crate::core::egress::EgressPolicy;
 use crate::core::pipelock::PipelockConfig;
 use crate::manifest::{self, AllowRule};
 use crate::printer::Printer;
@@ -20,22 +24,35 @@ pub async fn run(args: AllowArgs, printer: &Printer) -> Result<u8, Error> {
     let backend = AnyBackend::from_env(printer)?;
     let active = backend.list_active().await?;
     let (name, raw_hosts) = split_name(&active, &args.words);
+    if raw_hosts.is_empty() {
+        return Err(Error::NoHostsGiven);
+    }
     let hosts: Vec<AllowRule> = raw_hosts
         .iter()
         .map(|raw| AllowRule::parse(raw))
         .collect::<Result<_, _>>()?;
     let bottle = bottle_name::resolve(&active, name)?;
-    let manifest_path = match (&bottle.manifest_path, args.save) {
-        (None, true) => return Err(Error::SaveWithoutManifest),
-        (path, _) => path.clone(),
+    // The manifest's change is worked out, and checked, before the bottle
+    // changes: a manifest that cannot take it changes nothing.
+    let save = if args.save {
+        Some(SavePlan::prepare(bottle, &hosts, args.remove)?)
+    } else {
+        None
     };
 
+    // One change at a time per bottle: each reads the config the last one left.
+    let _lock = lock_bottle(&bottle.name)?;
     let yaml = backend.proxy_config(&bottle.name).await?;
     let mut config = PipelockConfig::from_yaml(&yaml)?;
     if !args.remove {
         refuse_downgrades(&config, &hosts, bottle).await?;
     }
     let change = allowlist_change::apply(&mut config, &hosts, args.remove);
+    if config.api_allowlist.is_empty() {
+        return Err(Error::WouldEmptyAllowlist {
+            bottle: bottle.name.clone(),
+        });
+    }
     let verb = if args.remove { "removed" } else { "allowed" };
     if change.changed.is_empty() {
         printer.status(format_args!(
@@ -46,46 +63,123 @@ pub async fn run(args: AllowArgs, printer: &Printer) -> Result<u8, Error> {
     } else {
         let yaml = config.to_yaml(&bottle.bottle)?;
         backend.reload_proxy(&bottle.name, &yaml).await?;
+        let tunnels = if args.remove {
+            "; connections already open stay up until they close"
+        } else {
+            ""
+        };
         printer.status(format_args!(
-            "{verb} in `{}` (the proxy reloaded): {}",
+            "{verb} in `{}`, the proxy reloaded{tunnels}: {}",
             bottle.name,
             change.changed.join(", ")
         ));
     }
-    if let Some(path) = manifest_path.filter(|_| args.save) {
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::ManifestRead {
-            path: path.clone(),
-            source,
-        })?;
-        let edited = if args.remove {
-            manifest::remove_from_allowlist(&text, &bottle.bottle, &hosts)?
-        } else {
-            manifest::add_to_allowlist(&text, &bottle.bottle, &hosts)?
-        };
-        if edited.is_changed() {
-            manifest::write_atomically(&path, &edited.text).map_err(|source| {
-                Error::ManifestWrite {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-            let changed: Vec<String> = edited.changed.iter().map(ToString::to_string).collect();
-            printer.status(format_args!(
-                "saved in `{}` (`bottles.{}.egress.allowlist`): {}",
-                path.display(),
-                bottle.bottle,
-                changed.join(", ")
-            ));
-        } else {
-            printer.status(format_args!("`{}` already says so", path.display()));
-        }
+    if let Some(save) = save {
+        save.write(&hosts, args.remove, printer)?;
     }
     Ok(0)
 }
 
-/// NAME is optional and comes first: when hosts follow it, a first word
-/// that names a running bottle, or has no dot (bottle and agent names rarely
-/// do, hosts nearly always), is NAME; every other word is a host.
+/// `--save`: the manifest file, its text when the command started, and the
+/// edit, checked to load.
+struct SavePlan {
+    path: PathBuf,
+    bottle: String,
+    text: String,
+}
+
+impl SavePlan {
+    fn prepare(bottle: &ActiveBottle, hosts: &[AllowRule], remove: bool) -> Result<Self, Error> {
+        if bottle.session_state == SessionState::Unknown {
+            return Err(Error::SaveFromAnotherHost {
+                name: bottle.name.clone(),
+            });
+        }
+        let (Some(path), false) = (&bottle.manifest_path, bottle.bottle.is_empty()) else {
+            return Err(Error::SaveWithoutManifest);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ManifestRead {
+            path: path.clone(),
+            source,
+        })?;
+        let plan = Self {
+            path: path.clone(),
+            bottle: bottle.bottle.clone(),
+            text,
+        };
+        plan.edit(&plan.text, hosts, remove)?;
+        Ok(plan)
+    }
+
+    /// `text` with the change, checked to load as a manifest whose bottle
+    /// still admits something.
+    fn edit(
+        &self,
+        text: &str,
+        hosts: &[AllowRule],
+        remove: bool,
+    ) -> Result<manifest::Edited, Error> {
+        let edited = if remove {
+            manifest::remove_from_allowlist(text, &self.bottle, hosts)?
+        } else {
+            manifest::add_to_allowlist(text, &self.bottle, hosts)?
+        };
+        let loaded = manifest::load_from_str(
+            &edited.text,
+            manifest::ManifestSource::File(self.path.clone()),
+        )?;
+        if let Some(bottle) = loaded.bottles.get(&self.bottle) {
+            EgressPolicy::for_bottle(&self.bottle, bottle)?;
+        }
+        Ok(edited)
+    }
+
+    /// Writes the change, redone on the file as it is now if it changed
+    /// meanwhile.
+    fn write(&self, hosts: &[AllowRule], remove: bool, printer: &Printer) -> Result<(), Error> {
+        let unsaved = |source: std::io::Error| Error::ManifestNotSaved {
+            path: self.path.clone(),
+            source,
+        };
+        let now = std::fs::read_to_string(&self.path).map_err(unsaved)?;
+        let edited = self.edit(&now, hosts, remove)?;
+        if !edited.is_changed() {
+            printer.status(format_args!("`{}` already says so", self.path.display()));
+            return Ok(());
+        }
+        manifest::write_atomically(&self.path, &edited.text).map_err(unsaved)?;
+        let changed: Vec<String> = edited.changed.iter().map(ToString::to_string).collect();
+        printer.status(format_args!(
+            "saved in `{}` (`bottles.{}.egress.allowlist`): {}",
+            self.path.display(),
+            self.bottle,
+            changed.join(", ")
+        ));
+        Ok(())
+    }
+}
+
+/// An exclusive lock on changes to the bottle `name` from this machine.
+fn lock_bottle(name: &str) -> Result<Flock<std::fs::File>, Error> {
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("claude-bottle-allow-{name}.lock"));
+    let locked = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| (e, path.clone()))
+        .and_then(|file| {
+            Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, errno)| (std::io::Error::from(errno), path.clone()))
+        });
+    locked.map_err(|(source, path)| Error::Lock { path, source })
+}
+
+/// NAME is optional and comes first: a first word that names a running
+/// bottle is NAME, and so is one without a dot when hosts follow it (bottle
+/// and agent names rarely have one, hosts nearly always); every other word
+/// is a host.
 fn split_name<'a>(active: &[ActiveBottle], words: &'a [String]) -> (Option<&'a str>, &'a [String]) {
     match words {
         [first, rest @ ..]
@@ -117,10 +211,17 @@ async fn refuse_downgrades(
                     "it resolves to `{address}`, an internal address, which the proxy reaches only for `trusted_domains`, and pipelock refuses a reload that adds to them"
                 ),
             };
+            let entry = match &downgrade {
+                Downgrade::InternalAddress { address, .. } => {
+                    ipnet::IpNet::from(*address).to_string()
+                }
+                Downgrade::InternalName { host, .. } => host.clone(),
+            };
             return Err(Error::NeedsDowngrade {
                 host: downgrade.host().to_owned(),
                 why,
                 key: downgrade.manifest_key(),
+                entry,
                 bottle: bottle.bottle.clone(),
             });
         }

@@ -15,15 +15,16 @@ pub async fn run(args: EgressArgs, printer: &Printer) -> Result<u8, Error> {
     let backend = AnyBackend::from_env(printer)?;
     let active = backend.list_active().await?;
     let bottle = bottle_name::resolve(&active, args.name.as_deref())?;
-    let mut lines = backend.proxy_log(&bottle.name, args.follow).await?;
+    let name = bottle.name.clone();
+    let mut lines = backend.proxy_log(&name, args.follow).await?;
     let mut stdout = std::io::stdout().lock();
     while let Some(line) = lines.next().await {
         let line = match line {
             Ok(line) => line,
-            // Following, the log ends with the bottle: however the engine
-            // reports that, the feed is over.
-            Err(e) if args.follow => {
-                tracing::debug!("the proxy log ended: {e}");
+            // Following, the log may end in an error as the bottle goes:
+            // only a bottle that still runs makes it a failure.
+            Err(e) if args.follow && !still_runs(&backend, &name).await => {
+                tracing::debug!("the proxy log ended with the bottle: {e}");
                 break;
             }
             Err(e) => return Err(e.into()),
@@ -36,9 +37,20 @@ pub async fn run(args: EgressArgs, printer: &Printer) -> Result<u8, Error> {
         } else {
             event.to_string()
         };
-        writeln!(stdout, "{text}")
-            .and_then(|()| stdout.flush())
-            .map_err(Error::Stdout)?;
+        match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+            Ok(()) => {}
+            // `egress | head`: the reader has all it wanted.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+            Err(e) => return Err(Error::Stdout(e)),
+        }
     }
     Ok(0)
+}
+
+async fn still_runs<B: Backend>(backend: &B, name: &str) -> bool {
+    backend.list_active().await.is_ok_and(|active| {
+        active
+            .iter()
+            .any(|b| b.name == name && b.state == "running")
+    })
 }

@@ -93,7 +93,29 @@ pub enum Error {
         host: String,
         why: String,
         key: &'static str,
+        /// What to write under `key` in the manifest.
+        entry: String,
         bottle: String,
+    },
+    #[error("no host to allow was given")]
+    NoHostsGiven,
+    #[error(
+        "that would leave `{bottle}`'s allowlist empty, and pipelock's strict mode refuses a config without one"
+    )]
+    WouldEmptyAllowlist { bottle: String },
+    #[error(
+        "bottle `{name}` was started on another host, so its manifest file is not here to `--save` to"
+    )]
+    SaveFromAnotherHost { name: String },
+    #[error("the running bottle has the change, but `{}` was not updated: {source}", path.display())]
+    ManifestNotSaved {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("could not lock `{}` for the change: {source}", path.display())]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
     },
     #[error(
         "`--save` needs the manifest file the session was started from, and it was started from the embedded default"
@@ -141,7 +163,11 @@ impl Error {
             | Self::AmbiguousBottle { .. }
             | Self::InvalidHost(_)
             | Self::NeedsDowngrade { .. }
-            | Self::SaveWithoutManifest => EXIT_USAGE,
+            | Self::SaveWithoutManifest
+            | Self::NoHostsGiven
+            | Self::WouldEmptyAllowlist { .. }
+            | Self::SaveFromAnotherHost { .. } => EXIT_USAGE,
+            Self::ManifestNotSaved { .. } | Self::Lock { .. } => EXIT_FAILURE,
             Self::ManifestEdit(_) | Self::ManifestRead { .. } | Self::ManifestWrite { .. } => {
                 EXIT_FAILURE
             }
@@ -197,15 +223,33 @@ impl Diagnostic for Error {
                 }
             }
             Self::InvalidHost(e) => e.hints(),
-            Self::NeedsDowngrade { host, key, bottle, .. } => vec![format!(
-                "add it to `bottles.{bottle}.egress.{key}` (and `{host}` to the allowlist) in the manifest for the next session"
+            Self::NeedsDowngrade {
+                host,
+                key,
+                entry,
+                bottle,
+                ..
+            } => vec![format!(
+                "for the next session, add `{entry}` to `bottles.{bottle}.egress.{key}` and `{host}` to its allowlist in the manifest"
             )],
+            Self::NoHostsGiven => vec!["run `claude-bottle allow [NAME] HOST...`".to_owned()],
+            Self::WouldEmptyAllowlist { .. } => {
+                vec!["end the session instead, or allow another host first".to_owned()]
+            }
+            Self::SaveFromAnotherHost { .. } => {
+                vec!["run `allow --save` on the host that started it, or edit its manifest there".to_owned()]
+            }
+            Self::ManifestNotSaved { path, .. } => vec![format!(
+                "add the hosts to the bottle's `egress.allowlist` in `{}` by hand",
+                path.display()
+            )],
+            Self::Lock { .. } => Vec::new(),
             Self::SaveWithoutManifest => vec![
                 "run `claude-bottle init` to write the default manifest to a file, edit it there, and start from it".to_owned(),
             ],
             Self::ManifestEdit(e) => e.hints(),
             Self::ManifestRead { .. } => vec![
-                "the session was started from it; `allow` without `--save` changes only the running bottle".to_owned(),
+                "nothing was changed; `allow` without `--save` changes only the running bottle".to_owned(),
             ],
             Self::ManifestWrite { .. } => Vec::new(),
             Self::TeardownAbandoned { .. } => {

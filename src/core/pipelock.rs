@@ -32,6 +32,7 @@ pub const MAX_REQUESTS_PER_MINUTE: u32 = 100_000;
 
 /// The subset of pipelock's config a bottle's proxy needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PipelockConfig {
     /// The config schema version; pipelock knows only 1.
     pub version: u32,
@@ -53,23 +54,27 @@ pub enum Mode {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Ssrf {
     /// CIDRs exempt from the internal-IP check.
     pub ip_allowlist: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FetchProxy {
     pub listen: String,
     pub monitoring: Monitoring,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Monitoring {
     pub max_requests_per_minute: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ForwardProxy {
     /// CONNECT tunnels and absolute-form HTTP requests are refused without it.
     pub enabled: bool,
@@ -78,6 +83,7 @@ pub struct ForwardProxy {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Logging {
     pub format: LogFormat,
     pub output: LogOutput,
@@ -187,7 +193,8 @@ impl PipelockConfig {
         })
     }
 
-    /// Reads back a config [`PipelockConfig::to_yaml`] wrote.
+    /// Reads back a config [`PipelockConfig::to_yaml`] wrote. A key it does
+    /// not model fails, so a rewrite never drops a setting.
     pub fn from_yaml(yaml: &str) -> Result<Self, PipelockConfigError> {
         serde_norway::from_str(yaml).map_err(PipelockConfigError::Parse)
     }

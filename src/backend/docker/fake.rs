@@ -130,6 +130,8 @@ pub(crate) struct FakeState {
     /// The line a container appends to `logs` when it gets SIGHUP, as a
     /// proxy reporting its reload.
     pub reload_line: Option<String>,
+    /// The files uploaded into each container, by container name and path.
+    pub files: BTreeMap<(String, String), Vec<u8>>,
 }
 
 impl FakeState {
@@ -466,6 +468,17 @@ impl Engine for FakeEngine {
     ) -> Result<(), EngineError> {
         let mut state = self.state();
         let name = Self::container_name(&state, container);
+        if state.containers.contains_key(container) {
+            let mut archive = tar::Archive::new(tar.as_slice());
+            for mut entry in archive.entries().into_iter().flatten().flatten() {
+                let Ok(entry_path) = entry.path().map(|p| p.to_string_lossy().into_owned()) else {
+                    continue;
+                };
+                let mut bytes = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut entry, &mut bytes);
+                state.files.insert((name.clone(), entry_path), bytes);
+            }
+        }
         state.calls.push(Call::Upload {
             container: name,
             path: path.to_owned(),
@@ -643,24 +656,9 @@ impl Engine for FakeEngine {
     async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>, EngineError> {
         let state = self.state();
         let name = Self::container_name(&state, id);
-        let wanted = path.trim_start_matches('/');
-        // The last upload that held the file wins, as on a daemon.
-        for call in state.calls.iter().rev() {
-            let Call::Upload { container, tar, .. } = call else {
-                continue;
-            };
-            if *container != name {
-                continue;
-            }
-            let mut archive = tar::Archive::new(tar.as_slice());
-            for entry in archive.entries().into_iter().flatten().flatten() {
-                let mut entry = entry;
-                if entry.path().is_ok_and(|p| p.to_string_lossy() == wanted) {
-                    let mut bytes = Vec::new();
-                    let _ = std::io::Read::read_to_end(&mut entry, &mut bytes);
-                    return Ok(bytes);
-                }
-            }
+        let key = (name.clone(), path.trim_start_matches('/').to_owned());
+        if let Some(bytes) = state.files.get(&key) {
+            return Ok(bytes.clone());
         }
         Err(EngineError::new(
             ErrorKind::NotFound,

@@ -3,7 +3,7 @@
 //! watches); the config goes in place through the archive API, the proxy gets
 //! SIGHUP, and its `config_reload` event says whether it took the config.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::TryStreamExt;
 
@@ -38,9 +38,11 @@ impl Diagnostic for ReloadError {
             Self::Find(e) => e.hints(),
             Self::Engine(e) => e.hints(),
             Self::Archive(e) => e.hints(),
-            Self::Refused { .. } => vec!["it goes on with its previous config".to_owned()],
+            Self::Refused { .. } => {
+                vec!["it goes on with its previous config, which is back in place".to_owned()]
+            }
             Self::NoReport { proxy } => vec![format!(
-                "`docker logs {proxy}` shows what the proxy did; the new config is in place and applies at its next reload"
+                "its previous config is back in place; `docker logs {proxy}` shows what the proxy did"
             )],
         }
     }
@@ -56,37 +58,68 @@ pub(crate) async fn proxy_config<E: Engine>(engine: &E, name: &str) -> Result<St
 }
 
 /// Puts `yaml` in place as the proxy's config and has it reload; returns
-/// once the proxy reported the reload.
+/// once the proxy reported the reload. When it refuses the config, or does
+/// not answer, the previous config goes back in place, so the file always
+/// holds what the proxy runs with.
 pub(crate) async fn reload<E: Engine>(
     engine: &E,
     name: &str,
     yaml: &str,
 ) -> Result<(), ReloadError> {
     let bottle = find_bottle(engine, name).await?;
-    let proxy = bottle.proxy_name.clone();
-    let before = reload_reports(engine, &bottle.proxy_id).await?.len();
-    let archive = proxy_config_archive(PROXY_CONFIG_PATH, yaml)?;
-    engine
-        .upload_archive(&bottle.proxy_id, "/", archive)
+    let previous = engine
+        .read_file(&bottle.proxy_id, PROXY_CONFIG_PATH)
         .await?;
+    let before = reload_reports(engine, &bottle.proxy_id).await?.len();
+    put_config(engine, &bottle.proxy_id, yaml.as_bytes()).await?;
     engine.signal_container(&bottle.proxy_id, "SIGHUP").await?;
-    let clock = Instant::now();
+    let answer = first_report_after(engine, &bottle.proxy_id, before).await;
+    // The file change and the signal may each make the proxy reload; let
+    // the second report land now, so it is not taken for the answer to the
+    // next change.
+    tokio::time::sleep(SETTLE).await;
+    let failure = match answer? {
+        Some((true, _)) => return Ok(()),
+        Some((false, detail)) => ReloadError::Refused {
+            proxy: bottle.proxy_name.clone(),
+            reason: detail.unwrap_or_else(|| "no reason given".to_owned()),
+        },
+        None => ReloadError::NoReport {
+            proxy: bottle.proxy_name.clone(),
+        },
+    };
+    // Its hash is the one the proxy runs with: it takes it back silently.
+    put_config(engine, &bottle.proxy_id, &previous).await?;
+    Err(failure)
+}
+
+/// How long a reload's second report may take after its first: pipelock
+/// debounces its file watch by 100 ms.
+const SETTLE: Duration = Duration::from_millis(300);
+
+async fn put_config<E: Engine>(engine: &E, proxy_id: &str, yaml: &[u8]) -> Result<(), ReloadError> {
+    let yaml = String::from_utf8_lossy(yaml);
+    let archive = proxy_config_archive(PROXY_CONFIG_PATH, &yaml)?;
+    engine.upload_archive(proxy_id, "/", archive).await?;
+    Ok(())
+}
+
+/// The first reload report beyond the `before` already in the log: whether
+/// the proxy took the config, and its reason when not; `None` when none came
+/// within [`RELOAD_TIMEOUT`].
+async fn first_report_after<E: Engine>(
+    engine: &E,
+    proxy_id: &str,
+    before: usize,
+) -> Result<Option<(bool, Option<String>)>, EngineError> {
+    let deadline = tokio::time::Instant::now() + RELOAD_TIMEOUT;
     loop {
-        let reports = reload_reports(engine, &bottle.proxy_id).await?;
-        // The file change and the signal may each make the proxy reload:
-        // the first report after ours is the answer.
-        if let Some((ok, detail)) = reports.into_iter().nth(before) {
-            return if ok {
-                Ok(())
-            } else {
-                Err(ReloadError::Refused {
-                    proxy,
-                    reason: detail.unwrap_or_else(|| "no reason given".to_owned()),
-                })
-            };
+        let reports = reload_reports(engine, proxy_id).await?;
+        if let Some(report) = reports.into_iter().nth(before) {
+            return Ok(Some(report));
         }
-        if clock.elapsed() >= RELOAD_TIMEOUT {
-            return Err(ReloadError::NoReport { proxy });
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
         }
         tokio::time::sleep(RELOAD_POLL_INTERVAL).await;
     }
