@@ -22,6 +22,14 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub async fn run(args: AllowArgs, printer: &Printer) -> Result<u8, Error> {
     let backend = AnyBackend::from_env(printer)?;
+    run_with(&backend, args, printer).await
+}
+
+async fn run_with<B: Backend>(
+    backend: &B,
+    args: AllowArgs,
+    printer: &Printer,
+) -> Result<u8, Error> {
     let active = backend.list_active().await?;
     let (name, raw_hosts) = split_name(&active, &args.words);
     if raw_hosts.is_empty() {
@@ -183,8 +191,8 @@ fn lock_bottle(name: &str) -> Result<Flock<std::fs::File>, Error> {
 fn split_name<'a>(active: &[ActiveBottle], words: &'a [String]) -> (Option<&'a str>, &'a [String]) {
     match words {
         [first, rest @ ..]
-            if !rest.is_empty()
-                && (bottle_name::names_a_bottle(active, first) || !first.contains(['.', ':'])) =>
+            if bottle_name::names_a_bottle(active, first)
+                || (!rest.is_empty() && !first.contains(['.', ':'])) =>
         {
             (Some(first.as_str()), rest)
         }
@@ -240,10 +248,203 @@ async fn resolve(name: &str) -> Vec<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+    use crate::backend::{BackendError, BottleHandle, CleanupPlan, CleanupReport, LogLines};
+    use crate::core::egress::EgressPolicy;
+    use crate::manifest::{Bottle, Egress};
 
     fn words(list: &[&str]) -> Vec<String> {
         list.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    /// One running bottle whose proxy config is `config`; records reloads,
+    /// and refuses them when told to.
+    struct OneBottle {
+        bottle: ActiveBottle,
+        config: Mutex<String>,
+        reloads: Arc<Mutex<Vec<String>>>,
+        refuse: bool,
+    }
+
+    impl OneBottle {
+        fn new(manifest: Option<PathBuf>, refuse: bool) -> Self {
+            let bottle = Bottle {
+                egress: Egress {
+                    allowlist: vec![AllowRule::parse("api.anthropic.com").unwrap()],
+                    ..Egress::default()
+                },
+                ..Bottle::default()
+            };
+            let policy = EgressPolicy::for_bottle("b", &bottle).unwrap();
+            Self {
+                bottle: ActiveBottle {
+                    name: "claude-bottle-rev".into(),
+                    agent: "rev".into(),
+                    bottle: "b".into(),
+                    manifest_path: manifest,
+                    state: "running".into(),
+                    runtime: "runc".into(),
+                    age_seconds: 1,
+                    session: "s".into(),
+                    session_state: SessionState::Running,
+                    orphaned: false,
+                },
+                config: Mutex::new(crate::core::pipelock::render("b", &policy).unwrap()),
+                reloads: Arc::default(),
+                refuse,
+            }
+        }
+
+        fn reloads(&self) -> Vec<String> {
+            self.reloads.lock().unwrap().clone()
+        }
+    }
+
+    struct NoBottle;
+
+    impl BottleHandle for NoBottle {
+        async fn start(&mut self) -> Result<(), BackendError> {
+            unreachable!()
+        }
+        async fn exec_claude(&mut self, _: &[String], _: bool) -> Result<i32, BackendError> {
+            unreachable!()
+        }
+        async fn close(&mut self) -> Result<(), BackendError> {
+            unreachable!()
+        }
+        async fn proxy_log(&mut self) -> Result<Vec<String>, BackendError> {
+            unreachable!()
+        }
+        fn abandon(&mut self) {}
+    }
+
+    impl Backend for OneBottle {
+        type Plan = &'static str;
+        type Bottle = NoBottle;
+        async fn prepare(
+            &self,
+            _: crate::core::spec::BottleSpec,
+        ) -> Result<&'static str, BackendError> {
+            unreachable!()
+        }
+        fn launch(&self, _: &'static str) -> NoBottle {
+            NoBottle
+        }
+        async fn list_active(&self) -> Result<Vec<ActiveBottle>, BackendError> {
+            Ok(vec![self.bottle.clone()])
+        }
+        async fn prepare_cleanup(&self) -> Result<CleanupPlan, BackendError> {
+            unreachable!()
+        }
+        async fn cleanup(&self, _: CleanupPlan) -> Result<CleanupReport, BackendError> {
+            unreachable!()
+        }
+        async fn proxy_log(&self, _: &str, _: bool) -> Result<LogLines, BackendError> {
+            unreachable!()
+        }
+        async fn proxy_config(&self, _: &str) -> Result<String, BackendError> {
+            Ok(self.config.lock().unwrap().clone())
+        }
+        async fn reload_proxy(&self, _: &str, yaml: &str) -> Result<(), BackendError> {
+            self.reloads.lock().unwrap().push(yaml.to_owned());
+            if self.refuse {
+                return Err(BackendError::failure(
+                    "the proxy refused the new config: no",
+                ));
+            }
+            *self.config.lock().unwrap() = yaml.to_owned();
+            Ok(())
+        }
+    }
+
+    fn allow(list: &[&str], save: bool, remove: bool) -> AllowArgs {
+        AllowArgs {
+            words: words(list),
+            save,
+            remove,
+        }
+    }
+
+    const MANIFEST: &str = "{\n  \"bottles\": { \"b\": { \"egress\": { \"allowlist\": [\"api.anthropic.com\"] } } },\n  \"agents\": { \"rev\": { \"bottle\": \"b\" } }\n}\n";
+
+    fn manifest_file() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("claude-bottle.json");
+        std::fs::write(&path, MANIFEST).unwrap();
+        (dir, path)
+    }
+
+    #[tokio::test]
+    async fn a_host_is_allowed_live_and_saved() {
+        let (_dir, path) = manifest_file();
+        let backend = OneBottle::new(Some(path.clone()), false);
+        let printer = Printer::capture(false);
+        let code = run_with(&backend, allow(&["x.test"], true, false), &printer)
+            .await
+            .unwrap();
+        assert_eq!(code, 0);
+        assert_eq!(backend.reloads().len(), 1);
+        assert!(
+            backend.reloads()[0].contains("- x.test"),
+            "{}",
+            backend.reloads()[0]
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            MANIFEST.replace(
+                "[\"api.anthropic.com\"]",
+                "[\"api.anthropic.com\", \"x.test\"]"
+            )
+        );
+        // Again: nothing to change, no reload.
+        run_with(&backend, allow(&["X.test"], false, false), &printer)
+            .await
+            .unwrap();
+        assert_eq!(backend.reloads().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn what_cannot_work_changes_nothing() {
+        let (_dir, path) = manifest_file();
+        let printer = Printer::capture(false);
+        let cases: [(AllowArgs, Option<PathBuf>); 5] = [
+            (allow(&["https://x.test"], true, false), Some(path.clone())),
+            (allow(&["10.1.2.3"], true, false), Some(path.clone())),
+            (allow(&["x.test"], true, false), None),
+            (
+                allow(&["api.anthropic.com"], true, true),
+                Some(path.clone()),
+            ),
+            (
+                allow(&["claude-bottle-rev"], false, false),
+                Some(path.clone()),
+            ),
+        ];
+        for (args, manifest) in cases {
+            let shown = format!("{:?}", args.words);
+            let backend = OneBottle::new(manifest, false);
+            let Err(err) = run_with(&backend, args, &printer).await else {
+                panic!("{shown} succeeded");
+            };
+            assert_eq!(err.code(), 2, "{shown}: {err}");
+            assert!(backend.reloads().is_empty(), "{shown}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), MANIFEST, "{shown}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_reload_exits_1_and_leaves_the_manifest_alone() {
+        let (_dir, path) = manifest_file();
+        let backend = OneBottle::new(Some(path.clone()), true);
+        let printer = Printer::capture(false);
+        let err = run_with(&backend, allow(&["x.test"], true, false), &printer)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), 1);
+        assert!(err.to_string().contains("refused"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), MANIFEST);
     }
 
     #[test]
