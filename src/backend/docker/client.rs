@@ -550,50 +550,89 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     }
 }
 
-/// Log chunks as whole lines: the daemon frames output by the writes the
-/// process made, which need not end at a newline.
+/// Log chunks as whole lines. The daemon frames output by the writes the
+/// process made and splits records over 16 KiB, so a chunk need not end at
+/// a newline or a character boundary, and a chunk of one stream can come
+/// between two halves of a line of another. Each stream (stdout, stderr,
+/// stdin, console) keeps its own bytes; a line is split off at `\n`, loses
+/// a `\r` before it and is decoded on its own, lossily. At the end each
+/// stream's unfinished last line comes too, stdout's first. An error ends
+/// the lines: those completed before it come, then the error, then nothing;
+/// an unfinished line is dropped then, as it may be cut short.
 fn lines_of(
     chunks: impl futures_util::Stream<Item = Result<bollard::container::LogOutput, EngineError>>
     + Send
     + 'static,
 ) -> impl futures_util::Stream<Item = Result<String, EngineError>> + Send + 'static {
-    let chunks = chunks.boxed();
-    futures_util::stream::unfold(
-        (
-            chunks,
-            String::new(),
-            std::collections::VecDeque::<String>::new(),
-            false,
-        ),
-        |(mut chunks, mut partial, mut ready, mut done)| async move {
-            loop {
-                if let Some(line) = ready.pop_front() {
-                    return Some((Ok(line), (chunks, partial, ready, done)));
-                }
-                if done {
-                    if partial.is_empty() {
-                        return None;
+    use bollard::container::LogOutput;
+    use std::collections::VecDeque;
+
+    /// One line's bytes without its `\n`, decoded.
+    fn decode(mut line: &[u8]) -> String {
+        if let [rest @ .., b'\r'] = line {
+            line = rest;
+        }
+        String::from_utf8_lossy(line).into_owned()
+    }
+
+    struct State {
+        chunks: BoxStream<'static, Result<LogOutput, EngineError>>,
+        /// The unfinished line of stdout, stderr, stdin and console.
+        partial: [Vec<u8>; 4],
+        ready: VecDeque<Result<String, EngineError>>,
+        done: bool,
+    }
+
+    let state = State {
+        chunks: chunks.boxed(),
+        partial: Default::default(),
+        ready: VecDeque::new(),
+        done: false,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(item) = state.ready.pop_front() {
+                return Some((item, state));
+            }
+            if state.done {
+                return None;
+            }
+            match state.chunks.next().await {
+                Some(Ok(chunk)) => {
+                    let (stream, bytes) = match chunk {
+                        LogOutput::StdOut { message } => (0, message),
+                        LogOutput::StdErr { message } => (1, message),
+                        LogOutput::StdIn { message } => (2, message),
+                        LogOutput::Console { message } => (3, message),
+                    };
+                    let partial = &mut state.partial[stream];
+                    // What the stream held had no newline: look in the new bytes only.
+                    let mut from = partial.len();
+                    partial.extend_from_slice(&bytes);
+                    let mut start = 0;
+                    while let Some(at) = partial[from..].iter().position(|&b| b == b'\n') {
+                        let end = from + at;
+                        state.ready.push_back(Ok(decode(&partial[start..end])));
+                        start = end + 1;
+                        from = start;
                     }
-                    let line = std::mem::take(&mut partial);
-                    return Some((Ok(line), (chunks, partial, ready, done)));
+                    partial.drain(..start);
                 }
-                match chunks.next().await {
-                    Some(Ok(chunk)) => {
-                        partial.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-                        while let Some(at) = partial.find('\n') {
-                            let line: String = partial.drain(..=at).collect();
-                            ready.push_back(line.trim_end_matches(['\n', '\r']).to_owned());
+                Some(Err(e)) => {
+                    state.ready.push_back(Err(e));
+                    state.done = true;
+                }
+                None => {
+                    for partial in &mut state.partial {
+                        if !partial.is_empty() {
+                            state.ready.push_back(Ok(decode(partial)));
                         }
                     }
-                    Some(Err(e)) => {
-                        done = true;
-                        return Some((Err(e), (chunks, partial, ready, done)));
-                    }
-                    None => done = true,
+                    state.done = true;
                 }
             }
-        },
-    )
+        }
+    })
 }
 
 impl Engine for BollardEngine {
@@ -1072,6 +1111,126 @@ mod tests {
         assert_eq!(
             err.hints(),
             ["start the Docker daemon, or point `DOCKER_HOST` at a running one"]
+        );
+    }
+
+    fn out(bytes: &'static [u8]) -> Result<bollard::container::LogOutput, EngineError> {
+        Ok(bollard::container::LogOutput::StdOut {
+            message: bytes::Bytes::from_static(bytes),
+        })
+    }
+
+    fn err(bytes: &'static [u8]) -> Result<bollard::container::LogOutput, EngineError> {
+        Ok(bollard::container::LogOutput::StdErr {
+            message: bytes::Bytes::from_static(bytes),
+        })
+    }
+
+    /// The lines of `chunks`, an error as `Err` of its detail.
+    fn lines(
+        chunks: Vec<Result<bollard::container::LogOutput, EngineError>>,
+    ) -> Vec<Result<String, String>> {
+        lines_of(futures_util::stream::iter(chunks))
+            .map(|line| line.map_err(|e| e.detail))
+            .collect::<Vec<_>>()
+            .now_or_never()
+            .expect("a ready stream")
+    }
+
+    fn ok(lines: &[&str]) -> Vec<Result<String, String>> {
+        lines.iter().map(|l| Ok((*l).to_owned())).collect()
+    }
+
+    #[test]
+    fn log_lines_join_chunks_split_mid_line() {
+        assert_eq!(
+            lines(vec![out(b"{\"a\":"), out(b"1}\n{\"b\""), out(b":2}\n")]),
+            ok(&["{\"a\":1}", "{\"b\":2}"])
+        );
+        assert_eq!(
+            lines(vec![out(b"one\ntwo\n\nthree\n")]),
+            ok(&["one", "two", "", "three"])
+        );
+    }
+
+    #[test]
+    fn log_lines_decode_a_character_split_across_chunks() {
+        // `é` is 0xC3 0xA9, `€` 0xE2 0x82 0xAC.
+        assert_eq!(
+            lines(vec![
+                out(b"caf\xc3"),
+                out(b"\xa9 \xe2"),
+                out(b"\x82"),
+                out(b"\xac\n")
+            ]),
+            ok(&["café €"])
+        );
+        // Invalid bytes within a line are replaced, the line kept.
+        assert_eq!(lines(vec![out(b"a\xffb\n")]), ok(&["a\u{FFFD}b"]));
+    }
+
+    #[test]
+    fn log_lines_drop_the_carriage_return_of_crlf() {
+        assert_eq!(
+            lines(vec![out(b"one\r\ntwo\r"), out(b"\nthree\r\n")]),
+            ok(&["one", "two", "three"])
+        );
+        // Only the one before the newline.
+        assert_eq!(lines(vec![out(b"a\rb\r\r\n")]), ok(&["a\rb\r"]));
+    }
+
+    #[test]
+    fn log_lines_end_with_each_streams_unfinished_line() {
+        assert_eq!(
+            lines(vec![out(b"one\ntw"), err(b"warn"), out(b"o")]),
+            ok(&["one", "two", "warn"])
+        );
+        assert_eq!(lines(vec![]), ok(&[]));
+        assert_eq!(lines(vec![out(b"")]), ok(&[]));
+    }
+
+    #[test]
+    fn log_lines_keep_stdout_and_stderr_apart_mid_line() {
+        // Docker splits the long stdout record; stderr lands between its halves.
+        assert_eq!(
+            lines(vec![
+                out(b"{\"event\":\"blocked\","),
+                err(b"pipelock: config reload failed: bad\n"),
+                out(b"\"target\":\"a.test:443\"}\n"),
+                err(b"par"),
+                out(b"next"),
+                err(b"tial\n"),
+                out(b"\n"),
+            ]),
+            ok(&[
+                "pipelock: config reload failed: bad",
+                "{\"event\":\"blocked\",\"target\":\"a.test:443\"}",
+                "partial",
+                "next",
+            ])
+        );
+        let console = Ok(bollard::container::LogOutput::Console {
+            message: bytes::Bytes::from_static(b"tty\n"),
+        });
+        assert_eq!(lines(vec![out(b"o"), console]), ok(&["tty", "o"]));
+    }
+
+    #[test]
+    fn log_lines_deliver_the_lines_before_an_error_then_the_error() {
+        let failure = EngineError::new(ErrorKind::Other, "read the logs", "connection reset");
+        assert_eq!(
+            lines(vec![
+                out(b"one\ntwo\nunfini"),
+                err(b"warn\n"),
+                Err(failure),
+                out(b"shed\nafter\n"),
+            ]),
+            vec![
+                Ok("one".to_owned()),
+                Ok("two".to_owned()),
+                Ok("warn".to_owned()),
+                Err("connection reset".to_owned()),
+            ]
         );
     }
 }
