@@ -6,7 +6,9 @@
 //! (`internal/audit/logger.go`): `level`, `component`, `event`, the event's
 //! fields, `time` (zerolog's default `time.RFC3339`, so seconds and the
 //! process's zone offset, `Z` in a container) and `message`. The time is kept
-//! as written: it already is RFC 3339.
+//! as written: it already is RFC 3339. An egress event without a `time` is
+//! skipped ([`LogLine::Other`]): every event zerolog writes has one, and a
+//! feed line without a time would be neither sortable nor comparable.
 //!
 //! Which events are egress decisions, and why nothing is counted twice:
 //!
@@ -28,6 +30,10 @@
 //! A block by a content scanner (DLP and the like) redacts `url` to
 //! `scheme://host/[redacted]` (the host survives) and a CONNECT `target` to
 //! `[redacted-url]`, which is then reported as the host, unparsed.
+//!
+//! Hosts, methods and reasons come from requests the agent made, so they are
+//! the agent's to choose: the text output passes them through
+//! [`terminal_safe`] and the JSON output escapes the same characters.
 
 use std::fmt;
 
@@ -54,7 +60,7 @@ impl Decision {
 /// One egress decision of the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EgressEvent {
-    /// RFC 3339, as pipelock wrote it; empty when the line had none.
+    /// RFC 3339, as pipelock wrote it; never empty from [`parse_line`].
     pub time: String,
     pub decision: Decision,
     /// Lowercase, IPv6 literals without brackets.
@@ -70,11 +76,16 @@ pub struct EgressEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogLine {
     Egress(EgressEvent),
-    /// A configuration reload: `ok` when pipelock applied it, otherwise the
-    /// reload was refused and pipelock kept the previous configuration.
-    /// `detail` is pipelock's `detail` (e.g. `mode=strict`) on success and
-    /// its error text on refusal. `time` is empty for the one refusal pipelock
-    /// writes as plain text.
+    /// A configuration reload: `ok` when pipelock applied it (a
+    /// `config_reload` event with status `success`), otherwise the reload was
+    /// refused and pipelock kept the previous configuration (an `error` event
+    /// of method `CONFIG_RELOAD`, or the plain-text line of a file that did
+    /// not load). A `config_reload` event of any other status is
+    /// [`LogLine::Other`]: pipelock 2.3.0 only writes `success`, and a later
+    /// one may report a step before the outcome. `detail` is pipelock's
+    /// `detail` (e.g. `mode=strict`) on success and its error text on
+    /// refusal. `time` is empty for the one refusal pipelock writes as plain
+    /// text.
     ConfigReload {
         ok: bool,
         detail: Option<String>,
@@ -113,9 +124,9 @@ pub fn parse_line(line: &str) -> LogLine {
     let decision = match text("event") {
         Some("blocked") => Decision::Denied,
         Some("allowed" | "forward_http" | "tunnel_open") => Decision::Allowed,
-        Some("config_reload") => {
+        Some("config_reload") if text("status") == Some("success") => {
             return LogLine::ConfigReload {
-                ok: text("status") == Some("success"),
+                ok: true,
                 detail: text("detail").and_then(non_empty),
                 time,
             };
@@ -129,6 +140,9 @@ pub fn parse_line(line: &str) -> LogLine {
         }
         _ => return LogLine::Other,
     };
+    if time.is_empty() {
+        return LogLine::Other;
+    }
     let (host, port, is_connect) = if let Some(target) = text("target").filter(|t| !t.is_empty()) {
         let (host, port) = split_host_port(target)
             .map_or_else(|| (target.to_owned(), None), |(h, p)| (h.to_owned(), p));
@@ -220,7 +234,9 @@ struct JsonLine<'a> {
 impl EgressEvent {
     /// One JSON object with the keys `time`, `decision` (`allowed`/`denied`),
     /// `host`, `port` (number or null), `method` and `reason` (null when
-    /// allowed); no trailing newline.
+    /// allowed); no trailing newline. Besides what JSON requires, the
+    /// characters [`terminal_safe`] escapes are written as `\uXXXX`, so the
+    /// line is ASCII-safe to print.
     pub fn to_json_line(&self) -> String {
         let line = JsonLine {
             time: &self.time,
@@ -233,7 +249,9 @@ impl EgressEvent {
                 Decision::Allowed => None,
             },
         };
-        serde_json::to_string(&line).expect("a struct of strings and numbers serializes")
+        json_safe(
+            &serde_json::to_string(&line).expect("a struct of strings and numbers serializes"),
+        )
     }
 
     /// `host:port`, bracketing IPv6 literals; the host alone without a port.
@@ -246,11 +264,80 @@ impl EgressEvent {
     }
 }
 
-/// Replaces control characters so a log line cannot drive the terminal.
-fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+/// Whether `c` may change how a terminal shows the text around it: a control
+/// character (Unicode category Cc), a format character (Cf: bidi overrides
+/// and isolates, zero-width characters, the BOM, tags...) or the line and
+/// paragraph separators U+2028 and U+2029. The format characters are those of
+/// Unicode 15.0.
+fn is_unsafe_for_terminals(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        // Cc
+        0x0000..=0x001F
+            | 0x007F..=0x009F
+            // Cf
+            | 0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+            // Zl, Zp
+            | 0x2028..=0x2029
+    )
+}
+
+/// `s` with every character that could drive a terminal or reorder what it
+/// shows (see `is_unsafe_for_terminals`: control and format characters, the
+/// line and paragraph separators) written as `\u{XXXX}`, in uppercase hex
+/// of at least four digits. Everything else, other non-ASCII text included,
+/// is kept.
+pub fn terminal_safe(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut safe = String::with_capacity(s.len());
+    for c in s.chars() {
+        if is_unsafe_for_terminals(c) {
+            let _ = write!(safe, "\\u{{{:04X}}}", u32::from(c));
+        } else {
+            safe.push(c);
+        }
+    }
+    safe
+}
+
+/// Serialized JSON with the characters [`terminal_safe`] escapes written as
+/// JSON escapes (UTF-16 surrogate pairs above U+FFFF). serde_json already
+/// escapes U+0000 to U+001F, and JSON text holds other non-ASCII characters
+/// only within strings, where `\uXXXX` means the same character.
+fn json_safe(json: &str) -> String {
+    use std::fmt::Write as _;
+    let mut safe = String::with_capacity(json.len());
+    for c in json.chars() {
+        if is_unsafe_for_terminals(c) {
+            let mut units = [0; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(safe, "\\u{unit:04x}");
+            }
+        } else {
+            safe.push(c);
+        }
+    }
+    safe
 }
 
 /// `time  decision  host:port  method  reason`, padded so consecutive lines
@@ -269,19 +356,25 @@ impl fmt::Display for EgressEvent {
         };
         let line = format!(
             "{:<20}  {:<7}  {:<32}  {:<7}",
-            printable(time),
+            terminal_safe(time),
             self.decision.as_str(),
-            printable(&self.destination()),
-            printable(method),
+            terminal_safe(&self.destination()),
+            terminal_safe(method),
         );
         match (&self.decision, &self.reason) {
-            (Decision::Denied, Some(reason)) => write!(f, "{line}  {}", printable(reason)),
+            (Decision::Denied, Some(reason)) => write!(f, "{line}  {}", terminal_safe(reason)),
             _ => f.write_str(line.trim_end()),
         }
     }
 }
 
-/// The hosts the proxy denied, with how often.
+/// How pipelock's allowlist scanner starts the reason of a denial
+/// (`scanner.checkAllowlist` in v2.3.0: `domain not in allowlist: HOST`; the
+/// stand-in writes the same).
+const NOT_IN_ALLOWLIST: &str = "domain not in allowlist";
+
+/// The hosts the proxy denied because they are not on the allowlist, with
+/// how often.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DenialSummary {
     /// Each denied host with its count, most frequent first, ties by host.
@@ -289,10 +382,19 @@ pub struct DenialSummary {
 }
 
 impl DenialSummary {
+    /// Counts the denials whose reason is the allowlist's (it starts with
+    /// `domain not in allowlist`), the ones [`DenialSummary::hint`]'s advice
+    /// fixes. Other denials are left out: a blocklist or SSRF match, a DLP
+    /// or response-scan block (whose host may be on the allowlist already,
+    /// or be `[redacted-url]`) do not go away by allowing the host.
     pub fn from_events<'a>(events: impl IntoIterator<Item = &'a EgressEvent>) -> Self {
         let mut counts = std::collections::BTreeMap::<&str, usize>::new();
         for event in events {
-            if event.decision == Decision::Denied {
+            let not_allowlisted = event
+                .reason
+                .as_deref()
+                .is_some_and(|reason| reason.starts_with(NOT_IN_ALLOWLIST));
+            if event.decision == Decision::Denied && not_allowlisted {
                 *counts.entry(&event.host).or_default() += 1;
             }
         }
@@ -330,7 +432,7 @@ impl fmt::Display for DenialSummary {
             1 => f.write_str("the proxy denied 1 host:")?,
             n => write!(f, "the proxy denied {n} hosts:")?,
         }
-        let hosts: Vec<String> = self.entries.iter().map(|(h, _)| printable(h)).collect();
+        let hosts: Vec<String> = self.entries.iter().map(|(h, _)| terminal_safe(h)).collect();
         let width = hosts.iter().map(|h| h.chars().count()).max().unwrap_or(0);
         for (host, (_, count)) in hosts.iter().zip(&self.entries) {
             write!(f, "\n  {host:<width$}  {count}")?;
@@ -356,8 +458,14 @@ mod tests {
     const DLP_REDACTED: &str = r#"{"level":"warn","component":"pipelock","event":"blocked","method":"CONNECT","target":"[redacted-url]","client_ip":"172.18.0.3","request_id":"req-12","scanner":"dlp","reason":"DLP match: AWS Access Key (critical)","mitre_technique":"T1048","time":"2026-03-01T10:15:08Z","message":"request blocked"}"#;
     const RELOAD_OK: &str = r#"{"level":"info","component":"pipelock","event":"config_reload","status":"success","detail":"mode=strict","config_hash":"4b2d0c7e9a","time":"2026-03-01T10:16:00Z","message":"configuration reloaded"}"#;
     const RELOAD_REFUSED: &str = r#"{"level":"error","component":"pipelock","event":"error","method":"CONFIG_RELOAD","resource":"/etc/pipelock/pipelock.yaml","error":"rejected: security downgrade from strict mode","time":"2026-03-01T10:16:01Z","message":"request error"}"#;
+    const RELOAD_IGNORED: &str = r#"{"level":"info","component":"pipelock","event":"config_reload","status":"ignored","detail":"unchanged","time":"2026-03-01T10:16:02Z","message":"configuration reload ignored"}"#;
     const RELOAD_UNLOADABLE: &str =
         "pipelock: config reload failed: validating config: api_allowlist[3]: invalid domain\n";
+    const BLOCKLIST_BLOCKED: &str = r#"{"level":"warn","component":"pipelock","event":"blocked","method":"CONNECT","target":"pastebin.com:443","client_ip":"172.18.0.3","request_id":"req-14","scanner":"blocklist","reason":"domain blocked: pastebin.com matches *.pastebin.com","time":"2026-03-01T10:15:11Z","message":"request blocked"}"#;
+    // What an agent can put in a log line: a host name with a bidi override
+    // and a tag character, a method with an escape sequence, a reason with
+    // a line separator and a zero-width space.
+    const HOSTILE_BLOCKED: &str = r#"{"level":"warn","component":"pipelock","event":"blocked","method":"GE\u001b[2JT","url":"http://evil\u202egro.test\udb40\udc41/x","client_ip":"172.18.0.3","request_id":"req-15","scanner":"allowlist","reason":"domain not in allowlist: evil\u202egro.test\u2028forged\u200b\u0085","time":"2026-03-01T10:15:12Z","message":"request blocked"}"#;
     const STARTUP: &str = r#"{"level":"info","component":"pipelock","event":"startup","listen":"0.0.0.0:8888","mode":"strict","version":"2.3.0","config_hash":"4b2d0c7e9a","time":"2026-03-01T10:15:00Z","message":"pipelock started"}"#;
     const DIAL_ERROR: &str = r#"{"level":"error","component":"pipelock","event":"error","method":"CONNECT","target":"api.anthropic.com:443","client_ip":"172.18.0.3","request_id":"req-13","agent":"anonymous","error":"dial tcp: i/o timeout","time":"2026-03-01T10:15:10Z","message":"request error"}"#;
 
@@ -514,6 +622,27 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_of_another_status_is_neither_success_nor_refusal() {
+        assert_eq!(parse_line(RELOAD_IGNORED), LogLine::Other);
+        for status in [r#""status":"pending","#, r#""status":7,"#, ""] {
+            let line = format!(
+                r#"{{"level":"info","event":"config_reload",{status}"time":"2026-03-01T10:16:02Z"}}"#
+            );
+            assert_eq!(parse_line(&line), LogLine::Other, "{line}");
+        }
+    }
+
+    #[test]
+    fn an_egress_event_without_a_time_is_skipped() {
+        let without = CONNECT_BLOCKED.replace(r#""time":"2026-03-01T10:15:02Z","#, "");
+        assert_eq!(parse_line(&without), LogLine::Other);
+        let empty = TUNNEL_OPEN.replace("2026-03-01T10:15:03Z", "");
+        assert_eq!(parse_line(&empty), LogLine::Other);
+        let not_a_string = FORWARD_HTTP.replace(r#""2026-03-01T10:15:04Z""#, "1772360104");
+        assert_eq!(parse_line(&not_a_string), LogLine::Other);
+    }
+
+    #[test]
     fn everything_else_is_other() {
         for line in [
             STARTUP,
@@ -524,6 +653,7 @@ mod tests {
             "null",
             r#"{"event":"blocked"}"#,
             r#"{"event":"blocked","resource":"bash","method":"tools/call"}"#,
+            r#"{"event":"blocked","target":"a.test:443"}"#,
             r#"{"event":7,"target":"a.test:443"}"#,
             "10:15AM WRN request blocked event=blocked target=a.test:443",
         ] {
@@ -540,6 +670,7 @@ mod tests {
             HTTP_BLOCKED,
             V6_BLOCKED,
             DLP_REDACTED,
+            HOSTILE_BLOCKED,
         ]
         .into_iter()
         .map(|line| egress(line).to_json_line())
@@ -556,6 +687,7 @@ mod tests {
             HTTP_BLOCKED,
             V6_BLOCKED,
             DLP_REDACTED,
+            HOSTILE_BLOCKED,
         ]
         .into_iter()
         .map(|line| egress(line).to_string())
@@ -581,6 +713,17 @@ mod tests {
             event("evil.example.com", Decision::Denied),
             event("b.test", Decision::Denied),
             event("evil.example.com", Decision::Denied),
+            // Not the allowlist's denials: allowing the host would not help.
+            egress(DLP_REDACTED),
+            egress(BLOCKLIST_BLOCKED),
+            EgressEvent {
+                reason: Some("DLP match: GitHub token (critical)".into()),
+                ..event("b.test", Decision::Denied)
+            },
+            EgressEvent {
+                reason: None,
+                ..event("c.test", Decision::Denied)
+            },
         ];
         let summary = DenialSummary::from_events(&events);
         assert_eq!(
@@ -609,16 +752,143 @@ mod tests {
     }
 
     #[test]
-    fn control_characters_do_not_reach_the_terminal() {
-        let mut denied = event("a.test", Decision::Denied);
-        denied.reason = Some("bad\u{1b}[2Jthing".into());
-        assert!(!denied.to_string().contains('\u{1b}'));
+    fn a_summary_of_only_other_denials_is_empty() {
+        let summary =
+            DenialSummary::from_events(&[egress(DLP_REDACTED), egress(BLOCKLIST_BLOCKED)]);
+        assert!(summary.is_empty());
+    }
+
+    #[test]
+    fn terminal_safe_escapes_control_format_and_separator_characters() {
+        assert_eq!(
+            terminal_safe("a\u{1b}[2J\tb\u{7f}\u{85}\u{9f}"),
+            r"a\u{001B}[2J\u{0009}b\u{007F}\u{0085}\u{009F}"
+        );
+        assert_eq!(
+            terminal_safe("\u{202e}evil\u{2066}\u{200b}\u{feff}\u{ad}\u{2028}\u{2029}"),
+            r"\u{202E}evil\u{2066}\u{200B}\u{FEFF}\u{00AD}\u{2028}\u{2029}"
+        );
+        assert_eq!(
+            terminal_safe("tag\u{e0041}\u{e007f}"),
+            r"tag\u{E0041}\u{E007F}"
+        );
+        // Other text, non-ASCII included, is kept.
+        assert_eq!(terminal_safe("café 日本 ‐ a.test"), "café 日本 ‐ a.test");
+        assert_eq!(terminal_safe(""), "");
+    }
+
+    #[test]
+    fn every_listed_character_is_escaped() {
+        // Unicode's Cc and Cf (15.0), and Zl and Zp.
+        let ranges = [
+            (0x0000, 0x001F),
+            (0x007F, 0x009F),
+            (0x00AD, 0x00AD),
+            (0x0600, 0x0605),
+            (0x061C, 0x061C),
+            (0x06DD, 0x06DD),
+            (0x070F, 0x070F),
+            (0x0890, 0x0891),
+            (0x08E2, 0x08E2),
+            (0x180E, 0x180E),
+            (0x200B, 0x200F),
+            (0x2028, 0x202E),
+            (0x2060, 0x2064),
+            (0x2066, 0x206F),
+            (0xFEFF, 0xFEFF),
+            (0xFFF9, 0xFFFB),
+            (0x110BD, 0x110BD),
+            (0x110CD, 0x110CD),
+            (0x13430, 0x1343F),
+            (0x1BCA0, 0x1BCA3),
+            (0x1D173, 0x1D17A),
+            (0xE0001, 0xE0001),
+            (0xE0020, 0xE007F),
+        ];
+        for (first, last) in ranges {
+            for c in (first..=last).filter_map(char::from_u32) {
+                assert_eq!(
+                    terminal_safe(&c.to_string()),
+                    format!("\\u{{{:04X}}}", u32::from(c))
+                );
+            }
+            // The neighbours are kept, unless themselves in a range.
+            for c in [first.checked_sub(1), Some(last + 1)]
+                .into_iter()
+                .flatten()
+                .filter_map(char::from_u32)
+            {
+                if !ranges.iter().any(|&(f, l)| (f..=l).contains(&u32::from(c))) {
+                    assert_eq!(terminal_safe(&c.to_string()), c.to_string(), "{c:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn control_and_format_characters_do_not_reach_the_terminal() {
+        let event = egress(HOSTILE_BLOCKED);
+        assert_eq!(event.host, "evil\u{202e}gro.test\u{e0041}");
+        let text = event.to_string();
+        assert!(!text.chars().any(is_unsafe_for_terminals), "{text:?}");
+        assert!(
+            text.contains(r"evil\u{202E}gro.test\u{E0041}:80  GE\u{001B}[2JT"),
+            "{text}"
+        );
+        let summary = DenialSummary::from_events(&[event, egress(CONNECT_BLOCKED)]);
+        let text = summary.to_string();
+        // Its own newlines aside.
+        let unsafe_char = text
+            .lines()
+            .flat_map(str::chars)
+            .any(is_unsafe_for_terminals);
+        assert!(!unsafe_char, "{text:?}");
+        assert_eq!(
+            text,
+            "the proxy denied 2 hosts:\n  \
+             evil.example.com               1\n  \
+             evil\\u{202E}gro.test\\u{E0041}  1"
+        );
+    }
+
+    #[test]
+    fn json_lines_escape_what_the_terminal_would_act_on() {
+        let event = egress(HOSTILE_BLOCKED);
+        let line = event.to_json_line();
+        assert!(line.is_ascii(), "{line}");
+        assert!(
+            line.contains(r#""host":"evil\u202egro.test\udb40\udc41""#),
+            "{line}"
+        );
+        assert!(line.contains(r#""method":"GE\u001b[2JT""#), "{line}");
+        assert!(line.contains(r"\u2028forged\u200b\u0085"), "{line}");
+        let object: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(object["host"], event.host.as_str());
+        assert_eq!(object["method"], event.method.as_str());
+        assert_eq!(object["reason"], event.reason.as_deref().unwrap());
+        // Characters JSON itself escapes are left to serde_json.
+        let mut quoted = event.clone();
+        quoted.host = "a\\\u{202e}\"b".into();
+        let line = quoted.to_json_line();
+        assert!(line.contains(r#""host":"a\\\u202e\"b""#), "{line}");
+        let object: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(object["host"], quoted.host.as_str());
     }
 
     proptest! {
         #[test]
         fn parse_line_never_panics(line in any::<String>()) {
             let _ = parse_line(&line);
+        }
+
+        #[test]
+        fn terminal_safe_leaves_no_control_character(s in any::<String>()) {
+            let safe = terminal_safe(&s);
+            prop_assert!(!safe.chars().any(char::is_control), "{:?}", safe);
+            prop_assert!(!safe.chars().any(is_unsafe_for_terminals), "{:?}", safe);
+            if !s.chars().any(is_unsafe_for_terminals) {
+                prop_assert_eq!(safe, s);
+            }
         }
 
         #[test]
@@ -656,9 +926,15 @@ mod tests {
             let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
             keys.sort_unstable();
             prop_assert_eq!(keys, ["decision", "host", "method", "port", "reason", "time"]);
+            prop_assert!(!line.chars().any(is_unsafe_for_terminals), "{:?}", line);
+            prop_assert_eq!(&object["time"], event.time.as_str());
+            prop_assert_eq!(&object["host"], event.host.as_str());
+            prop_assert_eq!(&object["method"], event.method.as_str());
             prop_assert_eq!(&object["decision"], if denied { "denied" } else { "allowed" });
             prop_assert_eq!(object["port"].as_u64(), event.port.map(u64::from));
-            if !denied {
+            if denied {
+                prop_assert_eq!(object["reason"].as_str(), event.reason.as_deref());
+            } else {
                 prop_assert!(object["reason"].is_null());
             }
         }
