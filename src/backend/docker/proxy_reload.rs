@@ -10,7 +10,7 @@ use futures_util::TryStreamExt;
 use super::client::{Engine, EngineError};
 use super::find::{FindError, find_bottle};
 use super::specs::PROXY_CONFIG_PATH;
-use crate::core::egress_log::{LogLine, parse_line};
+use crate::core::egress_log::{LogLine, parse_line, terminal_safe};
 use crate::core::provision::archive::{ArchiveError, proxy_config_archive};
 use crate::diagnostic::Diagnostic;
 
@@ -82,7 +82,7 @@ pub(crate) async fn reload<E: Engine>(
         Some((true, _)) => return Ok(()),
         Some((false, detail)) => ReloadError::Refused {
             proxy: bottle.proxy_name.clone(),
-            reason: detail.unwrap_or_else(|| "no reason given".to_owned()),
+            reason: detail.map_or_else(|| "no reason given".to_owned(), |d| terminal_safe(&d)),
         },
         None => ReloadError::NoReport {
             proxy: bottle.proxy_name.clone(),
