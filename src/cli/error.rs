@@ -229,9 +229,13 @@ impl Diagnostic for Error {
                 entry,
                 bottle,
                 ..
-            } => vec![format!(
-                "for the next session, add `{entry}` to `bottles.{bottle}.egress.{key}` and `{host}` to its allowlist in the manifest"
-            )],
+            } => {
+                // A bottle started by an older claude-bottle has no name label.
+                let bottle = if bottle.is_empty() { "<bottle>" } else { bottle };
+                vec![format!(
+                    "for the next session, add `{entry}` to `bottles.{bottle}.egress.{key}` and `{host}` to its allowlist in the manifest"
+                )]
+            }
             Self::NoHostsGiven => vec!["run `claude-bottle allow [NAME] HOST...`".to_owned()],
             Self::WouldEmptyAllowlist { .. } => {
                 vec!["end the session instead, or allow another host first".to_owned()]

@@ -246,6 +246,16 @@ pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => None,
         Err(err) => return Err(err),
     };
+    // A rename needs only the directory: without this, a file its owner
+    // made read-only, or someone else's, would be replaced all the same.
+    if permissions.is_some()
+        && nix::unistd::access(&target, nix::unistd::AccessFlags::W_OK).is_err()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the file is not writable by this user",
+        ));
+    }
     let mut temp = tempfile::Builder::new()
         .prefix(".claude-bottle-")
         .suffix(".tmp")

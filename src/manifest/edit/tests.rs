@@ -569,6 +569,26 @@ fn writes_atomically_keeping_permissions() {
     assert_eq!(fs::read_to_string(&fresh).unwrap(), "{}");
 }
 
+#[test]
+fn a_file_this_user_may_not_write_is_not_replaced() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("claude-bottle.json");
+    fs::write(&path, "old").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o444)).unwrap();
+    let written = write_atomically(&path, "new");
+    if nix::unistd::geteuid().is_root() {
+        // Root may write any file, as `echo > file` would.
+        written.unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new");
+    } else {
+        let err = written.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "old");
+    }
+}
+
 // --- round trips ------------------------------------------------------------
 
 fn host_strategy() -> impl Strategy<Value = String> {
