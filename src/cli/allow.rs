@@ -207,11 +207,15 @@ async fn refuse_downgrades(
     hosts: &[AllowRule],
     bottle: &ActiveBottle,
 ) -> Result<(), Error> {
-    for host in hosts {
-        let addresses = match host {
+    // Every name at once: each may take the whole resolver timeout.
+    let resolved = futures_util::future::join_all(hosts.iter().map(|host| async move {
+        match host {
             AllowRule::Exact(name) => resolve(name.as_str()).await,
             AllowRule::Wildcard(_) | AllowRule::Ip(_) => Vec::new(),
-        };
+        }
+    }))
+    .await;
+    for (host, addresses) in hosts.iter().zip(resolved) {
         if let Some(downgrade) = allowlist_change::downgrade_needed(config, host, &addresses) {
             let why = match &downgrade {
                 Downgrade::InternalAddress { .. } => "it is an internal address, which the proxy reaches only within `ip_cidrs`, and pipelock refuses a reload that widens them".to_owned(),

@@ -79,10 +79,10 @@ pub(crate) async fn reload<E: Engine>(
     // next change.
     tokio::time::sleep(SETTLE).await;
     let failure = match answer? {
-        Some((true, _)) => return Ok(()),
-        Some((false, detail)) => ReloadError::Refused {
+        Some(report) if report.ok => return Ok(()),
+        Some(report) => ReloadError::Refused {
             proxy: bottle.proxy_name.clone(),
-            reason: detail.map_or_else(|| "no reason given".to_owned(), |d| terminal_safe(&d)),
+            reason: terminal_safe(&report.reason()),
         },
         None => ReloadError::NoReport {
             proxy: bottle.proxy_name.clone(),
@@ -104,14 +104,40 @@ async fn put_config<E: Engine>(engine: &E, proxy_id: &str, yaml: &[u8]) -> Resul
     Ok(())
 }
 
-/// The first reload report beyond the `before` already in the log: whether
-/// the proxy took the config, and its reason when not; `None` when none came
-/// within [`RELOAD_TIMEOUT`].
+/// One reload as the proxy reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Report {
+    ok: bool,
+    detail: Option<String>,
+    /// What pipelock found wrong with the config, printed just before its
+    /// refusal (`WARNING: config reload: <field> - <message>`).
+    findings: Vec<String>,
+}
+
+impl Report {
+    fn reason(&self) -> String {
+        let mut reason = self
+            .detail
+            .clone()
+            .unwrap_or_else(|| "no reason given".to_owned());
+        for finding in &self.findings {
+            reason.push_str("; ");
+            reason.push_str(finding);
+        }
+        reason
+    }
+}
+
+/// Pipelock's stderr line for each finding of a refused reload.
+const FINDING_PREFIX: &str = "WARNING: config reload: ";
+
+/// The first reload report beyond the `before` already in the log, or
+/// `None` when none came within [`RELOAD_TIMEOUT`].
 async fn first_report_after<E: Engine>(
     engine: &E,
     proxy_id: &str,
     before: usize,
-) -> Result<Option<(bool, Option<String>)>, EngineError> {
+) -> Result<Option<Report>, EngineError> {
     let deadline = tokio::time::Instant::now() + RELOAD_TIMEOUT;
     loop {
         let reports = reload_reports(engine, proxy_id).await?;
@@ -125,18 +151,24 @@ async fn first_report_after<E: Engine>(
     }
 }
 
-/// Every `config_reload` event in the proxy's log so far: whether it took
-/// the config, and its reason when not.
-async fn reload_reports<E: Engine>(
-    engine: &E,
-    proxy_id: &str,
-) -> Result<Vec<(bool, Option<String>)>, EngineError> {
+/// Every reload report in the proxy's log so far, each with the findings
+/// printed since the one before.
+async fn reload_reports<E: Engine>(engine: &E, proxy_id: &str) -> Result<Vec<Report>, EngineError> {
     let lines: Vec<String> = engine.log_lines(proxy_id, false).try_collect().await?;
-    Ok(lines
-        .iter()
-        .filter_map(|line| match parse_line(line) {
-            LogLine::ConfigReload { ok, detail, .. } => Some((ok, detail)),
-            _ => None,
-        })
-        .collect())
+    let mut reports = Vec::new();
+    let mut findings = Vec::new();
+    for line in &lines {
+        if let Some(finding) = line.strip_prefix(FINDING_PREFIX) {
+            findings.push(finding.trim().to_owned());
+            continue;
+        }
+        if let LogLine::ConfigReload { ok, detail, .. } = parse_line(line) {
+            reports.push(Report {
+                ok,
+                detail,
+                findings: std::mem::take(&mut findings),
+            });
+        }
+    }
+    Ok(reports)
 }

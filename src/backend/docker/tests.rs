@@ -1475,13 +1475,15 @@ async fn a_reload_the_proxy_refuses_is_an_error_with_its_reason() {
     let mut session = started(&engine, spec("reviewer", home.path())).await;
     // An earlier reload, which must not count as the answer to this one.
     engine.state().logs = format!("{RELOADED}\n");
-    engine.state().reload_line = Some(DOWNGRADE_REFUSED.to_owned());
+    engine.state().reload_line = Some(format!(
+        "WARNING: config reload: trusted_domains - trusted domains added: x.test\n{DOWNGRADE_REFUSED}"
+    ));
     let err = super::proxy_reload::reload(&engine, "claude-bottle-reviewer", "x: 1\n")
         .await
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "the proxy `claude-bottle-pipelock-reviewer` refused the new config: rejected: security downgrade from strict mode"
+        "the proxy `claude-bottle-pipelock-reviewer` refused the new config: rejected: security downgrade from strict mode; trusted_domains - trusted domains added: x.test"
     );
     session.close().await.unwrap();
 }
