@@ -1,6 +1,7 @@
 //! Backend-agnostic logic: everything about a session that does not depend on
 //! how bottles are made real.
 
+pub mod agent_env;
 pub mod allowlist_change;
 pub mod egress;
 pub mod egress_log;

@@ -1,37 +1,13 @@
-//! Where each variable of the agent's environment goes.
-//!
-//! The daemon keeps a container's `Config.Env` for good: `docker inspect`
-//! shows it, and it is written to the container's `config.v2.json` on the
-//! daemon's disk. So only values that are no secret go there: the bottle's
-//! literals, `HOME` and the proxy variables. A value read from the host
-//! (`${VAR}`), typed at the prompt, or the forwarded OAuth token goes only on
-//! Claude's `docker exec`, as `-e NAME` with the value in the docker CLI's
-//! environment, never on its command line. The daemon holds an exec's
-//! environment in memory only, and it reaches Claude and what Claude runs.
+//! What the docker CLI's own environment may carry. Claude's secrets reach
+//! its `docker exec` as `-e NAME`, with the value in the CLI's environment
+//! and never on its command line; a name the CLI reads for itself would
+//! change what the CLI does. Where each variable goes is `core::agent_env`.
 
 use secrecy::ExposeSecret;
 
-use super::client::EnvPair;
-use crate::core::env::{EnvSource, ResolvedEnv, ResolvedVar};
+use crate::core::agent_env::{EnvPair, is_secret, reserved_names};
+use crate::core::env::ResolvedEnv;
 use crate::printer::Printer;
-
-pub(crate) const PROXY_ENV_NAMES: [&str; 4] =
-    ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"];
-pub(crate) const NO_PROXY_ENV_NAMES: [&str; 2] = ["NO_PROXY", "no_proxy"];
-pub(crate) const NO_PROXY: &str = "localhost,127.0.0.1";
-
-/// Names the bottle itself sets; a bottle's own value for them is ignored.
-pub(crate) fn is_reserved(name: &str) -> bool {
-    name == "HOME" || PROXY_ENV_NAMES.contains(&name) || NO_PROXY_ENV_NAMES.contains(&name)
-}
-
-/// Whether a value from `source` must stay out of the container's config.
-pub(crate) fn is_secret(source: EnvSource) -> bool {
-    match source {
-        EnvSource::Host | EnvSource::Prompted | EnvSource::OauthToken => true,
-        EnvSource::Literal => false,
-    }
-}
 
 /// Names the docker CLI reads for itself: a secret under such a name, put in
 /// the CLI's environment for `-e NAME`, would redirect it (`DOCKER_HOST`,
@@ -59,65 +35,32 @@ impl crate::diagnostic::Diagnostic for AgentEnvError {
     }
 }
 
-/// Checks the bottle's env at `prepare`: refuses secrets the docker CLI
-/// would read as its own settings, and warns of names the bottle decides.
+/// Checks the bottle's env at `prepare`: warns of names the bottle decides,
+/// and refuses secrets the docker CLI would read as its own settings.
 pub(crate) fn check(
     bottle: &str,
     env: &ResolvedEnv,
     printer: &Printer,
 ) -> Result<(), AgentEnvError> {
-    for var in &env.vars {
-        if is_reserved(&var.name) {
-            printer.warn(
-                format_args!(
-                    "bottle `{bottle}` sets `{}`, which the bottle itself decides; ignored",
-                    var.name
-                ),
-                &[],
-            );
-        } else if is_secret(var.source) && steers_the_docker_cli(&var.name) {
-            return Err(AgentEnvError::SteersTheDockerCli {
-                bottle: bottle.to_owned(),
-                name: var.name.clone(),
-            });
-        }
+    for name in reserved_names(env) {
+        printer.warn(
+            format_args!(
+                "bottle `{bottle}` sets `{name}`, which the bottle itself decides; ignored"
+            ),
+            &[],
+        );
     }
-    Ok(())
-}
-
-fn pair(var: &ResolvedVar) -> EnvPair {
-    EnvPair {
-        name: var.name.clone(),
-        value: var.value.clone(),
-    }
-}
-
-/// The container's `Config.Env`: the bottle's literals, then `HOME` and the
-/// proxy variables.
-pub(crate) fn container_env(env: &ResolvedEnv, home: &str, proxy_url: &str) -> Vec<EnvPair> {
-    let mut pairs: Vec<EnvPair> = env
+    if let Some(var) = env
         .vars
         .iter()
-        .filter(|v| !is_reserved(&v.name) && !is_secret(v.source))
-        .map(pair)
-        .collect();
-    pairs.push(EnvPair::new("HOME", home));
-    for name in PROXY_ENV_NAMES {
-        pairs.push(EnvPair::new(name, proxy_url));
+        .find(|v| is_secret(v.source) && steers_the_docker_cli(&v.name))
+    {
+        return Err(AgentEnvError::SteersTheDockerCli {
+            bottle: bottle.to_owned(),
+            name: var.name.clone(),
+        });
     }
-    for name in NO_PROXY_ENV_NAMES {
-        pairs.push(EnvPair::new(name, NO_PROXY));
-    }
-    pairs
-}
-
-/// The secrets, for Claude's exec only.
-pub(crate) fn exec_env(env: &ResolvedEnv) -> Vec<EnvPair> {
-    env.vars
-        .iter()
-        .filter(|v| !is_reserved(&v.name) && is_secret(v.source))
-        .map(pair)
-        .collect()
+    Ok(())
 }
 
 /// `(name, value)` for the docker CLI's environment, where Claude's exec
@@ -133,6 +76,7 @@ mod tests {
     use secrecy::SecretString;
 
     use super::*;
+    use crate::core::env::{EnvSource, ResolvedVar};
     use crate::diagnostic::Diagnostic;
 
     fn var(name: &str, source: EnvSource, value: &str) -> ResolvedVar {
@@ -155,45 +99,6 @@ mod tests {
                 var("CLAUDE_CODE_OAUTH_TOKEN", EnvSource::OauthToken, "tok"),
             ],
         }
-    }
-
-    fn names(pairs: &[EnvPair]) -> Vec<&str> {
-        pairs.iter().map(|p| p.name.as_str()).collect()
-    }
-
-    #[test]
-    fn literals_go_in_the_container_and_secrets_only_on_the_exec() {
-        let env = every_kind();
-        let container = container_env(&env, "/home/node", "http://p:8888");
-        assert_eq!(
-            names(&container),
-            [
-                "A_LITERAL",
-                "HOME",
-                "HTTPS_PROXY",
-                "HTTP_PROXY",
-                "https_proxy",
-                "http_proxy",
-                "NO_PROXY",
-                "no_proxy"
-            ]
-        );
-        let values: Vec<(&str, &str)> = exposed(&container).collect();
-        assert!(values.contains(&("HOME", "/home/node")), "{values:?}");
-        assert!(values.contains(&("HTTPS_PROXY", "http://p:8888")));
-        for secret in ["host-secret", "typed-secret", "tok"] {
-            assert!(!values.iter().any(|(_, v)| *v == secret), "{secret}");
-        }
-        let exec = exec_env(&env);
-        assert_eq!(
-            exposed(&exec).collect::<Vec<_>>(),
-            [
-                ("B_HOST", "host-secret"),
-                ("C_PROMPTED", "typed-secret"),
-                ("CLAUDE_CODE_OAUTH_TOKEN", "tok")
-            ],
-            "reserved names are dropped from the exec too"
-        );
     }
 
     #[test]

@@ -23,9 +23,10 @@ use bollard::query_parameters::{
 };
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use super::endpoint::docker_endpoint;
+use crate::core::agent_env::EnvPair;
 use crate::diagnostic::Diagnostic;
 use crate::printer::Printer;
 
@@ -140,35 +141,6 @@ pub(crate) struct ContainerSpec {
     pub security_opt: Vec<String>,
     pub cap_drop: Vec<String>,
     pub pids_limit: Option<i64>,
-}
-
-/// One container env variable; the value stays secret until the request body is built.
-#[derive(Clone)]
-pub(crate) struct EnvPair {
-    pub name: String,
-    pub value: SecretString,
-}
-
-impl EnvPair {
-    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            value: SecretString::from(value.into()),
-        }
-    }
-}
-
-impl PartialEq for EnvPair {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && self.value.expose_secret() == other.value.expose_secret()
-    }
-}
-impl Eq for EnvPair {}
-
-impl fmt::Debug for EnvPair {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}=<redacted>", self.name)
-    }
 }
 
 impl fmt::Debug for ContainerSpec {

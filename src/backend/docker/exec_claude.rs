@@ -6,8 +6,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 
 use super::agent_env;
-use super::client::EnvPair;
 use crate::backend::BackendError;
+use crate::core::agent_env::EnvPair;
 use crate::core::provision::container_user;
 
 /// `docker exec --detach-keys`: a sequence nobody types, so no keystroke

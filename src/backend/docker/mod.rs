@@ -14,7 +14,8 @@
 //! - `find`, `proxy_log`, `proxy_reload`: a running bottle by name, its
 //!   proxy's log, and a new proxy config taken up without a restart;
 //! - `ledger`: what a session has created so far;
-//! - `agent_env`: which variables go in the container's config, which only on Claude's exec;
+//! - `agent_env`: what the docker CLI's own environment may carry (which
+//!   variables go where is `core::agent_env`);
 //! - `client`: the Engine API behind a narrow trait;
 //! - `endpoint`: the one daemon both the Engine API and the docker CLI reach;
 //! - `names`: resource names and labels;

@@ -9,7 +9,6 @@ use futures_util::TryStreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::agent_env;
 use super::bring_up::{BringUp, LaunchError, Started, Timeouts};
 use super::client::Engine;
 use super::exec_claude::{exec_args, run_claude};
@@ -118,7 +117,7 @@ impl<E: Engine> Session<E> {
             .started
             .as_ref()
             .ok_or_else(|| BackendError::failure("the bottle is not running"))?;
-        let exec_env = agent_env::exec_env(&self.plan.spec.env);
+        let exec_env = crate::core::agent_env::exec_env(&self.plan.spec.env);
         let argv = exec_args(
             &started.names.agent,
             &self.plan.container_home,

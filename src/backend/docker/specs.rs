@@ -2,7 +2,6 @@
 //! the two network specs. Plain data from the plan; nothing here calls the
 //! daemon.
 
-use super::agent_env;
 use super::client::{ContainerSpec, NetworkSpec};
 use super::names::{Names, Role};
 use super::plan::SessionPlan;
@@ -81,7 +80,11 @@ pub(crate) fn agent_container_spec(
     internal_id: &str,
     proxy_address: &str,
 ) -> ContainerSpec {
-    let env = agent_env::container_env(&plan.spec.env, &plan.container_home, &proxy_url(names));
+    let env = crate::core::agent_env::container_env(
+        &plan.spec.env,
+        &plan.container_home,
+        &proxy_url(names),
+    );
     ContainerSpec {
         name: names.agent.clone(),
         image: plan.image.reference().to_owned(),

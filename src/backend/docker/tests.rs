@@ -1180,7 +1180,7 @@ fn secrets_reach_the_exec_by_name_with_values_only_in_the_clis_environment() {
         host_var: Some("CLAUDE_BOTTLE_OAUTH_TOKEN".into()),
         value: SecretString::from("oauth-token-value"),
     });
-    let exec_env = super::agent_env::exec_env(&spec.env);
+    let exec_env = crate::core::agent_env::exec_env(&spec.env);
     let argv = super::exec_claude::exec_args(
         "claude-bottle-reviewer",
         "/home/node",
