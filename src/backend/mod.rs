@@ -4,6 +4,7 @@
 //! [`docker`]; `docs/backends.md` shows the seam holding a remote engine.
 
 pub mod docker;
+mod doctor;
 mod error;
 mod inventory;
 mod select;
@@ -12,6 +13,7 @@ use std::fmt;
 
 use futures_util::stream::BoxStream;
 
+pub use doctor::{Check, CheckStatus, DoctorRequest};
 pub use error::{BackendError, BackendErrorKind};
 pub use inventory::{
     ActiveBottle, CleanupItem, CleanupPlan, CleanupReport, Resource, ResourceKind, SessionState,
@@ -87,4 +89,8 @@ pub trait Backend {
         name: &str,
         yaml: &str,
     ) -> impl Future<Output = Result<(), BackendError>>;
+    /// Checks what a bottle needs from this host and engine, changing
+    /// nothing that outlives the call. Never fails: what cannot be checked
+    /// is a failed check.
+    fn doctor(&self, request: &DoctorRequest) -> impl Future<Output = Vec<Check>>;
 }

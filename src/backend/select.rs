@@ -6,7 +6,8 @@ use std::fmt;
 
 use super::docker::{DockerBackend, DockerBottle, DockerPlan};
 use super::{
-    ActiveBottle, Backend, BackendError, BottleHandle, CleanupPlan, CleanupReport, LogLines,
+    ActiveBottle, Backend, BackendError, BottleHandle, Check, CleanupPlan, CleanupReport,
+    DoctorRequest, LogLines,
 };
 use crate::core::spec::BottleSpec;
 use crate::diagnostic::Diagnostic;
@@ -162,6 +163,12 @@ impl Backend for AnyBackend {
     async fn reload_proxy(&self, name: &str, yaml: &str) -> Result<(), BackendError> {
         match self {
             Self::Docker(docker) => docker.reload_proxy(name, yaml).await,
+        }
+    }
+
+    async fn doctor(&self, request: &DoctorRequest) -> Vec<Check> {
+        match self {
+            Self::Docker(docker) => docker.doctor(request).await,
         }
     }
 }

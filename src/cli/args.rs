@@ -75,6 +75,8 @@ pub enum Command {
     Allow(AllowArgs),
     /// Write the built-in default manifest to ./claude-bottle.json
     Init(InitArgs),
+    /// Check the engine, runtimes, address space, images and disk a bottle needs
+    Doctor(DoctorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -166,4 +168,11 @@ pub struct InitArgs {
     /// Overwrite an existing ./claude-bottle.json
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// One JSON object per line: name, status, detail, hint
+    #[arg(long)]
+    pub json: bool,
 }

@@ -6,6 +6,7 @@ mod args;
 mod bottle_name;
 mod cleanup;
 mod confirm;
+mod doctor;
 mod egress;
 mod error;
 mod init;
@@ -66,6 +67,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<u8, Error> {
             Command::Egress(args) => egress::run(args, printer).await,
             Command::Allow(args) => allow::run(args, printer).await,
             Command::Init(args) => init::run(args, printer),
+            Command::Doctor(args) => doctor::run(manifest, args, printer).await,
         }
     })
 }

@@ -219,6 +219,23 @@ pub(crate) struct ExecOutput {
     pub output: String,
 }
 
+/// The parts of the daemon's `/version` and `/info` that `doctor` reads.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct DaemonInfo {
+    /// Podman's `/version` lists a component named `Podman Engine`.
+    pub podman: bool,
+    /// The engine's own version (Podman's, for Podman).
+    pub version: String,
+    pub api_version: String,
+    /// Names of the registered runtimes.
+    pub runtimes: Vec<String>,
+    /// `DockerRootDir`, on the daemon's host.
+    pub root_dir: Option<String>,
+    /// `DefaultAddressPools` as (base CIDR, prefix length); empty when the
+    /// daemon does not report them (it then uses its built-in pools).
+    pub address_pools: Vec<(String, u8)>,
+}
+
 /// Filters for `list_*`: every `key=value` label must match.
 pub(crate) type LabelFilter = Vec<(String, String)>;
 
@@ -230,6 +247,10 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
     /// A new connection to the same daemon, for use on another async runtime
     /// (the teardown backstop in `Drop` runs on its own thread).
     fn reconnect(&self) -> impl Future<Output = Result<Self, EngineError>> + Send;
+    /// What the daemon is and how it is set up.
+    fn daemon_info(&self) -> impl Future<Output = Result<DaemonInfo, EngineError>> + Send;
+    /// The IPv4 and IPv6 subnets of every network the daemon has.
+    fn network_subnets(&self) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     /// Names of the runtimes registered with the daemon.
     fn runtimes(&self) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
@@ -639,6 +660,55 @@ impl Engine for BollardEngine {
         let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
         names.sort();
         Ok(names)
+    }
+
+    async fn daemon_info(&self) -> Result<DaemonInfo, EngineError> {
+        let version = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| classify("read the daemon's version", e))?;
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| classify("read the daemon's info", e))?;
+        let podman = version
+            .components
+            .as_ref()
+            .and_then(|c| c.iter().find(|c| c.name == "Podman Engine"));
+        let mut runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        runtimes.sort();
+        Ok(DaemonInfo {
+            podman: podman.is_some(),
+            version: podman
+                .map(|c| c.version.clone())
+                .or(version.version)
+                .unwrap_or_default(),
+            api_version: version.api_version.unwrap_or_default(),
+            runtimes,
+            root_dir: info.docker_root_dir.filter(|d| !d.is_empty()),
+            address_pools: info
+                .default_address_pools
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|p| Some((p.base?, u8::try_from(p.size?).ok()?)))
+                .collect(),
+        })
+    }
+
+    async fn network_subnets(&self) -> Result<Vec<String>, EngineError> {
+        let found = self
+            .docker
+            .list_networks(None::<ListNetworksOptions>)
+            .await
+            .map_err(|e| classify("list networks", e))?;
+        Ok(found
+            .into_iter()
+            .filter_map(|n| n.ipam?.config)
+            .flatten()
+            .filter_map(|c| c.subnet)
+            .collect())
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {

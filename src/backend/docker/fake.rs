@@ -7,13 +7,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::client::{
-    ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineError, ErrorKind, ExecOutput,
-    LabelFilter, Labels, NetworkInfo, NetworkSpec,
+    ContainerInfo, ContainerSpec, ContainerStatus, DaemonInfo, Engine, EngineError, ErrorKind,
+    ExecOutput, LabelFilter, Labels, NetworkInfo, NetworkSpec,
 };
 use crate::printer::Printer;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Call {
+    DaemonInfo,
+    NetworkSubnets,
     Runtimes,
     ImageExists(String),
     BuildImage(String),
@@ -51,6 +53,8 @@ impl Call {
     /// A one-line summary: the operation and the names it touched.
     pub fn op(&self) -> String {
         match self {
+            Self::DaemonInfo => "daemon_info".into(),
+            Self::NetworkSubnets => "network_subnets".into(),
             Self::Runtimes => "runtimes".into(),
             Self::ImageExists(i) => format!("image_exists {i}"),
             Self::BuildImage(i) => format!("build_image {i}"),
@@ -84,6 +88,8 @@ pub(crate) struct FakeContainer {
     /// Network IDs.
     pub networks: Vec<String>,
     pub created: i64,
+    /// Its command is `true`: it exits 0 as soon as it starts.
+    pub exits_at_once: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +138,11 @@ pub(crate) struct FakeState {
     pub reload_line: Option<String>,
     /// The files uploaded into each container, by container name and path.
     pub files: BTreeMap<(String, String), Vec<u8>>,
+    /// What `daemon_info` reports, `runtimes` aside (those of `runtimes`
+    /// are used); `None` is a daemon that does not answer.
+    pub daemon: Option<DaemonInfo>,
+    /// Subnets of networks other than the fake's own.
+    pub subnets: Vec<String>,
 }
 
 impl FakeState {
@@ -207,6 +218,8 @@ impl FakeEngine {
                 !matches!(
                     c,
                     Call::Runtimes
+                        | Call::DaemonInfo
+                        | Call::NetworkSubnets
                         | Call::ImageExists(_)
                         | Call::Inspect(_)
                         | Call::Logs(_)
@@ -256,6 +269,7 @@ impl FakeEngine {
                 runtime: None,
                 networks: vec![],
                 created: 1_000,
+                exits_at_once: false,
             },
         );
         id
@@ -342,6 +356,7 @@ impl FakeEngine {
                 runtime: spec.runtime.clone(),
                 networks: vec![spec.network.clone()],
                 created: 2_000,
+                exits_at_once: spec.entrypoint.as_deref() == Some(&["true".to_owned()][..]),
             },
         );
         if state.lose_create_replies {
@@ -361,6 +376,25 @@ impl Engine for FakeEngine {
 
     async fn reconnect(&self) -> Result<Self, EngineError> {
         Ok(self.clone())
+    }
+
+    async fn daemon_info(&self) -> Result<DaemonInfo, EngineError> {
+        self.record(Call::DaemonInfo);
+        let state = self.state();
+        let mut info = state.daemon.clone().ok_or_else(|| {
+            EngineError::new(
+                ErrorKind::Unreachable,
+                "read the daemon's version",
+                "connection refused",
+            )
+        })?;
+        info.runtimes.clone_from(&state.runtimes);
+        Ok(info)
+    }
+
+    async fn network_subnets(&self) -> Result<Vec<String>, EngineError> {
+        self.record(Call::NetworkSubnets);
+        Ok(self.state().subnets.clone())
     }
 
     async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
@@ -528,7 +562,7 @@ impl Engine for FakeEngine {
             ));
         }
         let is_proxy = c.labels.get(super::names::LABEL_ROLE).map(String::as_str) == Some("proxy");
-        c.state = if proxy_exits && is_proxy {
+        c.state = if (proxy_exits && is_proxy) || c.exits_at_once {
             "exited".into()
         } else {
             "running".into()
@@ -551,7 +585,7 @@ impl Engine for FakeEngine {
         }
         Ok(ContainerStatus {
             running: c.state == "running",
-            exit_code: (c.state == "exited").then_some(1),
+            exit_code: (c.state == "exited").then_some(if c.exits_at_once { 0 } else { 1 }),
             state: c.state.clone(),
             error: None,
             addresses,

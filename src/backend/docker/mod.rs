@@ -11,6 +11,7 @@
 //! - `teardown`: removing one session; `remove`: the one removal routine,
 //!   which `cleanup` uses too;
 //! - `list`, `cleanup`: `list` and `cleanup` by label;
+//! - `doctor`: what a bottle needs from the daemon and host, checked;
 //! - `find`, `proxy_log`, `proxy_reload`: a running bottle by name, its
 //!   proxy's log, and a new proxy config taken up without a restart;
 //! - `ledger`: what a session has created so far;
@@ -26,6 +27,7 @@ mod agent_start;
 mod bring_up;
 mod cleanup;
 mod client;
+mod doctor;
 mod endpoint;
 mod exec_claude;
 mod find;
@@ -57,13 +59,13 @@ use tokio::sync::OnceCell;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::{
-    ActiveBottle, Backend, BackendError, BottleHandle, CleanupPlan, CleanupReport, LogLines,
-    ResourceKind,
+    ActiveBottle, Backend, BackendError, BottleHandle, Check, CleanupPlan, CleanupReport,
+    DoctorRequest, LogLines, ResourceKind,
 };
 use crate::core::provision::{CONTAINER_HOME_ENV, DEFAULT_CONTAINER_HOME};
 use crate::core::spec::BottleSpec;
 use crate::printer::Printer;
-use client::BollardEngine;
+use client::{BollardEngine, Engine};
 pub use endpoint::docker_endpoint;
 use plan::{DEFAULT_PIPELOCK_IMAGE, PIPELOCK_IMAGE_ENV};
 
@@ -231,5 +233,22 @@ impl Backend for DockerBackend {
         proxy_reload::reload(self.engine().await?, name, yaml)
             .await
             .map_err(|e| BackendError::from_failure(&e))
+    }
+
+    async fn doctor(&self, request: &DoctorRequest) -> Vec<Check> {
+        let inputs = doctor::Inputs {
+            proxy_image: plan::Settings::from_env().proxy_image,
+            built_in_tag: image::built_in_tag(),
+            dockerfile: image::DOCKERFILE,
+            bottle_images: request.bottle_images.clone(),
+        };
+        let engine = self.engine().await.map_err(|e| (e.message, e.hints));
+        let endpoint = engine
+            .as_ref()
+            .map_or_else(|_| docker_endpoint(), |e| e.endpoint().to_owned());
+        doctor::checks(engine, &inputs, async |info| {
+            doctor::host_facts(&endpoint, info.and_then(|i| i.root_dir.as_deref())).await
+        })
+        .await
     }
 }

@@ -1,0 +1,512 @@
+//! `doctor`: what a bottle needs from this daemon and host, checked one by
+//! one. Everything is read-only but the runsc trial, a throwaway container
+//! labelled `claude-bottle.doctor=1` that is removed in every case. Every
+//! call to the daemon is bounded.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+
+use super::client::{ContainerSpec, DaemonInfo, Engine, EngineError, Labels};
+use super::endpoint::docker_command;
+use super::plan::RUNSC;
+use crate::backend::Check;
+use crate::diagnostic::Diagnostic;
+
+/// How long one query to the daemon may take.
+const CALL_LIMIT: Duration = Duration::from_secs(10);
+/// How long the runsc trial may take, from creation to exit.
+const TRIAL_LIMIT: Duration = Duration::from_secs(30);
+/// The label of the runsc trial container.
+pub(crate) const DOCTOR_LABEL: &str = "claude-bottle.doctor";
+/// The first Docker release whose `--internal` networks keep DNS inside.
+const CVE_FIXED: (u32, u32, u32) = (25, 0, 5);
+/// Fewer bottles than this left in the address pools is a warning.
+const FEW_BOTTLES: usize = 5;
+/// Less free disk than this is a warning.
+const LOW_DISK: u64 = 5 << 30;
+/// Networks per bottle.
+const NETWORKS_PER_BOTTLE: usize = 2;
+
+pub(crate) const NEEDS_ENGINE: &str = "needs the engine";
+
+/// What `doctor` checks against, gathered by the caller.
+#[derive(Debug, Clone)]
+pub(crate) struct Inputs {
+    pub proxy_image: String,
+    /// The built-in agent image's tag.
+    pub built_in_tag: String,
+    /// The built-in Dockerfile, for the Claude Code pin.
+    pub dockerfile: &'static str,
+    /// Bottles with an image of their own, by bottle name.
+    pub bottle_images: Vec<(String, String)>,
+}
+
+/// What was found on this host, outside the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HostFacts {
+    /// `docker buildx version`'s first line, or why there is none.
+    pub buildx: Result<String, String>,
+    /// Whether the docker CLI could be run at all (builds need it).
+    pub docker_cli: bool,
+    /// Free bytes of the daemon's root dir when local, else of the temp dir.
+    pub disk: Option<(PathBuf, u64)>,
+}
+
+/// The checks, in the order they are shown. `engine` is the connection, or
+/// why there is none.
+pub(crate) async fn checks<E: Engine>(
+    engine: Result<&E, (String, Vec<String>)>,
+    inputs: &Inputs,
+    host: impl AsyncFnOnce(Option<&DaemonInfo>) -> HostFacts,
+) -> Vec<Check> {
+    let mut out = Vec::new();
+    let daemon = match engine {
+        Err(why) => Err(why),
+        Ok(engine) => bounded("read the daemon's version", engine.daemon_info())
+            .await
+            .map(|info| (engine, info))
+            .map_err(|e| (e.to_string(), e.hints())),
+    };
+    match &daemon {
+        Ok((engine, info)) => {
+            out.push(engine_check(engine.endpoint(), info));
+            out.push(dns_check(info));
+            out.push(runsc_check(*engine, info, inputs).await);
+            out.push(address_check(*engine, info).await);
+            out.extend(image_checks(*engine, inputs).await);
+        }
+        Err((message, hints)) => {
+            let mut engine = Check::fail("engine", message.clone());
+            engine.hints = hints.clone();
+            out.push(engine);
+            for name in [
+                "internal-dns",
+                "runsc",
+                "address-space",
+                "agent-image",
+                "proxy-image",
+            ] {
+                out.push(Check::warn(name, NEEDS_ENGINE));
+            }
+        }
+    }
+    let facts = host(daemon.as_ref().ok().map(|(_, info)| info)).await;
+    out.push(buildx_check(&facts));
+    out.push(disk_check(facts.disk.as_ref()));
+    out.push(claude_code_check(inputs));
+    out
+}
+
+async fn bounded<T>(
+    operation: &str,
+    call: impl Future<Output = Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    tokio::time::timeout(CALL_LIMIT, call)
+        .await
+        .unwrap_or_else(|_| Err(EngineError::timed_out(operation, CALL_LIMIT)))
+}
+
+fn kind(info: &DaemonInfo) -> &'static str {
+    if info.podman { "Podman" } else { "Docker" }
+}
+
+fn engine_check(endpoint: &str, info: &DaemonInfo) -> Check {
+    Check::ok(
+        "engine",
+        format!(
+            "{} {} (API {}) at {endpoint}",
+            kind(info),
+            info.version,
+            info.api_version
+        ),
+    )
+}
+
+/// `major.minor.patch` from the front of a version such as `20.10.24+dfsg1`.
+fn parse_version(version: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = version.trim_start_matches('v').split('.').map(|p| {
+        p.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u32>()
+            .ok()
+    });
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
+}
+
+fn dns_check(info: &DaemonInfo) -> Check {
+    const DESIGN: &str = "the agent's only DNS server is 127.0.0.1 (`--dns 127.0.0.1`), so no query leaves the bottle";
+    if info.podman {
+        return Check::ok(
+            "internal-dns",
+            format!("CVE-2024-29018 is Docker's, not Podman's; and {DESIGN}"),
+        );
+    }
+    match parse_version(&info.version) {
+        Some(v) if v < CVE_FIXED => Check::ok(
+            "internal-dns",
+            format!(
+                "Docker {} is older than 25.0.5 and forwards an --internal network's DNS to the host (CVE-2024-29018); closed by design: {DESIGN}",
+                info.version
+            ),
+        )
+        .hint("Docker 25.0.5 or later fixes it for other containers on --internal networks"),
+        Some(_) => Check::ok(
+            "internal-dns",
+            format!("Docker {} is not affected by CVE-2024-29018 (fixed in 25.0.5); and {DESIGN}", info.version),
+        ),
+        None => Check::warn(
+            "internal-dns",
+            format!(
+                "Docker version `{}` not understood, so exposure to CVE-2024-29018 is unknown; closed by design anyway: {DESIGN}",
+                info.version
+            ),
+        ),
+    }
+}
+
+/// The image a runsc trial can use: the agent's, which has `true`.
+async fn trial_image<E: Engine>(engine: &E, inputs: &Inputs) -> Option<String> {
+    let candidates = std::iter::once(inputs.built_in_tag.clone())
+        .chain(inputs.bottle_images.iter().map(|(_, image)| image.clone()));
+    for image in candidates {
+        if let Ok(true) = bounded("inspect an image", engine.image_exists(&image)).await {
+            return Some(image);
+        }
+    }
+    None
+}
+
+async fn runsc_check<E: Engine>(engine: &E, info: &DaemonInfo, inputs: &Inputs) -> Check {
+    if !info.runtimes.iter().any(|r| r == RUNSC) {
+        return Check::warn(
+            "runsc",
+            format!(
+                "not registered (runtimes: {}); agents run under runc, with the host kernel exposed to them",
+                info.runtimes.join(", ")
+            ),
+        )
+        .hint("install gVisor and register `runsc` with the daemon: https://gvisor.dev/docs/user_guide/install/");
+    }
+    let Some(image) = trial_image(engine, inputs).await else {
+        return Check::warn(
+            "runsc",
+            "registered; not tried: no agent image is present to try it with",
+        )
+        .hint("run `claude-bottle doctor` again after a first `claude-bottle start`");
+    };
+    let clock = Instant::now();
+    match trial(engine, &image).await {
+        Ok(()) => Check::ok(
+            "runsc",
+            format!(
+                "registered and works: a container of `{image}` ran under it in {:.1} s",
+                clock.elapsed().as_secs_f64()
+            ),
+        ),
+        Err(why) => Check::fail(
+            "runsc",
+            format!("registered, but a container could not run under it: {why}"),
+        )
+        .hint("`start` uses runsc whenever it is registered, so every bottle would fail: fix the gVisor install, or unregister `runsc` from the daemon's configuration"),
+    }
+}
+
+/// Runs `true` in a container of `image` under runsc, without a network,
+/// and removes it whatever happens.
+async fn trial<E: Engine>(engine: &E, image: &str) -> Result<(), String> {
+    let name = format!("claude-bottle-doctor-{}", std::process::id());
+    let spec = ContainerSpec {
+        name: name.clone(),
+        image: image.to_owned(),
+        user: None,
+        entrypoint: Some(vec!["true".to_owned()]),
+        cmd: None,
+        working_dir: None,
+        env: Vec::new(),
+        labels: Labels::from([(DOCTOR_LABEL.to_owned(), "1".to_owned())]),
+        network: "none".to_owned(),
+        extra_hosts: Vec::new(),
+        dns: Vec::new(),
+        runtime: Some(RUNSC.to_owned()),
+        init: false,
+        security_opt: Vec::new(),
+        cap_drop: Vec::new(),
+        pids_limit: None,
+    };
+    let created = tokio::time::timeout(TRIAL_LIMIT, async {
+        let id = engine
+            .create_container(&spec)
+            .await
+            .map_err(|e| (None, e.to_string()))?;
+        let ran = async {
+            engine
+                .start_container(&id)
+                .await
+                .map_err(|e| e.to_string())?;
+            loop {
+                let status = engine
+                    .inspect_container(&id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !status.running && status.state != "created" {
+                    return match (status.exit_code, status.error) {
+                        (Some(0), _) => Ok(()),
+                        (_, Some(error)) => Err(error),
+                        (code, None) => Err(format!(
+                            "`true` ended {} with exit code {}",
+                            status.state,
+                            code.map_or_else(|| "unknown".to_owned(), |c| c.to_string())
+                        )),
+                    };
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        .await;
+        ran.map_err(|e| (Some(id.clone()), e))
+    })
+    .await;
+    let (leftover, result) = match created {
+        Ok(Ok(())) => (Some(name.clone()), Ok(())),
+        Ok(Err((id, why))) => (id.or(Some(name.clone())), Err(why)),
+        Err(_) => (
+            Some(name.clone()),
+            Err(format!("no result within {} s", TRIAL_LIMIT.as_secs())),
+        ),
+    };
+    if let Some(leftover) = leftover
+        && let Err(e) = bounded(
+            "remove the trial container",
+            engine.remove_container(&leftover),
+        )
+        .await
+    {
+        tracing::warn!(container = %leftover, error = %e, "could not remove the runsc trial container");
+    }
+    result
+}
+
+/// Docker's built-in pools (20.10): 172.17-31.0.0/16 as /16s, 192.168.0.0/16 as /20s.
+fn default_pools() -> Vec<(String, u8)> {
+    (17..=31)
+        .map(|n| (format!("172.{n}.0.0/16"), 16))
+        .chain(std::iter::once(("192.168.0.0/16".to_owned(), 20)))
+        .collect()
+}
+
+/// Free subnets of `pools`, none overlapping a network in `used`; and all.
+pub(crate) fn free_subnets(pools: &[(String, u8)], used: &[String]) -> (usize, usize) {
+    let used: Vec<Ipv4Net> = used.iter().filter_map(|s| s.parse().ok()).collect();
+    let mut total = 0;
+    let mut free = 0;
+    for (base, size) in pools {
+        let Ok(base) = base.parse::<Ipv4Net>() else {
+            continue;
+        };
+        let Ok(subnets) = base.subnets(*size) else {
+            continue;
+        };
+        for subnet in subnets {
+            total += 1;
+            if !used
+                .iter()
+                .any(|u| u.contains(&subnet.network()) || subnet.contains(&u.network()))
+            {
+                free += 1;
+            }
+        }
+    }
+    (free, total)
+}
+
+async fn address_check<E: Engine>(engine: &E, info: &DaemonInfo) -> Check {
+    let (pools, whose) = if info.address_pools.is_empty() {
+        (default_pools(), "the daemon's built-in address pools")
+    } else {
+        (
+            info.address_pools.clone(),
+            "the daemon's DefaultAddressPools",
+        )
+    };
+    let used = match bounded("list networks", engine.network_subnets()).await {
+        Ok(used) => used,
+        Err(e) => {
+            let mut check = Check::fail("address-space", e.to_string());
+            check.hints = e.hints();
+            return check;
+        }
+    };
+    let (free, total) = free_subnets(&pools, &used);
+    let bottles = free / NETWORKS_PER_BOTTLE;
+    let detail = format!(
+        "room for {bottles} more bottles: {free} of {total} subnets free in {whose} (a bottle uses {NETWORKS_PER_BOTTLE})"
+    );
+    if bottles < FEW_BOTTLES {
+        Check::warn("address-space", detail)
+            .hint("remove unused networks (`docker network prune`, `claude-bottle cleanup`), or give the daemon more `default-address-pools` in daemon.json")
+    } else {
+        Check::ok("address-space", detail)
+    }
+}
+
+async fn image_checks<E: Engine>(engine: &E, inputs: &Inputs) -> Vec<Check> {
+    let present = async |image: &str| bounded("inspect an image", engine.image_exists(image)).await;
+    let mut out = Vec::new();
+    let agent = match present(&inputs.built_in_tag).await {
+        Ok(true) => Check::ok(
+            "agent-image",
+            format!("built-in `{}` present", inputs.built_in_tag),
+        ),
+        Ok(false) => Check::ok(
+            "agent-image",
+            format!(
+                "built-in `{}` absent; start will build it",
+                inputs.built_in_tag
+            ),
+        ),
+        Err(e) => Check::fail("agent-image", e.to_string()),
+    };
+    out.push(agent);
+    for (bottle, image) in &inputs.bottle_images {
+        out.push(match present(image).await {
+            Ok(true) => Check::ok(
+                "agent-image",
+                format!("`{image}` (bottle `{bottle}`) present"),
+            ),
+            Ok(false) => Check::warn(
+                "agent-image",
+                format!(
+                    "`{image}` (bottle `{bottle}`) absent; start does not pull a bottle's own image"
+                ),
+            )
+            .hint(format!("build it, or `docker pull {image}`")),
+            Err(e) => Check::fail("agent-image", e.to_string()),
+        });
+    }
+    out.push(match present(&inputs.proxy_image).await {
+        Ok(true) => Check::ok("proxy-image", format!("`{}` present", inputs.proxy_image)),
+        Ok(false) => Check::ok(
+            "proxy-image",
+            format!("`{}` absent; start will pull it", inputs.proxy_image),
+        )
+        .hint("whether its registry can be reached is known only by pulling"),
+        Err(e) => Check::fail("proxy-image", e.to_string()),
+    });
+    out
+}
+
+fn buildx_check(facts: &HostFacts) -> Check {
+    match &facts.buildx {
+        Ok(version) => Check::ok("buildx", version.clone()),
+        Err(why) if facts.docker_cli => Check::ok(
+            "buildx",
+            format!("not available ({why}); the agent image is built with the classic builder"),
+        ),
+        Err(why) => Check::warn(
+            "buildx",
+            format!("the docker CLI could not be run ({why}); start needs it to build the agent image and run Claude"),
+        )
+        .hint("install the docker CLI"),
+    }
+}
+
+fn gib(bytes: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let gib = bytes as f64 / f64::from(1u32 << 30);
+    format!("{gib:.1} GiB")
+}
+
+fn disk_check(disk: Option<&(PathBuf, u64)>) -> Check {
+    match disk {
+        None => Check::warn("disk", "free space could not be read"),
+        Some((path, free)) if *free < LOW_DISK => {
+            Check::warn("disk", format!("{} free at {}", gib(*free), path.display()))
+                .hint("the agent image needs about 1 GiB: free some space (`docker system prune`)")
+        }
+        Some((path, free)) => {
+            Check::ok("disk", format!("{} free at {}", gib(*free), path.display()))
+        }
+    }
+}
+
+/// The version in the built-in Dockerfile's `@anthropic-ai/claude-code@X`.
+pub(crate) fn claude_code_pin(dockerfile: &str) -> Option<&str> {
+    const PACKAGE: &str = "@anthropic-ai/claude-code@";
+    let start = dockerfile.find(PACKAGE)? + PACKAGE.len();
+    let rest = &dockerfile[start..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '\\')
+        .unwrap_or(rest.len());
+    Some(&rest[..end]).filter(|v| !v.is_empty())
+}
+
+fn claude_code_check(inputs: &Inputs) -> Check {
+    let pin = claude_code_pin(inputs.dockerfile).unwrap_or("unknown");
+    let mut detail = format!("{pin}, pinned in the built-in agent image");
+    for (bottle, image) in &inputs.bottle_images {
+        detail.push_str(&format!(
+            "; bottle `{bottle}` uses its own image `{image}`, with whatever Claude Code it has"
+        ));
+    }
+    Check::ok("claude-code", detail)
+}
+
+/// What this host says: buildx through the docker CLI aimed at `endpoint`,
+/// and the free space of the daemon's root dir when it is on this host.
+pub(crate) async fn host_facts(endpoint: &str, root_dir: Option<&str>) -> HostFacts {
+    let mut command = docker_command(endpoint);
+    command
+        .args(["buildx", "version"])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let (buildx, docker_cli) = match tokio::time::timeout(CALL_LIMIT, command.output()).await {
+        Err(_) => (
+            Err("`docker buildx version` did not answer".to_owned()),
+            true,
+        ),
+        Ok(Err(e)) => (Err(e.to_string()), false),
+        Ok(Ok(output)) if output.status.success() => (
+            Ok(String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned()),
+            true,
+        ),
+        Ok(Ok(output)) => (
+            Err(String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .next()
+                .unwrap_or("`docker buildx version` failed")
+                .trim()
+                .to_owned()),
+            true,
+        ),
+    };
+    let local = endpoint.starts_with("unix://");
+    let dir = root_dir
+        .filter(|_| local)
+        .map(PathBuf::from)
+        .filter(|d| d.exists())
+        .unwrap_or_else(std::env::temp_dir);
+    HostFacts {
+        buildx,
+        docker_cli,
+        disk: free_bytes(&dir).map(|free| (dir, free)),
+    }
+}
+
+fn free_bytes(path: &Path) -> Option<u64> {
+    let stat = nix::sys::statvfs::statvfs(path).ok()?;
+    #[allow(clippy::useless_conversion)]
+    Some(u64::from(stat.blocks_available()) * u64::from(stat.fragment_size()))
+}
