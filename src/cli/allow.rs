@@ -361,6 +361,10 @@ mod tests {
             *self.config.lock().unwrap() = yaml.to_owned();
             Ok(())
         }
+
+        async fn doctor(&self, _: &crate::backend::DoctorRequest) -> Vec<crate::backend::Check> {
+            unreachable!("this test never runs doctor")
+        }
     }
 
     fn allow(list: &[&str], save: bool, remove: bool) -> AllowArgs {

@@ -339,6 +339,10 @@ mod tests {
         async fn reload_proxy(&self, _: &str, _: &str) -> Result<(), BackendError> {
             unreachable!("start never reloads")
         }
+
+        async fn doctor(&self, _: &crate::backend::DoctorRequest) -> Vec<crate::backend::Check> {
+            unreachable!("this test never runs doctor")
+        }
     }
 
     /// Signals that each arrive once the session has reached an event

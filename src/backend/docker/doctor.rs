@@ -241,47 +241,44 @@ async fn trial<E: Engine>(engine: &E, image: &str) -> Result<(), String> {
         cap_drop: Vec::new(),
         pids_limit: None,
     };
-    let created = tokio::time::timeout(TRIAL_LIMIT, async {
-        let id = engine
+    // The ID once created; by name when the reply never came.
+    let id = std::sync::Mutex::new(None::<String>);
+    let ran = tokio::time::timeout(TRIAL_LIMIT, async {
+        let created = engine
             .create_container(&spec)
             .await
-            .map_err(|e| (None, e.to_string()))?;
-        let ran = async {
-            engine
-                .start_container(&id)
+            .map_err(|e| e.to_string())?;
+        *id.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(created.clone());
+        engine
+            .start_container(&created)
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            let status = engine
+                .inspect_container(&created)
                 .await
                 .map_err(|e| e.to_string())?;
-            loop {
-                let status = engine
-                    .inspect_container(&id)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if !status.running && status.state != "created" {
-                    return match (status.exit_code, status.error) {
-                        (Some(0), _) => Ok(()),
-                        (_, Some(error)) => Err(error),
-                        (code, None) => Err(format!(
-                            "`true` ended {} with exit code {}",
-                            status.state,
-                            code.map_or_else(|| "unknown".to_owned(), |c| c.to_string())
-                        )),
-                    };
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            if !status.running && status.state != "created" {
+                return match (status.exit_code, status.error) {
+                    (Some(0), _) => Ok(()),
+                    (_, Some(error)) => Err(error),
+                    (code, None) => Err(format!(
+                        "`true` ended {} with exit code {}",
+                        status.state,
+                        code.map_or_else(|| "unknown".to_owned(), |c| c.to_string())
+                    )),
+                };
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        .await;
-        ran.map_err(|e| (Some(id.clone()), e))
     })
     .await;
-    let (leftover, result) = match created {
-        Ok(Ok(())) => (Some(name.clone()), Ok(())),
-        Ok(Err((id, why))) => (id.or(Some(name.clone())), Err(why)),
-        Err(_) => (
-            Some(name.clone()),
-            Err(format!("no result within {} s", TRIAL_LIMIT.as_secs())),
-        ),
-    };
+    let result =
+        ran.unwrap_or_else(|_| Err(format!("no result within {} s", TRIAL_LIMIT.as_secs())));
+    let leftover = id
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .or(Some(name));
     if let Some(leftover) = leftover
         && let Err(e) = bounded(
             "remove the trial container",
@@ -509,4 +506,273 @@ fn free_bytes(path: &Path) -> Option<u64> {
     let stat = nix::sys::statvfs::statvfs(path).ok()?;
     #[allow(clippy::useless_conversion)]
     Some(u64::from(stat.blocks_available()) * u64::from(stat.fragment_size()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::FakeEngine;
+    use super::*;
+    use crate::backend::CheckStatus;
+
+    const TAG: &str = "claude-bottle-agent:0123456789abcdef";
+    const PROXY: &str = "ghcr.io/luckypipewrench/pipelock:2.3.0";
+
+    fn inputs() -> Inputs {
+        Inputs {
+            proxy_image: PROXY.to_owned(),
+            built_in_tag: TAG.to_owned(),
+            dockerfile: super::super::image::DOCKERFILE,
+            bottle_images: Vec::new(),
+        }
+    }
+
+    fn daemon(version: &str) -> DaemonInfo {
+        DaemonInfo {
+            podman: false,
+            version: version.to_owned(),
+            api_version: "1.41".to_owned(),
+            runtimes: Vec::new(),
+            root_dir: Some("/var/lib/docker".to_owned()),
+            address_pools: Vec::new(),
+        }
+    }
+
+    fn engine(version: &str, runtimes: &[&str], images: &[&str]) -> FakeEngine {
+        let engine = FakeEngine::new().with_images(images);
+        {
+            let mut state = engine.state();
+            state.daemon = Some(daemon(version));
+            state.runtimes = runtimes.iter().map(|r| (*r).to_owned()).collect();
+        }
+        engine
+    }
+
+    async fn run(engine: &FakeEngine, inputs: &Inputs) -> Vec<Check> {
+        checks(Ok(engine), inputs, async |_| HostFacts {
+            buildx: Ok("github.com/docker/buildx v0.12.1".to_owned()),
+            docker_cli: true,
+            disk: Some((PathBuf::from("/var/lib/docker"), 100 << 30)),
+        })
+        .await
+    }
+
+    fn find<'c>(checks: &'c [Check], name: &str) -> &'c Check {
+        checks.iter().find(|c| c.name == name).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_old_daemon_is_exposed_but_closed_by_design_and_a_new_one_is_not_exposed() {
+        let old = run(&engine("20.10.24+dfsg1", &["runc"], &[]), &inputs()).await;
+        let dns = find(&old, "internal-dns");
+        assert_eq!(dns.status, CheckStatus::Ok);
+        assert!(dns.detail.contains("older than 25.0.5"), "{}", dns.detail);
+        assert!(dns.detail.contains("closed by design"), "{}", dns.detail);
+        assert!(
+            find(&old, "engine")
+                .detail
+                .starts_with("Docker 20.10.24+dfsg1 (API 1.41) at ")
+        );
+
+        let new = run(&engine("25.0.5", &["runc"], &[]), &inputs()).await;
+        let dns = find(&new, "internal-dns");
+        assert_eq!(dns.status, CheckStatus::Ok);
+        assert!(dns.detail.contains("not affected"), "{}", dns.detail);
+        assert!(dns.hints.is_empty());
+
+        let podman = engine("5.2.0", &[], &[]);
+        podman.state().daemon.as_mut().unwrap().podman = true;
+        let checks = run(&podman, &inputs()).await;
+        assert!(find(&checks, "engine").detail.starts_with("Podman 5.2.0"));
+        assert!(
+            find(&checks, "internal-dns")
+                .detail
+                .contains("not Podman's")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_working_runsc_runs_a_labelled_throwaway_container_and_removes_it() {
+        let engine = engine("20.10.24", &["runc", "runsc"], &[TAG]);
+        let checks = run(&engine, &inputs()).await;
+        let runsc = find(&checks, "runsc");
+        assert_eq!(runsc.status, CheckStatus::Ok, "{runsc:?}");
+        assert!(runsc.detail.starts_with("registered and works"));
+        let created = engine.created_containers();
+        assert_eq!(created.len(), 1);
+        assert_eq!(created[0].runtime.as_deref(), Some("runsc"));
+        assert_eq!(created[0].network, "none");
+        assert_eq!(created[0].entrypoint, Some(vec!["true".to_owned()]));
+        assert_eq!(
+            created[0].labels.get(DOCTOR_LABEL).map(String::as_str),
+            Some("1")
+        );
+        assert!(!created[0].labels.contains_key("claude-bottle.managed"));
+        assert!(engine.state().containers.is_empty(), "the trial is removed");
+    }
+
+    #[tokio::test]
+    async fn a_failing_runsc_fails_and_its_container_is_removed_too() {
+        let engine = engine("20.10.24", &["runc", "runsc"], &[TAG]);
+        engine.state().failing_runtime = Some((
+            "runsc".to_owned(),
+            "OCI runtime create failed: runsc: boom".to_owned(),
+        ));
+        let checks = run(&engine, &inputs()).await;
+        let runsc = find(&checks, "runsc");
+        assert_eq!(runsc.status, CheckStatus::Fail);
+        assert!(runsc.detail.contains("runsc: boom"), "{}", runsc.detail);
+        assert_eq!(runsc.hints.len(), 1);
+        assert!(engine.state().containers.is_empty(), "the trial is removed");
+    }
+
+    #[tokio::test]
+    async fn runsc_without_an_image_is_not_tried_and_nothing_is_made() {
+        let engine = engine("20.10.24", &["runc", "runsc"], &[]);
+        let checks = run(&engine, &inputs()).await;
+        let runsc = find(&checks, "runsc");
+        assert_eq!(runsc.status, CheckStatus::Warn);
+        assert!(runsc.detail.contains("not tried"), "{}", runsc.detail);
+        assert!(engine.mutations().is_empty(), "{:?}", engine.mutations());
+    }
+
+    #[tokio::test]
+    async fn an_unregistered_runsc_warns_and_nothing_is_made() {
+        let engine = engine("20.10.24", &["runc"], &[TAG]);
+        let checks = run(&engine, &inputs()).await;
+        assert_eq!(find(&checks, "runsc").status, CheckStatus::Warn);
+        assert!(engine.mutations().is_empty());
+    }
+
+    #[tokio::test]
+    async fn nearly_full_pools_warn() {
+        let engine = engine("20.10.24", &["runc"], &[]);
+        {
+            let mut state = engine.state();
+            state.daemon.as_mut().unwrap().address_pools = vec![("10.10.0.0/22".to_owned(), 24)];
+            state.subnets = vec![
+                "10.10.0.0/24".to_owned(),
+                "10.10.1.0/24".to_owned(),
+                "fd00::/64".to_owned(),
+            ];
+        }
+        let checks = run(&engine, &inputs()).await;
+        let space = find(&checks, "address-space");
+        assert_eq!(space.status, CheckStatus::Warn);
+        assert!(
+            space.detail.starts_with(
+                "room for 1 more bottles: 2 of 4 subnets free in the daemon's DefaultAddressPools"
+            ),
+            "{}",
+            space.detail
+        );
+        assert_eq!(space.hints.len(), 1);
+    }
+
+    #[test]
+    fn the_built_in_pools_have_31_subnets_less_those_in_use() {
+        assert_eq!(free_subnets(&default_pools(), &[]), (31, 31));
+        let used = [
+            "172.17.0.0/16".to_owned(),
+            "192.168.16.0/24".to_owned(),
+            "10.0.0.0/8".to_owned(),
+        ];
+        assert_eq!(free_subnets(&default_pools(), &used), (29, 31));
+        // A network wider than a pool's subnets takes all it covers.
+        assert_eq!(
+            free_subnets(&default_pools(), &["172.16.0.0/12".to_owned()]),
+            (16, 31)
+        );
+    }
+
+    #[tokio::test]
+    async fn absent_images_say_what_start_will_do() {
+        let engine = engine("20.10.24", &["runc"], &[]);
+        let mut inputs = inputs();
+        inputs.bottle_images = vec![("dev".to_owned(), "my/agent:1".to_owned())];
+        let checks = run(&engine, &inputs).await;
+        let agent: Vec<&Check> = checks.iter().filter(|c| c.name == "agent-image").collect();
+        assert_eq!(agent.len(), 2);
+        assert_eq!(agent[0].status, CheckStatus::Ok);
+        assert!(agent[0].detail.ends_with("absent; start will build it"));
+        assert_eq!(agent[1].status, CheckStatus::Warn);
+        assert!(agent[1].detail.contains("bottle `dev`"));
+        let proxy = find(&checks, "proxy-image");
+        assert_eq!(proxy.status, CheckStatus::Ok);
+        assert_eq!(
+            proxy.detail,
+            format!("`{PROXY}` absent; start will pull it")
+        );
+        let claude = find(&checks, "claude-code");
+        assert!(claude.detail.starts_with("2.1.100, pinned"));
+        assert!(
+            claude
+                .detail
+                .contains("bottle `dev` uses its own image `my/agent:1`")
+        );
+        assert!(engine.mutations().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_engine_fails_and_the_daemon_checks_need_it() {
+        let checks = checks::<FakeEngine>(
+            Err((
+                "could not reach the Docker daemon".to_owned(),
+                vec!["start it".to_owned()],
+            )),
+            &inputs(),
+            async |info| {
+                assert!(info.is_none());
+                HostFacts {
+                    buildx: Err("no".to_owned()),
+                    docker_cli: false,
+                    disk: Some((PathBuf::from("/tmp"), 1 << 30)),
+                }
+            },
+        )
+        .await;
+        let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "engine",
+                "internal-dns",
+                "runsc",
+                "address-space",
+                "agent-image",
+                "proxy-image",
+                "buildx",
+                "disk",
+                "claude-code"
+            ]
+        );
+        assert_eq!(checks[0].status, CheckStatus::Fail);
+        assert_eq!(checks[0].hints, ["start it"]);
+        assert!(
+            checks[1..6]
+                .iter()
+                .all(|c| c.status == CheckStatus::Warn && c.detail == NEEDS_ENGINE)
+        );
+        assert_eq!(find(&checks, "buildx").status, CheckStatus::Warn);
+        assert_eq!(
+            find(&checks, "disk").status,
+            CheckStatus::Warn,
+            "1 GiB is under 5"
+        );
+    }
+
+    #[test]
+    fn the_pin_is_read_from_the_dockerfile_and_versions_are_parsed() {
+        assert_eq!(
+            claude_code_pin(super::super::image::DOCKERFILE),
+            Some("2.1.100")
+        );
+        assert_eq!(
+            claude_code_pin("RUN npm i -g @anthropic-ai/claude-code@1.2.3 && x"),
+            Some("1.2.3")
+        );
+        assert_eq!(claude_code_pin("FROM debian"), None);
+        assert_eq!(parse_version("20.10.24+dfsg1"), Some((20, 10, 24)));
+        assert_eq!(parse_version("25.0"), Some((25, 0, 0)));
+        assert_eq!(parse_version("dev"), None);
+    }
 }

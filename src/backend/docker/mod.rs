@@ -27,7 +27,7 @@ mod agent_start;
 mod bring_up;
 mod cleanup;
 mod client;
-mod doctor;
+pub(crate) mod doctor;
 mod endpoint;
 mod exec_claude;
 mod find;
