@@ -203,7 +203,7 @@ async fn runsc_check<E: Engine>(engine: &E, info: &DaemonInfo, inputs: &Inputs) 
         .hint("run `claude-bottle doctor` again after a first `claude-bottle start`");
     };
     let clock = Instant::now();
-    match trial(engine, &image).await {
+    match trial(engine, &image, RUNSC).await {
         Ok(()) => Check::ok(
             "runsc",
             format!(
@@ -219,9 +219,9 @@ async fn runsc_check<E: Engine>(engine: &E, info: &DaemonInfo, inputs: &Inputs) 
     }
 }
 
-/// Runs `true` in a container of `image` under runsc, without a network,
-/// and removes it whatever happens.
-async fn trial<E: Engine>(engine: &E, image: &str) -> Result<(), String> {
+/// Runs `true` in a container of `image` under `runtime`, without a
+/// network, and removes it whatever happens.
+async fn trial<E: Engine>(engine: &E, image: &str, runtime: &str) -> Result<(), String> {
     let name = format!("claude-bottle-doctor-{}", std::process::id());
     let spec = ContainerSpec {
         name: name.clone(),
@@ -235,7 +235,7 @@ async fn trial<E: Engine>(engine: &E, image: &str) -> Result<(), String> {
         network: "none".to_owned(),
         extra_hosts: Vec::new(),
         dns: Vec::new(),
-        runtime: Some(RUNSC.to_owned()),
+        runtime: Some(runtime.to_owned()),
         init: false,
         security_opt: Vec::new(),
         cap_drop: Vec::new(),
