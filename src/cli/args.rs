@@ -75,6 +75,8 @@ pub enum Command {
     Allow(AllowArgs),
     /// Write the built-in default manifest to ./claude-bottle.json
     Init(InitArgs),
+    /// Print a shell completion script for SHELL on stdout
+    Completions(CompletionsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +161,17 @@ pub struct AllowArgs {
 pub struct ProxyConfigArgs {
     /// The agent whose bottle's proxy config to print
     pub agent: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "For example: `source <(claude-bottle completions bash)` in ~/.bashrc, or \
+`claude-bottle completions fish > ~/.config/fish/completions/claude-bottle.fish`."
+)]
+pub struct CompletionsArgs {
+    /// The shell to write the script for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

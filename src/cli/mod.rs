@@ -5,6 +5,7 @@ mod allow;
 mod args;
 mod bottle_name;
 mod cleanup;
+mod completions;
 mod confirm;
 mod egress;
 mod error;
@@ -66,6 +67,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<u8, Error> {
             Command::Egress(args) => egress::run(args, printer).await,
             Command::Allow(args) => allow::run(args, printer).await,
             Command::Init(args) => init::run(args, printer),
+            Command::Completions(args) => completions::run(args),
         }
     })
 }
