@@ -77,6 +77,8 @@ pub enum Command {
     Init(InitArgs),
     /// Print a shell completion script for SHELL on stdout
     Completions(CompletionsArgs),
+    /// Print the manifest's JSON Schema (draft 2020-12), for editors to check manifests with
+    Schema,
 }
 
 #[derive(Debug, Args)]

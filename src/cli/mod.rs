@@ -13,6 +13,7 @@ mod init;
 mod list;
 mod logging;
 mod proxy_config;
+mod schema;
 mod signals;
 mod start;
 
@@ -68,6 +69,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<u8, Error> {
             Command::Allow(args) => allow::run(args, printer).await,
             Command::Init(args) => init::run(args, printer),
             Command::Completions(args) => completions::run(args),
+            Command::Schema => schema::run(),
         }
     })
 }
