@@ -274,3 +274,67 @@ fn the_embedded_default_is_used_without_any_manifest() {
     let yaml = String::from_utf8_lossy(&out.stdout);
     assert!(yaml.contains("api.anthropic.com"), "{yaml}");
 }
+
+/// The bash script, sourced into a real bash, offers the subcommands for the
+/// first word. Its completion function is found through `complete -p`, so the
+/// test does not depend on how clap_complete spells the function's name.
+#[test]
+fn bash_completions_offer_the_subcommands() {
+    let bin = assert_cmd::cargo::cargo_bin("claude-bottle");
+    let dir = bin.parent().unwrap();
+    let script = r#"
+source <(claude-bottle completions bash) || exit 3
+fn=$(complete -p claude-bottle | sed -n 's/.*-F \([^ ]*\) .*/\1/p')
+[ -n "$fn" ] || exit 4
+COMP_WORDS=(claude-bottle "")
+COMP_CWORD=1
+COMP_LINE="claude-bottle "
+COMP_POINT=${#COMP_LINE}
+"$fn" claude-bottle "" claude-bottle
+printf '%s\n' "${COMPREPLY[@]}"
+"#;
+    let out =
+        std::process::Command::new("bash")
+            .args(["--norc", "--noprofile", "-c", script])
+            .env(
+                "PATH",
+                std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(
+                    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+                ))
+                .unwrap(),
+            )
+            .output()
+            .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let words: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    for expected in ["start", "list", "cleanup", "allow", "init", "completions"] {
+        assert!(
+            words.iter().any(|w| w == expected),
+            "`{expected}` not offered: {words:?}"
+        );
+    }
+}
+
+#[test]
+fn completions_for_every_shell_go_to_stdout() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = Command::cargo_bin("claude-bottle")
+            .unwrap()
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr_of(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains("cleanup"), "{shell}: {script}");
+        assert!(out.stderr.is_empty(), "{shell}: {}", stderr_of(&out));
+    }
+    let out = Command::cargo_bin("claude-bottle")
+        .unwrap()
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -20,15 +20,14 @@ use std::fs;
 use std::process::Stdio;
 
 use docker_support::fixture::Fixture;
-use docker_support::lock::{CLEANUP_LOCK, FileLock};
+use docker_support::lock::{CLEANUP_LOCK, FileLock, RUNTIME_LOCK};
 use docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE};
 use serde_json::json;
 
 /// Agents of this suite are named `dc-...`.
 const AGENT_PREFIX: &str = "dc-";
 /// Held shared while a session runs: the runsc test changes the daemon's
-/// runtimes under the exclusive lock (e2e_support's `RUNTIME_LOCK_PATH`).
-const RUNTIME_LOCK: &str = "/tmp/claude-bottle-test-docker-runtimes.lock";
+/// runtimes under the exclusive lock (`docker_support::lock::RUNTIME_LOCK`).
 
 /// Requires the daemon and the images (panics without them: see
 /// `docker_support::daemon::require`).

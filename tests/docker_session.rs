@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use docker_support::daemon::{docker, docker_lines, pid_alive};
 use docker_support::fixture::Fixture;
-use docker_support::lock::{CLEANUP_LOCK, FileLock};
+use docker_support::lock::{CLEANUP_LOCK, FileLock, RUNTIME_LOCK};
 use docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE, managed_resources};
 use serde_json::{Value, json};
 
@@ -42,8 +42,7 @@ const PROMPT: &str = "You review pull requests.";
 const AGENT_PREFIX: &str = "dk-";
 /// Held shared while a test asserts which runtime was detected: the runsc
 /// test changes the daemon's runtimes under the exclusive lock (the file of
-/// e2e_support's `RUNTIME_LOCK_PATH`).
-const RUNTIME_LOCK: &str = "/tmp/claude-bottle-test-docker-runtimes.lock";
+/// `docker_support::lock::RUNTIME_LOCK`).
 
 /// Requires the daemon and the images (panics without them: see
 /// `docker_support::daemon::require`).

@@ -77,6 +77,10 @@ pub enum Command {
     Init(InitArgs),
     /// Check the engine, runtimes, address space, images and disk a bottle needs
     Doctor(DoctorArgs),
+    /// Print a shell completion script for SHELL on stdout
+    Completions(CompletionsArgs),
+    /// Print the manifest's JSON Schema (draft 2020-12), for editors to check manifests with
+    Schema,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +165,17 @@ pub struct AllowArgs {
 pub struct ProxyConfigArgs {
     /// The agent whose bottle's proxy config to print
     pub agent: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "For example: `source <(claude-bottle completions bash)` in ~/.bashrc, or \
+`claude-bottle completions fish > ~/.config/fish/completions/claude-bottle.fish`."
+)]
+pub struct CompletionsArgs {
+    /// The shell to write the script for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

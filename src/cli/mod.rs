@@ -5,6 +5,7 @@ mod allow;
 mod args;
 mod bottle_name;
 mod cleanup;
+mod completions;
 mod confirm;
 mod doctor;
 mod egress;
@@ -13,6 +14,7 @@ mod init;
 mod list;
 mod logging;
 mod proxy_config;
+mod schema;
 mod signals;
 mod start;
 
@@ -68,6 +70,8 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<u8, Error> {
             Command::Allow(args) => allow::run(args, printer).await,
             Command::Init(args) => init::run(args, printer),
             Command::Doctor(args) => doctor::run(manifest, args, printer).await,
+            Command::Completions(args) => completions::run(args),
+            Command::Schema => schema::run(),
         }
     })
 }

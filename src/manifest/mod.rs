@@ -8,6 +8,7 @@ mod discover;
 mod edit;
 mod error;
 mod hosts;
+mod schema;
 mod validate;
 mod wire;
 
@@ -24,6 +25,7 @@ pub use discover::{
 };
 pub use edit::{EditError, Edited, add_to_allowlist, remove_from_allowlist, write_atomically};
 pub use error::{JsonPath, ManifestError, NamedBy, Problem, Segment};
+pub use schema::{LOADER_ONLY_RULES, json_schema, json_schema_text};
 pub use validate::DEFAULT_SSH_PORT;
 
 /// A validated manifest.

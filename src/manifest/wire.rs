@@ -19,6 +19,7 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::error::{JsonPath, Problem, Segment};
+use super::schema;
 
 /// What parsing can fail with, before the origin of the text is attached.
 #[derive(Debug)]
@@ -93,6 +94,7 @@ fn problem_from_serde(path: JsonPath, message: &str) -> Problem {
             .split('`')
             .skip(1)
             .step_by(2)
+            .filter(|name| *name != SCHEMA_KEY)
             .map(str::to_owned)
             .collect();
         let suggestion = closest(field, &allowed);
@@ -198,12 +200,23 @@ trait Described {
 /// Entries of a JSON object, in file order, keys unique.
 pub(super) type Entries<T> = Vec<(String, T)>;
 
-#[derive(Debug, Deserialize)]
+/// The `$schema` key: where an editor finds the schema. It is read and
+/// ignored, and left out of the keys an unknown-field message offers.
+pub(super) const SCHEMA_KEY: &str = "$schema";
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Manifest", extend("required" = ["bottles", "agents"]))]
 pub(super) struct Manifest {
+    #[serde(rename = "$schema", default, deserialize_with = "string")]
+    #[schemars(schema_with = "schema::schema_key")]
+    #[allow(dead_code, reason = "read so that it is allowed, then ignored")]
+    pub schema: Option<String>,
     #[serde(default, deserialize_with = "bottles")]
+    #[schemars(schema_with = "schema::bottles")]
     pub bottles: Option<Entries<Bottle>>,
     #[serde(default, deserialize_with = "agents")]
+    #[schemars(schema_with = "schema::agents")]
     pub agents: Option<Entries<Agent>>,
 }
 
@@ -211,16 +224,21 @@ impl Described for Manifest {
     const EXPECTING: &'static str = "an object with `bottles` and `agents`";
 }
 
-#[derive(Debug, Deserialize)]
+/// An isolation and egress policy.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Bottle {
     #[serde(default, deserialize_with = "env")]
+    #[schemars(schema_with = "schema::env")]
     pub env: Option<Entries<String>>,
     #[serde(default, deserialize_with = "ssh_entries")]
+    #[schemars(schema_with = "schema::ssh")]
     pub ssh: Option<Vec<SshEntry>>,
     #[serde(default, deserialize_with = "object")]
+    #[schemars(schema_with = "schema::egress")]
     pub egress: Option<Egress>,
     #[serde(default, deserialize_with = "string")]
+    #[schemars(schema_with = "schema::image")]
     pub image: Option<String>,
 }
 
@@ -228,18 +246,28 @@ impl Described for Bottle {
     const EXPECTING: &'static str = "a bottle object with optional env, ssh, egress, image";
 }
 
-#[derive(Debug, Deserialize)]
+/// An SSH host the bottle may reach, and the key to reach it with.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    extend("required" = ["Host", "IdentityFile"]),
+    transform = schema::ssh_entry_host_default
+)]
 pub(super) struct SshEntry {
     #[serde(rename = "Host", default, deserialize_with = "string")]
+    #[schemars(schema_with = "schema::ssh_host")]
     pub host: Option<String>,
     #[serde(rename = "HostName", default, deserialize_with = "string")]
+    #[schemars(schema_with = "schema::ssh_host_name")]
     pub host_name: Option<String>,
     #[serde(rename = "User", default, deserialize_with = "string")]
+    #[schemars(schema_with = "schema::ssh_user")]
     pub user: Option<String>,
     #[serde(rename = "Port", default, deserialize_with = "port")]
+    #[schemars(schema_with = "schema::ssh_port")]
     pub port: Option<serde_json::Number>,
     #[serde(rename = "IdentityFile", default, deserialize_with = "string")]
+    #[schemars(schema_with = "schema::identity_file")]
     pub identity_file: Option<String>,
 }
 
@@ -248,14 +276,18 @@ impl Described for SshEntry {
         "an SSH entry object with Host, IdentityFile and optional HostName, User, Port";
 }
 
-#[derive(Debug, Deserialize)]
+/// What the bottle's egress proxy admits.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Egress {
     #[serde(default, deserialize_with = "strings")]
+    #[schemars(schema_with = "schema::allowlist")]
     pub allowlist: Option<Vec<String>>,
     #[serde(default, deserialize_with = "strings")]
+    #[schemars(schema_with = "schema::trusted_domains")]
     pub trusted_domains: Option<Vec<String>>,
     #[serde(default, deserialize_with = "strings")]
+    #[schemars(schema_with = "schema::ip_cidrs")]
     pub ip_cidrs: Option<Vec<String>>,
 }
 
@@ -264,14 +296,19 @@ impl Described for Egress {
         "an egress object with optional allowlist, trusted_domains, ip_cidrs";
 }
 
-#[derive(Debug, Deserialize)]
+/// A Claude Code agent: the bottle it runs in, its skills and its prompt.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("required" = ["bottle"]))]
 pub(super) struct Agent {
     #[serde(default, deserialize_with = "string")]
+    #[schemars(schema_with = "schema::agent_bottle")]
     pub bottle: Option<String>,
     #[serde(default, deserialize_with = "strings")]
+    #[schemars(schema_with = "schema::skills")]
     pub skills: Option<Vec<String>>,
     #[serde(default, deserialize_with = "string")]
+    #[schemars(schema_with = "schema::prompt")]
     pub prompt: Option<String>,
 }
 

@@ -11,6 +11,15 @@ use std::os::fd::AsRawFd;
 /// session is not swept away under it.
 pub const CLEANUP_LOCK: &str = "/tmp/claude-bottle-test-docker-cleanup.lock";
 
+/// Held exclusively by the tests that register runtimes with the daemon
+/// (e2e_support::runtime), which restart it; every test whose outcome
+/// depends on the daemon's runtimes holds it shared.
+#[allow(
+    dead_code,
+    reason = "only the binaries whose outcome depends on the runtimes take it"
+)]
+pub const RUNTIME_LOCK: &str = "/tmp/claude-bottle-test-docker-runtimes.lock";
+
 /// A `flock` on a well-known file, released on drop.
 pub struct FileLock {
     _file: File,

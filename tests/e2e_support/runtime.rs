@@ -18,9 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::docker_support::daemon::{docker, docker_ok};
-use crate::docker_support::lock::FileLock;
+use crate::docker_support::lock::{FileLock, RUNTIME_LOCK as RUNTIME_LOCK_PATH};
 
-pub const RUNTIME_LOCK_PATH: &str = "/tmp/claude-bottle-test-docker-runtimes.lock";
 const DAEMON_JSON: &str = "/etc/docker/daemon.json";
 const DOCKERD_PID: &str = "/var/run/docker.pid";
 

@@ -1,6 +1,7 @@
 //! `doctor`: what a bottle needs from this daemon and host, checked one by
 //! one. Everything is read-only but the runsc trial, a throwaway container
-//! labelled `claude-bottle.doctor=1` that is removed in every case. Every
+//! labelled `claude-bottle.doctor=1` (and managed, so `cleanup` would find
+//! it after an interrupted doctor) that is removed in every case. Every
 //! call to the daemon is bounded.
 
 use std::future::Future;
@@ -11,6 +12,7 @@ use ipnet::Ipv4Net;
 
 use super::client::{ContainerSpec, DaemonInfo, Engine, EngineError, Labels};
 use super::endpoint::docker_command;
+use super::names::{LABEL_HOST, LABEL_MANAGED, LABEL_PID, LABEL_ROLE, this_host};
 use super::plan::RUNSC;
 use crate::backend::Check;
 use crate::diagnostic::Diagnostic;
@@ -231,7 +233,14 @@ async fn trial<E: Engine>(engine: &E, image: &str, runtime: &str) -> Result<(), 
         cmd: None,
         working_dir: None,
         env: Vec::new(),
-        labels: Labels::from([(DOCTOR_LABEL.to_owned(), "1".to_owned())]),
+        // Managed, so `cleanup` finds a trial that an interrupted doctor left.
+        labels: Labels::from([
+            (DOCTOR_LABEL.to_owned(), "1".to_owned()),
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_ROLE.to_owned(), "doctor".to_owned()),
+            (LABEL_PID.to_owned(), std::process::id().to_string()),
+            (LABEL_HOST.to_owned(), this_host()),
+        ]),
         network: "none".to_owned(),
         extra_hosts: Vec::new(),
         dns: Vec::new(),
@@ -606,7 +615,14 @@ mod tests {
             created[0].labels.get(DOCTOR_LABEL).map(String::as_str),
             Some("1")
         );
-        assert!(!created[0].labels.contains_key("claude-bottle.managed"));
+        assert_eq!(
+            created[0]
+                .labels
+                .get("claude-bottle.managed")
+                .map(String::as_str),
+            Some("true"),
+            "cleanup finds a trial an interrupted doctor left"
+        );
         assert!(engine.state().containers.is_empty(), "the trial is removed");
     }
 
