@@ -26,9 +26,6 @@ use serde_json::json;
 
 /// Agents of this suite are named `dc-...`.
 const AGENT_PREFIX: &str = "dc-";
-/// Held shared while a session runs: the runsc test changes the daemon's
-/// runtimes under the exclusive lock (`docker_support::lock::RUNTIME_LOCK`).
-
 /// Requires the daemon and the images (panics without them: see
 /// `docker_support::daemon::require`).
 fn require() {

@@ -40,10 +40,6 @@ const SECRET: &str = "dk-secret-value-9f1c2e";
 const PROMPT: &str = "You review pull requests.";
 /// Agents of this suite are named `dk-...`.
 const AGENT_PREFIX: &str = "dk-";
-/// Held shared while a test asserts which runtime was detected: the runsc
-/// test changes the daemon's runtimes under the exclusive lock (the file of
-/// `docker_support::lock::RUNTIME_LOCK`).
-
 /// Requires the daemon and the images (panics without them: see
 /// `docker_support::daemon::require`).
 fn require() {
