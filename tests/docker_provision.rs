@@ -377,7 +377,7 @@ async fn the_builder_builds_and_reports_failures() {
     let tag = image::tag_for(good.as_bytes())
         .replace("claude-bottle-agent", "claude-bottle-test/agent-build");
     cleanup.images.push(tag.clone());
-    image::build_dockerfile(&docker_endpoint(), &good, &tag, &labels, &quiet)
+    image::build_dockerfile(&docker_endpoint(), &good, &tag, &labels, &[], &quiet)
         .await
         .expect("a good build");
     let out = docker(&[
@@ -394,7 +394,7 @@ async fn the_builder_builds_and_reports_failures() {
     let bad = format!("FROM {base}\nRUN echo about to fail && exit 3\n");
     let bad_tag = format!("claude-bottle-test/agent-bad:{pid}");
     cleanup.images.push(bad_tag.clone());
-    let err = image::build_dockerfile(&docker_endpoint(), &bad, &bad_tag, &labels, &quiet)
+    let err = image::build_dockerfile(&docker_endpoint(), &bad, &bad_tag, &labels, &[], &quiet)
         .await
         .expect_err("a failing build");
     let ImageBuildError::Failed { status, tail, .. } = &err else {

@@ -89,6 +89,7 @@ impl Fixture {
             .env_remove("CLAUDE_BOTTLE_BACKEND")
             .env_remove("CLAUDE_BOTTLE_OAUTH_TOKEN")
             .env_remove("CLAUDE_BOTTLE_CONTAINER_HOME")
+            .env_remove("CLAUDE_BOTTLE_CLAUDE_CODE_VERSION")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }

@@ -254,11 +254,13 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
     /// Names of the runtimes registered with the daemon.
     fn runtimes(&self) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
-    /// Builds the built-in agent image under `tag`, with a progress view
-    /// when the printer shows progress.
+    /// Builds the built-in agent image with Claude Code
+    /// `claude_code_version` under `tag`, with a progress view when the
+    /// printer shows progress.
     fn build_image(
         &self,
         tag: &str,
+        claude_code_version: &str,
         printer: &Printer,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Pulls `image` from its registry, with a progress view when the
@@ -637,8 +639,13 @@ impl Engine for BollardEngine {
         Self::connect_to(self.endpoint.clone()).await
     }
 
-    async fn build_image(&self, tag: &str, printer: &Printer) -> Result<(), EngineError> {
-        super::image::build(&self.endpoint, tag, printer)
+    async fn build_image(
+        &self,
+        tag: &str,
+        claude_code_version: &str,
+        printer: &Printer,
+    ) -> Result<(), EngineError> {
+        super::image::build(&self.endpoint, tag, claude_code_version, printer)
             .await
             .map_err(|e| {
                 let mut err = EngineError::new(

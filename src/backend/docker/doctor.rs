@@ -12,8 +12,9 @@ use ipnet::Ipv4Net;
 
 use super::client::{ContainerSpec, DaemonInfo, Engine, EngineError, Labels};
 use super::endpoint::docker_command;
+use super::image::DEFAULT_CLAUDE_CODE_VERSION;
 use super::names::{LABEL_HOST, LABEL_MANAGED, LABEL_PID, LABEL_ROLE, this_host};
-use super::plan::RUNSC;
+use super::plan::{CLAUDE_CODE_VERSION_ENV, RUNSC};
 use crate::backend::Check;
 use crate::diagnostic::Diagnostic;
 
@@ -38,10 +39,12 @@ pub(crate) const NEEDS_ENGINE: &str = "needs the engine";
 #[derive(Debug, Clone)]
 pub(crate) struct Inputs {
     pub proxy_image: String,
-    /// The built-in agent image's tag.
+    /// The built-in agent image's tag, for the Claude Code version `start`
+    /// would use (the pin's when `claude_code_version` is an error).
     pub built_in_tag: String,
-    /// The built-in Dockerfile, for the Claude Code pin.
-    pub dockerfile: &'static str,
+    /// The Claude Code version `start` would build the built-in image with,
+    /// or why `CLAUDE_BOTTLE_CLAUDE_CODE_VERSION` is refused (message, hints).
+    pub claude_code_version: Result<String, (String, Vec<String>)>,
     /// Bottles with an image of their own, by bottle name.
     pub bottle_images: Vec<(String, String)>,
 }
@@ -443,20 +446,21 @@ fn disk_check(disk: Option<&(PathBuf, u64)>) -> Check {
     }
 }
 
-/// The version in the built-in Dockerfile's `@anthropic-ai/claude-code@X`.
-pub(crate) fn claude_code_pin(dockerfile: &str) -> Option<&str> {
-    const PACKAGE: &str = "@anthropic-ai/claude-code@";
-    let start = dockerfile.find(PACKAGE)? + PACKAGE.len();
-    let rest = &dockerfile[start..];
-    let end = rest
-        .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '\\')
-        .unwrap_or(rest.len());
-    Some(&rest[..end]).filter(|v| !v.is_empty())
-}
-
+/// The Claude Code version the next `start` builds the built-in image with.
 fn claude_code_check(inputs: &Inputs) -> Check {
-    let pin = claude_code_pin(inputs.dockerfile).unwrap_or("unknown");
-    let mut detail = format!("{pin}, pinned in the built-in agent image");
+    let mut detail = match &inputs.claude_code_version {
+        Err((message, hints)) => {
+            let mut check = Check::fail("claude-code", message.clone());
+            check.hints = hints.clone();
+            return check;
+        }
+        Ok(version) if version == DEFAULT_CLAUDE_CODE_VERSION => {
+            format!("{version}, pinned in the built-in agent image")
+        }
+        Ok(version) => format!(
+            "{version}, from `{CLAUDE_CODE_VERSION_ENV}` (the built-in agent image pins {DEFAULT_CLAUDE_CODE_VERSION})"
+        ),
+    };
     for (bottle, image) in &inputs.bottle_images {
         detail.push_str(&format!(
             "; bottle `{bottle}` uses its own image `{image}`, with whatever Claude Code it has"
@@ -530,7 +534,7 @@ mod tests {
         Inputs {
             proxy_image: PROXY.to_owned(),
             built_in_tag: TAG.to_owned(),
-            dockerfile: super::super::image::DOCKERFILE,
+            claude_code_version: Ok(DEFAULT_CLAUDE_CODE_VERSION.to_owned()),
             bottle_images: Vec::new(),
         }
     }
@@ -719,7 +723,13 @@ mod tests {
             format!("`{PROXY}` absent; start will pull it")
         );
         let claude = find(&checks, "claude-code");
-        assert!(claude.detail.starts_with("2.1.100, pinned"));
+        assert!(
+            claude.detail.starts_with(&format!(
+                "{DEFAULT_CLAUDE_CODE_VERSION}, pinned in the built-in agent image;"
+            )),
+            "{}",
+            claude.detail
+        );
         assert!(
             claude
                 .detail
@@ -777,16 +787,40 @@ mod tests {
     }
 
     #[test]
-    fn the_pin_is_read_from_the_dockerfile_and_versions_are_parsed() {
+    fn claude_code_shows_the_version_start_will_use() {
+        let mut inputs = inputs();
+        let pinned = claude_code_check(&inputs);
+        assert_eq!(pinned.status, CheckStatus::Ok);
         assert_eq!(
-            claude_code_pin(super::super::image::DOCKERFILE),
-            Some("2.1.100")
+            pinned.detail,
+            format!("{DEFAULT_CLAUDE_CODE_VERSION}, pinned in the built-in agent image")
         );
+
+        inputs.claude_code_version = Ok("2.1.400-beta.1".to_owned());
+        let chosen = claude_code_check(&inputs);
+        assert_eq!(chosen.status, CheckStatus::Ok);
         assert_eq!(
-            claude_code_pin("RUN npm i -g @anthropic-ai/claude-code@1.2.3 && x"),
-            Some("1.2.3")
+            chosen.detail,
+            format!(
+                "2.1.400-beta.1, from `CLAUDE_BOTTLE_CLAUDE_CODE_VERSION` (the built-in agent image pins {DEFAULT_CLAUDE_CODE_VERSION})"
+            )
         );
-        assert_eq!(claude_code_pin("FROM debian"), None);
+
+        let refused = super::super::plan::claude_code_version(Some("latest")).unwrap_err();
+        inputs.claude_code_version = Err((refused.to_string(), refused.hints()));
+        let bad = claude_code_check(&inputs);
+        assert_eq!(bad.status, CheckStatus::Fail);
+        assert!(
+            bad.detail
+                .starts_with("`CLAUDE_BOTTLE_CLAUDE_CODE_VERSION` is `latest`"),
+            "{}",
+            bad.detail
+        );
+        assert_eq!(bad.hints.len(), 1);
+    }
+
+    #[test]
+    fn versions_are_parsed() {
         assert_eq!(parse_version("20.10.24+dfsg1"), Some((20, 10, 24)));
         assert_eq!(parse_version("25.0"), Some((25, 0, 0)));
         assert_eq!(parse_version("dev"), None);

@@ -18,7 +18,8 @@ pub(crate) enum Call {
     NetworkSubnets,
     Runtimes,
     ImageExists(String),
-    BuildImage(String),
+    /// The tag and the Claude Code version.
+    BuildImage(String, String),
     PullImage(String),
     CreateNetwork(NetworkSpec),
     RemoveNetwork(String),
@@ -57,7 +58,7 @@ impl Call {
             Self::NetworkSubnets => "network_subnets".into(),
             Self::Runtimes => "runtimes".into(),
             Self::ImageExists(i) => format!("image_exists {i}"),
-            Self::BuildImage(i) => format!("build_image {i}"),
+            Self::BuildImage(tag, version) => format!("build_image {tag} (Claude Code {version})"),
             Self::PullImage(i) => format!("pull_image {i}"),
             Self::CreateNetwork(n) => format!("create_network {}", n.name),
             Self::RemoveNetwork(n) => format!("remove_network {n}"),
@@ -407,8 +408,16 @@ impl Engine for FakeEngine {
         Ok(self.state().images.contains(image))
     }
 
-    async fn build_image(&self, tag: &str, _printer: &Printer) -> Result<(), EngineError> {
-        self.record(Call::BuildImage(tag.to_owned()));
+    async fn build_image(
+        &self,
+        tag: &str,
+        claude_code_version: &str,
+        _printer: &Printer,
+    ) -> Result<(), EngineError> {
+        self.record(Call::BuildImage(
+            tag.to_owned(),
+            claude_code_version.to_owned(),
+        ));
         let delay = self.state().build_delay;
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;

@@ -1,5 +1,6 @@
 //! The built-in agent image: an embedded Dockerfile, a tag derived from its
-//! content, and a build through the docker CLI (`docker build -t TAG -`, the
+//! content and the Claude Code version, and a build through the docker CLI
+//! (`docker build --build-arg CLAUDE_CODE_VERSION=V -t TAG -`, the
 //! Dockerfile on stdin, no context), aimed at the daemon the session's
 //! Engine API client uses (`endpoint::docker_command`); the user's builder
 //! settings apply.
@@ -14,6 +15,7 @@ use std::process::{ExitStatus, Stdio};
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::Command;
 
 use super::endpoint::docker_command;
 use crate::core::provision::CONTAINER_UID;
@@ -29,20 +31,110 @@ pub const IMAGE_REPOSITORY: &str = "claude-bottle-agent";
 pub const IMAGE_LABEL: &str = "claude-bottle.image";
 pub const IMAGE_LABEL_VALUE: &str = "agent";
 
+/// The Dockerfile's build argument that carries the Claude Code version.
+pub const CLAUDE_CODE_VERSION_ARG: &str = "CLAUDE_CODE_VERSION";
+/// The Claude Code version the built-in image pins: the default of the
+/// Dockerfile's `ARG CLAUDE_CODE_VERSION=`, read at compile time. That line
+/// is the one definition of the pin; a Dockerfile without it, or with a
+/// default that is not a version, does not compile.
+pub const DEFAULT_CLAUDE_CODE_VERSION: &str = arg_default(DOCKERFILE, "ARG CLAUDE_CODE_VERSION=");
+
 /// How many trailing output lines a failure quotes.
 const TAIL_LINES: usize = 15;
 
 /// `claude-bottle-agent:<first 16 hex digits of the SHA-256 of the build input>`.
-/// The Dockerfile is the only input: the build has no context and no arguments.
 pub fn tag_for(build_input: &[u8]) -> String {
     let digest = Sha256::digest(build_input);
     let hex = hex::encode(digest);
     format!("{IMAGE_REPOSITORY}:{}", &hex[..16])
 }
 
-/// The tag of the built-in agent image this binary would build.
-pub fn built_in_tag() -> String {
-    tag_for(DOCKERFILE.as_bytes())
+/// What a build of `dockerfile` with Claude Code `version` depends on: the
+/// Dockerfile's bytes and the build argument (the build has no context).
+fn build_input(dockerfile: &str, claude_code_version: &str) -> Vec<u8> {
+    let mut input = dockerfile.as_bytes().to_vec();
+    input.push(0);
+    input.extend_from_slice(format!("{CLAUDE_CODE_VERSION_ARG}={claude_code_version}").as_bytes());
+    input
+}
+
+/// The tag of the built-in agent image this binary would build with Claude
+/// Code `claude_code_version`: one tag per version, so each stays cached.
+pub fn built_in_tag(claude_code_version: &str) -> String {
+    tag_for(&build_input(DOCKERFILE, claude_code_version))
+}
+
+/// Whether `value` is a Claude Code version this binary will build: digits
+/// in dot-separated groups (`2.1.328`), optionally followed by a
+/// `-prerelease` of ASCII letters, digits, `.` and `-`. Nothing else reaches
+/// the build or the tag.
+pub const fn is_claude_code_version(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    // Digits in the current dot-separated group.
+    let mut digits = 0;
+    while i < bytes.len() && bytes[i] != b'-' {
+        match bytes[i] {
+            b'0'..=b'9' => digits += 1,
+            b'.' if digits > 0 => digits = 0,
+            _ => return false,
+        }
+        i += 1;
+    }
+    // Empty, or an empty last group (`2.1.`).
+    if digits == 0 {
+        return false;
+    }
+    if i == bytes.len() {
+        return true;
+    }
+    // Past the `-`: a non-empty prerelease.
+    i += 1;
+    if i == bytes.len() {
+        return false;
+    }
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if !(byte.is_ascii_alphanumeric() || byte == b'.' || byte == b'-') {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The value after `prefix` on the line of `dockerfile` that starts with it,
+/// up to the first whitespace. Panics (at compile time, in a const) when
+/// there is no such line or the value is not a Claude Code version.
+const fn arg_default(dockerfile: &'static str, prefix: &str) -> &'static str {
+    let bytes = dockerfile.as_bytes();
+    let prefix = prefix.as_bytes();
+    let mut line = 0;
+    while line + prefix.len() <= bytes.len() {
+        if line == 0 || bytes[line - 1] == b'\n' {
+            let mut k = 0;
+            while k < prefix.len() && bytes[line + k] == prefix[k] {
+                k += 1;
+            }
+            if k == prefix.len() {
+                let start = line + prefix.len();
+                let mut end = start;
+                while end < bytes.len() && !bytes[end].is_ascii_whitespace() {
+                    end += 1;
+                }
+                let (_, rest) = bytes.split_at(start);
+                let (value, _) = rest.split_at(end - start);
+                return match std::str::from_utf8(value) {
+                    Ok(value) if is_claude_code_version(value) => value,
+                    _ => {
+                        panic!("the Dockerfile's ARG CLAUDE_CODE_VERSION default is not a version")
+                    }
+                };
+            }
+        }
+        line += 1;
+    }
+    panic!("the Dockerfile has no `ARG CLAUDE_CODE_VERSION=` default")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,22 +170,28 @@ impl Diagnostic for ImageBuildError {
     }
 }
 
-/// Builds the built-in agent image as `tag`. Output goes through the
-/// printer: a one-line progress view when it shows progress, the build's own
-/// lines otherwise. Dropping the future kills the build.
-pub async fn build(endpoint: &str, tag: &str, printer: &Printer) -> Result<(), ImageBuildError> {
-    build_dockerfile(endpoint, DOCKERFILE, tag, &[], printer).await
-}
-
-/// Builds `dockerfile` (no context) as `tag` with extra `labels`, on the
-/// daemon at `endpoint`.
-pub async fn build_dockerfile(
+/// Builds the built-in agent image with Claude Code `claude_code_version`
+/// as `tag` (which `built_in_tag` made of that version). Output goes through
+/// the printer: a one-line progress view when it shows progress, the build's
+/// own lines otherwise. Dropping the future kills the build.
+pub async fn build(
     endpoint: &str,
-    dockerfile: &str,
     tag: &str,
-    labels: &[(&str, &str)],
+    claude_code_version: &str,
     printer: &Printer,
 ) -> Result<(), ImageBuildError> {
+    let build_args = [(CLAUDE_CODE_VERSION_ARG, claude_code_version)];
+    build_dockerfile(endpoint, DOCKERFILE, tag, &[], &build_args, printer).await
+}
+
+/// The `docker build` of a Dockerfile given on stdin (no context) as `tag`,
+/// with extra `labels` and `build_args`, on the daemon at `endpoint`.
+fn build_command(
+    endpoint: &str,
+    tag: &str,
+    labels: &[(&str, &str)],
+    build_args: &[(&str, &str)],
+) -> Command {
     let mut command = docker_command(endpoint);
     // `--force-rm`: a failed classic build otherwise leaves its intermediate
     // container behind.
@@ -101,12 +199,29 @@ pub async fn build_dockerfile(
     for (key, value) in labels {
         command.arg("--label").arg(format!("{key}={value}"));
     }
+    for (key, value) in build_args {
+        command.arg("--build-arg").arg(format!("{key}={value}"));
+    }
     command
         .arg("-")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    command
+}
+
+/// Builds `dockerfile` (no context) as `tag` with extra `labels` and
+/// `build_args`, on the daemon at `endpoint`.
+pub async fn build_dockerfile(
+    endpoint: &str,
+    dockerfile: &str,
+    tag: &str,
+    labels: &[(&str, &str)],
+    build_args: &[(&str, &str)],
+    printer: &Printer,
+) -> Result<(), ImageBuildError> {
+    let mut command = build_command(endpoint, tag, labels, build_args);
     let mut child = command.spawn().map_err(|source| ImageBuildError::Spawn {
         tag: tag.to_owned(),
         source,
@@ -323,8 +438,115 @@ mod tests {
     fn the_tag_changes_with_the_dockerfile() {
         assert_ne!(tag_for(b"FROM scratch\n"), tag_for(b"FROM scratch\n\n"));
         let edited = DOCKERFILE.replace("ripgrep", "fd-find");
-        assert_ne!(built_in_tag(), tag_for(edited.as_bytes()));
-        assert_eq!(built_in_tag(), tag_for(DOCKERFILE.as_bytes()));
+        let version = DEFAULT_CLAUDE_CODE_VERSION;
+        assert_ne!(
+            built_in_tag(version),
+            tag_for(&build_input(&edited, version))
+        );
+        assert_eq!(
+            built_in_tag(version),
+            tag_for(&build_input(DOCKERFILE, version))
+        );
+    }
+
+    #[test]
+    fn the_tag_is_stable_per_version_and_differs_between_versions() {
+        assert_eq!(built_in_tag("2.1.328"), built_in_tag("2.1.328"));
+        assert_ne!(built_in_tag("2.1.328"), built_in_tag("2.1.329"));
+        assert_ne!(built_in_tag("2.1.328"), built_in_tag("2.1.328-beta.1"));
+        // The version is hashed after the Dockerfile, behind a separator.
+        let mut expected = DOCKERFILE.as_bytes().to_vec();
+        expected.extend_from_slice(b"\0CLAUDE_CODE_VERSION=2.1.328");
+        assert_eq!(built_in_tag("2.1.328"), tag_for(&expected));
+    }
+
+    #[test]
+    fn the_pin_is_the_dockerfiles_arg_default_and_the_install_uses_the_arg() {
+        assert_eq!(DEFAULT_CLAUDE_CODE_VERSION, "2.1.328");
+        assert!(DOCKERFILE.contains(&format!(
+            "\nARG {CLAUDE_CODE_VERSION_ARG}={DEFAULT_CLAUDE_CODE_VERSION}\n"
+        )));
+        // The install takes the version from the argument, and nothing else
+        // names one: the ARG default is the only place the pin is written.
+        assert!(
+            DOCKERFILE
+                .contains("npm install -g \"@anthropic-ai/claude-code@${CLAUDE_CODE_VERSION}\"")
+        );
+        assert_eq!(DOCKERFILE.matches("@anthropic-ai/claude-code@").count(), 1);
+        assert_eq!(
+            DOCKERFILE.matches(DEFAULT_CLAUDE_CODE_VERSION).count(),
+            1,
+            "the pin is written once"
+        );
+        assert_eq!(
+            arg_default("FROM x\nARG V=1.2.3 \nRUN y\n", "ARG V="),
+            "1.2.3"
+        );
+    }
+
+    #[test]
+    fn versions_are_digits_and_dots_with_an_optional_prerelease() {
+        for good in [
+            "2.1.328",
+            "2",
+            "10.0.0",
+            "2.1.328-beta",
+            "2.1.328-rc.1",
+            "2.1.328-alpha-2.X",
+        ] {
+            assert!(is_claude_code_version(good), "{good}");
+        }
+        for bad in [
+            "",
+            "latest",
+            "v2.1.328",
+            "2.1.",
+            ".2.1",
+            "2..1",
+            "2.1.328-",
+            "2.1.328+build",
+            "2.1.328-beta_1",
+            "-beta",
+            "2.1.328 ",
+            " 2.1.328",
+            "2.1.328\n",
+            "2.1.328;rm",
+            "2.1.328-b\u{e9}ta",
+            "^2.1.0",
+            "2.x",
+        ] {
+            assert!(!is_claude_code_version(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_build_command_carries_the_tag_labels_and_build_args() {
+        let command = build_command(
+            "unix:///run/docker.sock",
+            "claude-bottle-agent:abc",
+            &[("k", "v")],
+            &[(CLAUDE_CODE_VERSION_ARG, "2.1.400")],
+        );
+        let args: Vec<String> = command
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "build",
+                "--force-rm",
+                "--tag",
+                "claude-bottle-agent:abc",
+                "--label",
+                "k=v",
+                "--build-arg",
+                "CLAUDE_CODE_VERSION=2.1.400",
+                "-"
+            ]
+        );
+        assert_eq!(command.as_std().get_program(), "docker");
     }
 
     #[test]
@@ -346,7 +568,7 @@ mod tests {
                 "{package} missing"
             );
         }
-        assert!(DOCKERFILE.contains("npm install -g @anthropic-ai/claude-code@2."));
+        assert!(DOCKERFILE.contains("npm install -g \"@anthropic-ai/claude-code@"));
         assert!(!DOCKERFILE.contains("@latest"));
         assert!(DOCKERFILE.contains("USER node\n"));
         assert!(DOCKERFILE.contains("ENV HOME=/home/node\n"));

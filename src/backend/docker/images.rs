@@ -19,6 +19,7 @@ impl<E: Engine> BringUp<E> {
     async fn ensure_agent_image(&self) -> Result<(), LaunchError> {
         let AgentImageChoice::BuiltIn {
             tag,
+            claude_code_version,
             present: false,
         } = &self.plan.image
         else {
@@ -30,7 +31,7 @@ impl<E: Engine> BringUp<E> {
             return Ok(());
         }
         tokio::select! {
-            built = self.engine.build_image(tag, &self.printer) => Ok(built?),
+            built = self.engine.build_image(tag, claude_code_version, &self.printer) => Ok(built?),
             () = self.cancelled() => Err(LaunchError::Cancelled),
         }
     }

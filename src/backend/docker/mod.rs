@@ -64,10 +64,12 @@ use super::{
 };
 use crate::core::provision::{CONTAINER_HOME_ENV, DEFAULT_CONTAINER_HOME};
 use crate::core::spec::BottleSpec;
+use crate::diagnostic::Diagnostic;
 use crate::printer::Printer;
 use client::{BollardEngine, Engine};
 pub use endpoint::docker_endpoint;
-use plan::{DEFAULT_PIPELOCK_IMAGE, PIPELOCK_IMAGE_ENV};
+use image::DEFAULT_CLAUDE_CODE_VERSION;
+use plan::{CLAUDE_CODE_VERSION_ENV, DEFAULT_PIPELOCK_IMAGE, PIPELOCK_IMAGE_ENV};
 
 pub(crate) const CONTAINER: ResourceKind = ResourceKind {
     one: "container",
@@ -104,6 +106,12 @@ impl DockerBackend {
             (
                 CONTAINER_HOME_ENV,
                 format!("home directory inside the bottle (default: {DEFAULT_CONTAINER_HOME})"),
+            ),
+            (
+                CLAUDE_CODE_VERSION_ENV,
+                format!(
+                    "Claude Code version of the built-in agent image (default: {DEFAULT_CLAUDE_CODE_VERSION})"
+                ),
             ),
             ("DOCKER_HOST", "Docker daemon to use".to_owned()),
         ]
@@ -176,16 +184,11 @@ impl Backend for DockerBackend {
     type Bottle = DockerBottle;
 
     async fn prepare(&self, spec: BottleSpec) -> Result<DockerPlan, BackendError> {
+        // The environment is checked before the daemon is even reached.
+        let settings = plan::Settings::from_env()?;
         let engine = self.engine().await?;
-        let settings = plan::Settings::from_env();
-        let session = plan::prepare(
-            engine,
-            spec,
-            &settings,
-            image::built_in_tag(),
-            &self.printer,
-        )
-        .await?;
+        let built_in_tag = image::built_in_tag(&settings.claude_code_version);
+        let session = plan::prepare(engine, spec, &settings, built_in_tag, &self.printer).await?;
         Ok(DockerPlan {
             session,
             engine: engine.clone(),
@@ -236,10 +239,16 @@ impl Backend for DockerBackend {
     }
 
     async fn doctor(&self, request: &DoctorRequest) -> Vec<Check> {
+        let claude_code_version = plan::claude_code_version_from_env();
+        let built_in_tag = image::built_in_tag(
+            claude_code_version
+                .as_deref()
+                .unwrap_or(DEFAULT_CLAUDE_CODE_VERSION),
+        );
         let inputs = doctor::Inputs {
-            proxy_image: plan::Settings::from_env().proxy_image,
-            built_in_tag: image::built_in_tag(),
-            dockerfile: image::DOCKERFILE,
+            proxy_image: plan::proxy_image_from_env(),
+            built_in_tag,
+            claude_code_version: claude_code_version.map_err(|e| (e.to_string(), e.hints())),
             bottle_images: request.bottle_images.clone(),
         };
         let engine = self.engine().await.map_err(|e| (e.message, e.hints));

@@ -7,6 +7,7 @@ use std::fmt;
 
 use super::agent_env::{self, AgentEnvError};
 use super::client::{Engine, EngineError, LabelFilter};
+use super::image::{DEFAULT_CLAUDE_CODE_VERSION, is_claude_code_version};
 use super::names::{Names, Owner, new_session_id};
 use crate::backend::BackendError;
 use crate::core::egress::{EgressError, EgressPolicy};
@@ -21,23 +22,83 @@ use crate::printer::Printer;
 pub(crate) const PIPELOCK_IMAGE_ENV: &str = "CLAUDE_BOTTLE_PIPELOCK_IMAGE";
 pub(crate) const DEFAULT_PIPELOCK_IMAGE: &str = "ghcr.io/luckypipewrench/pipelock:2.3.0";
 pub(crate) const RUNSC: &str = "runsc";
+/// The Claude Code version of the built-in agent image, instead of the pin.
+pub(crate) const CLAUDE_CODE_VERSION_ENV: &str = "CLAUDE_BOTTLE_CLAUDE_CODE_VERSION";
 
 /// The process environment `prepare` reads, gathered once so tests pass their own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Settings {
     pub proxy_image: String,
     pub container_home: String,
+    /// The Claude Code version the built-in agent image is built with: the
+    /// pin, or a valid `CLAUDE_BOTTLE_CLAUDE_CODE_VERSION`.
+    pub claude_code_version: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SettingsError {
+    #[error(
+        "`{CLAUDE_CODE_VERSION_ENV}` is `{value}`, which is not a Claude Code version: expected digits and dots such as `2.1.328`, optionally followed by a `-prerelease` of letters, digits, `.` and `-`"
+    )]
+    ClaudeCodeVersion {
+        /// The value as set, escaped for the terminal.
+        value: String,
+    },
+}
+
+impl Diagnostic for SettingsError {
+    fn hints(&self) -> Vec<String> {
+        match self {
+            Self::ClaudeCodeVersion { .. } => vec![format!(
+                "set it to a published version of `@anthropic-ai/claude-code`, or unset it to use the pinned {DEFAULT_CLAUDE_CODE_VERSION}"
+            )],
+        }
+    }
+}
+
+impl From<SettingsError> for BackendError {
+    fn from(err: SettingsError) -> Self {
+        BackendError::from_usage(&err)
+    }
 }
 
 impl Settings {
-    pub fn from_env() -> Self {
-        let non_empty = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        Self {
-            proxy_image: non_empty(PIPELOCK_IMAGE_ENV)
-                .unwrap_or_else(|| DEFAULT_PIPELOCK_IMAGE.to_owned()),
-            container_home: non_empty(provision::CONTAINER_HOME_ENV)
+    /// Reads the environment; a malformed `CLAUDE_BOTTLE_CLAUDE_CODE_VERSION`
+    /// is refused here, before anything is created.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Ok(Self {
+            proxy_image: proxy_image_from_env(),
+            container_home: non_empty_env(provision::CONTAINER_HOME_ENV)
                 .unwrap_or_else(|| provision::DEFAULT_CONTAINER_HOME.to_owned()),
-        }
+            claude_code_version: claude_code_version_from_env()?,
+        })
+    }
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// `CLAUDE_BOTTLE_PIPELOCK_IMAGE` when set and not empty, else the default.
+pub(crate) fn proxy_image_from_env() -> String {
+    non_empty_env(PIPELOCK_IMAGE_ENV).unwrap_or_else(|| DEFAULT_PIPELOCK_IMAGE.to_owned())
+}
+
+/// The Claude Code version `start` builds the built-in image with:
+/// `CLAUDE_BOTTLE_CLAUDE_CODE_VERSION` when set and not empty, else the pin.
+pub(crate) fn claude_code_version_from_env() -> Result<String, SettingsError> {
+    let value = std::env::var_os(CLAUDE_CODE_VERSION_ENV);
+    claude_code_version(value.as_deref().map(|v| v.to_string_lossy()).as_deref())
+}
+
+/// `claude_code_version_from_env` for the variable's value `set`.
+pub(crate) fn claude_code_version(set: Option<&str>) -> Result<String, SettingsError> {
+    match set {
+        None | Some("") => Ok(DEFAULT_CLAUDE_CODE_VERSION.to_owned()),
+        Some(value) if is_claude_code_version(value) => Ok(value.to_owned()),
+        Some(value) => Err(SettingsError::ClaudeCodeVersion {
+            value: value.escape_debug().to_string(),
+        }),
     }
 }
 
@@ -78,8 +139,13 @@ impl fmt::Display for Runtime {
 /// Which image the agent container runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum AgentImageChoice {
-    /// The embedded Dockerfile's image, under its content-addressed tag.
-    BuiltIn { tag: String, present: bool },
+    /// The embedded Dockerfile's image with Claude Code
+    /// `claude_code_version`, under its content-addressed tag.
+    BuiltIn {
+        tag: String,
+        claude_code_version: String,
+        present: bool,
+    },
     /// The bottle's `image`, used as it is.
     Bottle { image: String },
 }
@@ -220,6 +286,7 @@ pub(crate) async fn prepare<E: Engine>(
         },
         None => AgentImageChoice::BuiltIn {
             tag: built_in_tag,
+            claude_code_version: settings.claude_code_version.clone(),
             present: agent_image_present,
         },
     };
@@ -304,12 +371,13 @@ impl fmt::Display for SessionPlan {
         )?;
         line(f, "backend", "docker")?;
         let image = match &self.image {
-            AgentImageChoice::BuiltIn { tag, present: true } => format!("{tag} (built-in)"),
             AgentImageChoice::BuiltIn {
                 tag,
-                present: false,
+                claude_code_version,
+                present,
             } => {
-                format!("{tag} (built-in, will be built)")
+                let built = if *present { "" } else { ", will be built" };
+                format!("{tag} (built-in, Claude Code {claude_code_version}{built})")
             }
             AgentImageChoice::Bottle { image } => format!("{image} (from the bottle)"),
         };

@@ -24,10 +24,14 @@ const BUILT_IN: &str = "claude-bottle-agent:test";
 const PROXY_IMAGE: &str = "pipelock:test";
 const SECRET: &str = "s3cr3t-value-never-shown";
 
+/// Not the pin: the snapshots must not change when the pin does.
+const CLAUDE_CODE: &str = "2.1.328";
+
 fn settings() -> Settings {
     Settings {
         proxy_image: PROXY_IMAGE.into(),
         container_home: "/home/node".into(),
+        claude_code_version: CLAUDE_CODE.into(),
     }
 }
 
@@ -190,7 +194,9 @@ async fn prepare_reports_a_missing_bottle_image_and_plans_the_built_in_one() {
 
     // The built-in image is built rather than missing.
     let plan = prepared(&engine, spec("a", home.path())).await;
-    assert!(plan.to_string().contains("(built-in, will be built)"));
+    assert!(plan.to_string().contains(&format!(
+        "(built-in, Claude Code {CLAUDE_CODE}, will be built)"
+    )));
 }
 
 #[tokio::test]
@@ -285,7 +291,9 @@ async fn the_proxy_image_is_pulled_while_the_agent_image_is_built() {
     let interrupted = tokio::time::timeout(Duration::from_millis(200), session.start()).await;
     assert!(interrupted.is_err());
     // The build is still running, and the pull is done.
-    assert!(engine.ops().contains(&format!("build_image {BUILT_IN}")));
+    assert!(engine.ops().contains(&format!(
+        "build_image {BUILT_IN} (Claude Code {CLAUDE_CODE})"
+    )));
     assert!(!engine.state().images.contains(BUILT_IN));
     assert!(engine.state().images.contains(PROXY_IMAGE));
     session.close().await.unwrap();
@@ -455,6 +463,91 @@ async fn the_plan_shows_names_but_never_values() {
     assert!(!text.contains(SECRET));
     assert!(!format!("{plan:?}").contains(SECRET));
     insta::assert_snapshot!(text);
+}
+
+/// The `image` line of a plan for the built-in image names the Claude Code
+/// version it has, or will be built with.
+#[tokio::test]
+async fn the_plan_shows_the_built_in_images_claude_code_version() {
+    let home = tempfile::tempdir().unwrap();
+    let image_line = |plan: &SessionPlan| {
+        plan.to_string()
+            .lines()
+            .find(|l| l.trim_start().starts_with("image: "))
+            .unwrap()
+            .trim_start()
+            .to_owned()
+    };
+    let present = prepared(&engine(), spec("reviewer", home.path())).await;
+    assert_eq!(
+        image_line(&present),
+        format!("image: {BUILT_IN} (built-in, Claude Code 2.1.328)")
+    );
+
+    let absent = FakeEngine::new().with_images(&[PROXY_IMAGE]);
+    let settings = Settings {
+        claude_code_version: "2.1.400-beta.1".into(),
+        ..settings()
+    };
+    let plan = plan::prepare(
+        &absent,
+        spec("reviewer", home.path()),
+        &settings,
+        BUILT_IN.into(),
+        &Printer::capture(false),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        image_line(&plan),
+        format!("image: {BUILT_IN} (built-in, Claude Code 2.1.400-beta.1, will be built)")
+    );
+}
+
+/// `CLAUDE_BOTTLE_CLAUDE_CODE_VERSION`: unset or empty is the pin, a version
+/// is taken, anything else is a usage error (exit 2) naming the variable.
+#[test]
+fn the_claude_code_version_setting_is_validated() {
+    use super::image::DEFAULT_CLAUDE_CODE_VERSION;
+    use crate::backend::BackendError;
+
+    assert_eq!(
+        plan::claude_code_version(None).unwrap(),
+        DEFAULT_CLAUDE_CODE_VERSION
+    );
+    assert_eq!(
+        plan::claude_code_version(Some("")).unwrap(),
+        DEFAULT_CLAUDE_CODE_VERSION
+    );
+    for good in ["2.1.328", "2.2.0", "3.0.0-rc.1", "2.1.400-beta-2"] {
+        assert_eq!(plan::claude_code_version(Some(good)).unwrap(), good);
+    }
+    for bad in [
+        "latest",
+        "v2.1.328",
+        "2.1.",
+        "2.1.328 && x",
+        "2.1.328+b",
+        "2.1.\u{1b}[2J",
+    ] {
+        let Err(err) = plan::claude_code_version(Some(bad)) else {
+            panic!("{bad:?} accepted");
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("`CLAUDE_BOTTLE_CLAUDE_CODE_VERSION` is `"),
+            "{text}"
+        );
+        assert!(text.contains("such as `2.1.328`"), "{text}");
+        assert!(!text.contains('\u{1b}'), "escaped: {text}");
+        let backend = BackendError::from(err);
+        assert!(backend.kind == BackendErrorKind::Usage);
+        assert!(
+            backend.hints[0].contains(&format!("the pinned {DEFAULT_CLAUDE_CODE_VERSION}")),
+            "{:?}",
+            backend.hints
+        );
+    }
 }
 
 const HOST_SECRET: &str = "host-secret-value-9f2c";
@@ -1121,7 +1214,10 @@ async fn a_missing_built_in_image_is_built_while_the_networks_are_made() {
     let engine = FakeEngine::new().with_images(&[PROXY_IMAGE]);
     let mut session = started(&engine, spec("reviewer", home.path())).await;
     let mutations = engine.mutations();
-    assert_eq!(mutations[0], format!("build_image {BUILT_IN}"));
+    assert_eq!(
+        mutations[0],
+        format!("build_image {BUILT_IN} (Claude Code {CLAUDE_CODE})")
+    );
     assert_eq!(
         mutations[1],
         "create_network claude-bottle-internal-reviewer"
