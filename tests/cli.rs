@@ -172,6 +172,42 @@ fn unknown_backend_exits_two_listing_known_backends() {
 }
 
 #[test]
+fn a_malformed_claude_code_version_exits_two_before_the_daemon_is_reached() {
+    let fx = Fixture::new(RICH_MANIFEST);
+    for bad in ["latest", "2.1.328; rm -rf /", "v2.1.328"] {
+        let out = fx
+            .cmd()
+            // No daemon there: the refusal must come first.
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .env("CLAUDE_BOTTLE_CLAUDE_CODE_VERSION", bad)
+            .env("CB_TEST_SECRET", "x")
+            .env("CB_TEST_OTHER", "y")
+            .args(["start", "reviewer", "--dry-run"])
+            .output()
+            .unwrap();
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(
+            stderr.contains(&format!("`CLAUDE_BOTTLE_CLAUDE_CODE_VERSION` is `{bad}`")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("nonexistent"), "{stderr}");
+    }
+}
+
+#[test]
+fn help_lists_the_claude_code_version_variable_with_its_default() {
+    let fx = Fixture::new(RICH_MANIFEST);
+    let out = fx.cmd().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let line = help
+        .lines()
+        .find(|l| l.contains("CLAUDE_BOTTLE_CLAUDE_CODE_VERSION"))
+        .unwrap_or_else(|| panic!("not in --help: {help}"));
+    assert!(line.contains("(default: 2.1.328)"), "{line}");
+}
+
+#[test]
 fn empty_effective_allowlist_is_refused_before_anything_runs() {
     let fx = Fixture::new(r#"{"bottles":{"b":{}},"agents":{"a":{"bottle":"b"}}}"#);
     let out = fx.cmd().args(["proxy-config", "a"]).output().unwrap();

@@ -110,7 +110,7 @@ impl DockerBackend {
             (
                 CLAUDE_CODE_VERSION_ENV,
                 format!(
-                    "Claude Code version of the built-in agent image (default: {DEFAULT_CLAUDE_CODE_VERSION})"
+                    "Claude Code version in the built-in image (default: {DEFAULT_CLAUDE_CODE_VERSION})"
                 ),
             ),
             ("DOCKER_HOST", "Docker daemon to use".to_owned()),
