@@ -82,16 +82,25 @@ fn engine() -> FakeEngine {
     FakeEngine::new().with_images(&[BUILT_IN, PROXY_IMAGE])
 }
 
-async fn prepared(engine: &FakeEngine, spec: BottleSpec) -> SessionPlan {
+/// `prepare` with `settings`, the built-in image `BUILT_IN`, and a printer
+/// nobody reads.
+async fn prepare_with(
+    engine: &FakeEngine,
+    spec: BottleSpec,
+    settings: &Settings,
+) -> Result<SessionPlan, PrepareError> {
     plan::prepare(
         engine,
         spec,
-        &settings(),
+        settings,
         BUILT_IN.into(),
         &Printer::capture(false),
     )
     .await
-    .unwrap()
+}
+
+async fn prepared(engine: &FakeEngine, spec: BottleSpec) -> SessionPlan {
+    prepare_with(engine, spec, &settings()).await.unwrap()
 }
 
 fn quick() -> Timeouts {
@@ -176,15 +185,9 @@ async fn prepare_reports_a_missing_bottle_image_and_plans_the_built_in_one() {
     let engine = FakeEngine::new().with_images(&[PROXY_IMAGE]);
     let mut with_image = spec("a", home.path());
     with_image.bottle.image = Some("mine/agent:1".into());
-    let err = plan::prepare(
-        &engine,
-        with_image,
-        &settings(),
-        BUILT_IN.into(),
-        &Printer::capture(false),
-    )
-    .await
-    .unwrap_err();
+    let err = prepare_with(&engine, with_image, &settings())
+        .await
+        .unwrap_err();
     assert!(matches!(err, PrepareError::BottleImageMissing { .. }));
     assert_eq!(
         err.to_string(),
@@ -374,15 +377,9 @@ async fn prepare_refuses_a_system_directory_as_the_container_home() {
             container_home: container_home.into(),
             ..settings()
         };
-        let err = plan::prepare(
-            &engine,
-            spec("reviewer", home.path()),
-            &settings,
-            BUILT_IN.into(),
-            &Printer::capture(false),
-        )
-        .await
-        .unwrap_err();
+        let err = prepare_with(&engine, spec("reviewer", home.path()), &settings)
+            .await
+            .unwrap_err();
         let text = err.to_string();
         assert!(
             text.starts_with(&format!(
@@ -407,15 +404,9 @@ async fn prepare_refuses_a_taken_pinned_name() {
     engine.add_foreign_container("mine", Labels::new());
     let mut pinned = spec("a", home.path());
     pinned.pinned_name = Some("mine".into());
-    let err = plan::prepare(
-        &engine,
-        pinned,
-        &settings(),
-        BUILT_IN.into(),
-        &Printer::capture(false),
-    )
-    .await
-    .unwrap_err();
+    let err = prepare_with(&engine, pinned, &settings())
+        .await
+        .unwrap_err();
     assert!(matches!(err, PrepareError::PinnedNameTaken { .. }), "{err}");
 }
 
@@ -428,15 +419,9 @@ async fn prepare_refuses_a_pinned_name_docker_would_not_take_as_it_is() {
     for bad in ["", "a", "my bottle", "-lead", "/slash", "x/y", "naïve"] {
         let mut pinned = spec("a", home.path());
         pinned.pinned_name = Some(bad.into());
-        let err = plan::prepare(
-            &engine,
-            pinned,
-            &settings(),
-            BUILT_IN.into(),
-            &Printer::capture(false),
-        )
-        .await
-        .expect_err(bad);
+        let err = prepare_with(&engine, pinned, &settings())
+            .await
+            .expect_err(bad);
         assert!(
             matches!(err, PrepareError::InvalidPinnedName { .. }),
             "{bad:?}: {err}"
@@ -489,15 +474,9 @@ async fn the_plan_shows_the_built_in_images_claude_code_version() {
         claude_code_version: "2.1.400-beta.1".into(),
         ..settings()
     };
-    let plan = plan::prepare(
-        &absent,
-        spec("reviewer", home.path()),
-        &settings,
-        BUILT_IN.into(),
-        &Printer::capture(false),
-    )
-    .await
-    .unwrap();
+    let plan = prepare_with(&absent, spec("reviewer", home.path()), &settings)
+        .await
+        .unwrap();
     assert_eq!(
         image_line(&plan),
         format!("image: {BUILT_IN} (built-in, Claude Code 2.1.400-beta.1, will be built)")
@@ -1317,15 +1296,7 @@ async fn prepare_refuses_a_host_secret_named_like_a_docker_cli_setting() {
     let engine = engine();
     let mut spec = spec("reviewer", home.path());
     spec.env.vars[0].name = "DOCKER_CONFIG".into();
-    let err = plan::prepare(
-        &engine,
-        spec,
-        &settings(),
-        BUILT_IN.into(),
-        &Printer::capture(false),
-    )
-    .await
-    .unwrap_err();
+    let err = prepare_with(&engine, spec, &settings()).await.unwrap_err();
     assert!(matches!(err, PrepareError::AgentEnv(_)), "{err}");
     assert!(
         crate::backend::BackendError::from(err).kind == BackendErrorKind::Usage,
