@@ -102,11 +102,14 @@ pub fn exec_env(env: &ResolvedEnv) -> Vec<EnvPair> {
         .collect()
 }
 
+/// Environments for the tests of this module and of the engines'.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_env {
+    use secrecy::SecretString;
 
-    fn var(name: &str, source: EnvSource, value: &str) -> ResolvedVar {
+    use crate::core::env::{EnvSource, ResolvedEnv, ResolvedVar};
+
+    pub(crate) fn var(name: &str, source: EnvSource, value: &str) -> ResolvedVar {
         ResolvedVar {
             name: name.into(),
             source,
@@ -115,6 +118,7 @@ mod tests {
         }
     }
 
+    /// One variable of each source, and two names the bottle decides.
     pub(crate) fn every_kind() -> ResolvedEnv {
         ResolvedEnv {
             vars: vec![
@@ -127,6 +131,12 @@ mod tests {
             ],
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_env::every_kind;
+    use super::*;
 
     fn values(pairs: &[EnvPair]) -> Vec<(&str, &str)> {
         pairs

@@ -73,33 +73,10 @@ pub(crate) fn exposed(pairs: &[EnvPair]) -> impl Iterator<Item = (&str, &str)> {
 
 #[cfg(test)]
 mod tests {
-    use secrecy::SecretString;
-
     use super::*;
-    use crate::core::env::{EnvSource, ResolvedVar};
+    use crate::core::agent_env::test_env::{every_kind, var};
+    use crate::core::env::EnvSource;
     use crate::diagnostic::Diagnostic;
-
-    fn var(name: &str, source: EnvSource, value: &str) -> ResolvedVar {
-        ResolvedVar {
-            name: name.into(),
-            source,
-            host_var: None,
-            value: SecretString::from(value),
-        }
-    }
-
-    fn every_kind() -> ResolvedEnv {
-        ResolvedEnv {
-            vars: vec![
-                var("A_LITERAL", EnvSource::Literal, "lit"),
-                var("B_HOST", EnvSource::Host, "host-secret"),
-                var("C_PROMPTED", EnvSource::Prompted, "typed-secret"),
-                var("HOME", EnvSource::Host, "/root"),
-                var("HTTPS_PROXY", EnvSource::Literal, "http://elsewhere"),
-                var("CLAUDE_CODE_OAUTH_TOKEN", EnvSource::OauthToken, "tok"),
-            ],
-        }
-    }
 
     #[test]
     fn a_secret_the_docker_cli_would_read_is_refused() {
