@@ -73,6 +73,25 @@ pub struct ActiveBottle {
     pub orphaned: bool,
 }
 
+#[cfg(test)]
+impl ActiveBottle {
+    /// A running bottle of `agent`, started from the embedded default.
+    pub(crate) fn running(name: &str, agent: &str) -> Self {
+        Self {
+            name: name.into(),
+            agent: agent.into(),
+            bottle: "default".into(),
+            manifest_path: None,
+            state: "running".into(),
+            runtime: "runc".into(),
+            age_seconds: 1,
+            session: "s".into(),
+            session_state: SessionState::Running,
+            orphaned: false,
+        }
+    }
+}
+
 /// One thing `cleanup` would remove.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CleanupItem {

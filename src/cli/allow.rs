@@ -284,16 +284,9 @@ mod tests {
             let policy = EgressPolicy::for_bottle("b", &bottle).unwrap();
             Self {
                 bottle: ActiveBottle {
-                    name: "claude-bottle-rev".into(),
-                    agent: "rev".into(),
                     bottle: "b".into(),
                     manifest_path: manifest,
-                    state: "running".into(),
-                    runtime: "runc".into(),
-                    age_seconds: 1,
-                    session: "s".into(),
-                    session_state: SessionState::Running,
-                    orphaned: false,
+                    ..ActiveBottle::running("claude-bottle-rev", "rev")
                 },
                 config: Mutex::new(crate::core::pipelock::render("b", &policy).unwrap()),
                 reloads: Arc::default(),

@@ -57,22 +57,10 @@ pub(crate) fn names_a_bottle(active: &[ActiveBottle], word: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::SessionState;
     use crate::diagnostic::Diagnostic;
 
     fn bottle(name: &str, agent: &str) -> ActiveBottle {
-        ActiveBottle {
-            name: name.into(),
-            agent: agent.into(),
-            bottle: "default".into(),
-            manifest_path: None,
-            state: "running".into(),
-            runtime: "runc".into(),
-            age_seconds: 1,
-            session: "s".into(),
-            session_state: SessionState::Running,
-            orphaned: false,
-        }
+        ActiveBottle::running(name, agent)
     }
 
     #[test]
