@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use super::client::{ContainerSpec, Engine, EngineError, ErrorKind};
 use super::ledger::{Created, SharedLedger};
 use super::names::{MAX_SUFFIX, Names};
-use super::plan::PIPELOCK_IMAGE_ENV;
 use super::plan::SessionPlan;
+use super::plan::{PIPELOCK_IMAGE_ENV, RUNSC, runsc_fix};
 use super::pull::ProxyPullError;
 use crate::backend::BackendError;
 use crate::core::provision::archive::ArchiveError;
@@ -134,9 +134,15 @@ impl Diagnostic for LaunchError {
             Self::ProxyTimeout { .. } => format!(
                 "the host may be overloaded; check that the proxy image (`{PIPELOCK_IMAGE_ENV}`) answers `/pipelock healthcheck`"
             ),
-            Self::RuntimeFailed { runtime, .. } => format!(
-                "the daemon lists `{runtime}` among its runtimes but it does not run containers; fix or unregister it in the daemon's config (`docker info` shows the runtimes)"
-            ),
+            Self::RuntimeFailed {
+                runtime, detail, ..
+            } => {
+                let general = format!(
+                    "the daemon lists `{runtime}` among its runtimes but it does not run containers; fix or unregister it in the daemon's config (`docker info` shows the runtimes)"
+                );
+                let fix = (runtime == RUNSC).then(|| runsc_fix(detail)).flatten();
+                return fix.into_iter().chain([general]).collect();
+            }
             Self::AgentExited { .. } => {
                 "the image must provide `sleep` (a Debian-based image does)".to_owned()
             }

@@ -14,7 +14,7 @@ use super::client::{ContainerSpec, DaemonInfo, Engine, EngineError, Labels};
 use super::endpoint::docker_command;
 use super::image::DEFAULT_CLAUDE_CODE_VERSION;
 use super::names::{LABEL_HOST, LABEL_MANAGED, LABEL_PID, LABEL_ROLE, this_host};
-use super::plan::{CLAUDE_CODE_VERSION_ENV, RUNSC};
+use super::plan::{CLAUDE_CODE_VERSION_ENV, RUNSC, runsc_fix};
 use crate::backend::Check;
 use crate::diagnostic::Diagnostic;
 
@@ -216,11 +216,17 @@ async fn runsc_check<E: Engine>(engine: &E, info: &DaemonInfo, inputs: &Inputs) 
                 clock.elapsed().as_secs_f64()
             ),
         ),
-        Err(why) => Check::fail(
-            "runsc",
-            format!("registered, but a container could not run under it: {why}"),
-        )
-        .hint("`start` uses runsc whenever it is registered, so every bottle would fail: fix the gVisor install, or unregister `runsc` from the daemon's configuration"),
+        Err(why) => {
+            let check = Check::fail(
+                "runsc",
+                format!("registered, but a container could not run under it: {why}"),
+            );
+            let check = match runsc_fix(&why) {
+                Some(fix) => check.hint(fix),
+                None => check,
+            };
+            check.hint("`start` uses runsc whenever it is registered, so every bottle would fail: fix the gVisor install, or unregister `runsc` from the daemon's configuration")
+        }
     }
 }
 
@@ -642,6 +648,33 @@ mod tests {
         assert_eq!(runsc.status, CheckStatus::Fail);
         assert!(runsc.detail.contains("runsc: boom"), "{}", runsc.detail);
         assert_eq!(runsc.hints.len(), 1);
+        assert!(engine.state().containers.is_empty(), "the trial is removed");
+    }
+
+    /// What Debian bookworm's runsc says on Linux 6.10 and later when it is
+    /// registered without `--network=host` (measured on 6.18).
+    const OLD_GVISOR_ON_NEW_KERNEL: &str = "OCI runtime start failed: starting container: setting up network: creating interfaces from net namespace \"/proc/8356/ns/net\": cannot run with network enabled in root network namespace: unknown";
+
+    #[tokio::test]
+    async fn an_old_gvisor_on_a_new_kernel_fails_with_the_runtime_args_that_fix_it() {
+        let engine = engine("20.10.24", &["runc", "runsc"], &[TAG]);
+        engine.state().failing_runtime =
+            Some(("runsc".to_owned(), OLD_GVISOR_ON_NEW_KERNEL.to_owned()));
+        let checks = run(&engine, &inputs()).await;
+        let runsc = find(&checks, "runsc");
+        assert_eq!(runsc.status, CheckStatus::Fail);
+        assert!(
+            runsc.detail.contains("root network namespace"),
+            "{}",
+            runsc.detail
+        );
+        assert_eq!(runsc.hints.len(), 2, "{:?}", runsc.hints);
+        assert!(
+            runsc.hints[0].contains(r#"`"runtimeArgs": ["--network=host"]`"#)
+                && runsc.hints[0].contains("`runtimes.runsc`"),
+            "{:?}",
+            runsc.hints
+        );
         assert!(engine.state().containers.is_empty(), "the trial is removed");
     }
 

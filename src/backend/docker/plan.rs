@@ -102,6 +102,23 @@ pub(crate) fn claude_code_version(set: Option<&str>) -> Result<String, SettingsE
     }
 }
 
+/// What gVisor releases older than mid-2024 say when they take the
+/// container's network namespace for the host's, as they do on Linux 6.10
+/// and later (their test looks for a file those kernels make in every
+/// namespace). Debian bookworm's `runsc` (20221219) is one of them.
+const RUNSC_ROOT_NETNS: &str = "cannot run with network enabled in root network namespace";
+
+/// How to fix a failure of `runsc` recognised in the daemon's `detail`.
+pub(crate) fn runsc_fix(detail: &str) -> Option<String> {
+    detail.contains(RUNSC_ROOT_NETNS).then(|| {
+        format!(
+            "this gVisor release does not run on Linux 6.10 and later as registered: upgrade gVisor, \
+             or add `\"runtimeArgs\": [\"--network=host\"]` to `runtimes.{RUNSC}` in `/etc/docker/daemon.json` \
+             and reload dockerd (SIGHUP), so gVisor uses the network namespace Docker made for the container"
+        )
+    })
+}
+
 /// The OCI runtime of the agent container (the proxy always uses the default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Runtime {

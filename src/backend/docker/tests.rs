@@ -894,6 +894,38 @@ async fn a_runtime_that_cannot_start_containers_is_a_clear_error() {
 }
 
 #[tokio::test]
+async fn an_old_gvisor_on_a_new_kernel_is_a_clear_error_with_its_fix() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    engine.state().runtimes = vec!["runc".into(), "runsc".into()];
+    engine.state().failing_runtime = Some((
+        "runsc".into(),
+        "OCI runtime start failed: starting container: setting up network: creating interfaces from net namespace \"/proc/1/ns/net\": cannot run with network enabled in root network namespace: unknown".into(),
+    ));
+    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
+    let err = session.start().await.unwrap_err();
+    assert!(
+        err.message.contains("with runtime `runsc`: ")
+            && err.message.contains("root network namespace"),
+        "{}",
+        err.message
+    );
+    assert_eq!(err.hints.len(), 2, "{:?}", err.hints);
+    assert!(
+        err.hints[0].contains(r#"`"runtimeArgs": ["--network=host"]`"#),
+        "{:?}",
+        err.hints
+    );
+    assert!(
+        err.hints[1].contains("fix or unregister it"),
+        "{:?}",
+        err.hints
+    );
+    session.close().await.unwrap();
+    assert_nothing_left(&engine);
+}
+
+#[tokio::test]
 async fn a_retry_waits_for_the_networks_of_the_failed_attempt_to_be_free() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
