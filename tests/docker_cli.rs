@@ -20,7 +20,7 @@ use std::fs;
 use std::process::Stdio;
 
 use docker_support::fixture::Fixture;
-use docker_support::lock::{CLEANUP_LOCK, FileLock, RUNTIME_LOCK};
+use docker_support::lock::SessionLocks;
 use docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE};
 use serde_json::json;
 
@@ -39,7 +39,7 @@ fn start_without_yes_and_without_a_terminal_refuses_after_the_plan() {
         AGENT_PREFIX,
         "confirm",
         &[("CLAUDE_BOTTLE_PIPELOCK_IMAGE", PIPELOCK_STANDIN_IMAGE)],
-        FileLock::take(CLEANUP_LOCK, false),
+        SessionLocks::take(),
     );
     fx.write_manifest(&json!({
         "bottles": { "b": { "image": AGENT_IMAGE, "egress": { "allowlist": ["example.com"] } } },
@@ -68,12 +68,7 @@ fn start_without_yes_and_without_a_terminal_refuses_after_the_plan() {
 #[test]
 fn list_json_is_data_on_stdout_with_the_manifest_agents() {
     require();
-    let fx = Fixture::new(
-        AGENT_PREFIX,
-        "list",
-        &[],
-        FileLock::take(CLEANUP_LOCK, false),
-    );
+    let fx = Fixture::new(AGENT_PREFIX, "list", &[], SessionLocks::take());
     fx.write_manifest(&json!({
         "bottles": { "b": { "image": AGENT_IMAGE, "egress": { "allowlist": ["example.com"] } } },
         "agents": { &fx.agent: { "bottle": "b", "skills": ["review", "docs"] } }
@@ -105,7 +100,6 @@ fn secret_values_never_reach_stdout_or_stderr_even_at_debug_level() {
     let secret = "s3cr3t-value-that-must-not-leak-7f3a";
     let other = "second-secret-5d1c";
     let oauth = "oauth-token-9e8d";
-    let _runtime = FileLock::take(RUNTIME_LOCK, false);
     let fx = Fixture::new(
         AGENT_PREFIX,
         "secrets",
@@ -115,7 +109,7 @@ fn secret_values_never_reach_stdout_or_stderr_even_at_debug_level() {
             ("CB_TEST_OTHER", other),
             ("CLAUDE_BOTTLE_OAUTH_TOKEN", oauth),
         ],
-        FileLock::take(CLEANUP_LOCK, false),
+        SessionLocks::take(),
     );
     let home = fx.dir.path().join("home");
     fs::create_dir_all(home.join(".claude/skills/code-review")).expect("skill dir");

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use docker_support::daemon::docker_lines;
 use docker_support::fixture::Fixture;
-use docker_support::lock::{CLEANUP_LOCK, FileLock, RUNTIME_LOCK};
+use docker_support::lock::SessionLocks;
 use docker_support::sessions::AGENT_IMAGE;
 use serde_json::{Value, json};
 
@@ -39,7 +39,7 @@ const CHECKS: [&str; 10] = [
 
 fn fixture(tag: &str) -> Fixture {
     docker_support::fixture::require("docker_doctor", AGENT_PREFIX);
-    let fx = Fixture::new(AGENT_PREFIX, tag, &[], FileLock::take(CLEANUP_LOCK, false));
+    let fx = Fixture::new(AGENT_PREFIX, tag, &[], SessionLocks::take());
     fx.write_manifest(&json!({
         "bottles": { "dd": {
             "image": AGENT_IMAGE,
@@ -63,8 +63,6 @@ fn doctor_trials() -> Vec<String> {
 
 #[test]
 fn doctor_reports_every_check_and_exits_0_on_this_machine() {
-    // The daemon's runtimes decide the runsc check: not while a test changes them.
-    let _runtimes = FileLock::take(RUNTIME_LOCK, false);
     let fx = fixture("human");
     let clock = Instant::now();
     let out = fx.command(&["doctor"]).output().unwrap();
@@ -113,8 +111,6 @@ fn doctor_reports_every_check_and_exits_0_on_this_machine() {
 
 #[test]
 fn doctor_json_is_one_object_per_check() {
-    // The daemon's runtimes decide the runsc check: not while a test changes them.
-    let _runtimes = FileLock::take(RUNTIME_LOCK, false);
     let fx = fixture("json");
     let out = fx.command(&["doctor", "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
@@ -140,8 +136,6 @@ fn doctor_json_is_one_object_per_check() {
 
 #[test]
 fn doctor_without_a_daemon_fails_the_engine_check_and_exits_1() {
-    // The daemon's runtimes decide the runsc check: not while a test changes them.
-    let _runtimes = FileLock::take(RUNTIME_LOCK, false);
     let fx = fixture("nodaemon");
     let out = fx
         .command(&["doctor", "--json"])

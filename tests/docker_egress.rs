@@ -28,7 +28,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use docker_support::daemon::{docker, docker_ok};
 use e2e_support::docker::{inspect, logs, wait_for};
-use e2e_support::runtime::RuntimeLock;
 use e2e_support::session::{Session, SessionDirs, SessionSpec, TestHost};
 use serde_json::{Value, json};
 
@@ -279,7 +278,6 @@ const LATE_MARKER: &str = "/tmp/egress-late";
 #[test]
 fn egress_lists_the_agents_requests_and_follow_ends_with_the_bottle() {
     e2e_support::require();
-    let _runtimes = RuntimeLock::shared();
     let clock = now();
     let spec = SessionSpec::new("feed", bottle(&["x.test"]))
         .host(TestHost::http("web", &["x.test", "denied.test"]))
@@ -419,7 +417,6 @@ fn egress_lists_the_agents_requests_and_follow_ends_with_the_bottle() {
 #[test]
 fn a_session_with_denials_ends_with_each_denied_host_and_its_count() {
     e2e_support::require();
-    let _runtimes = RuntimeLock::shared();
     // b.test 3 times, c.test twice, a.test once: by count the order is the
     // reverse of the names', so a sort by name cannot pass.
     let spec = SessionSpec::new("summary", bottle(&["x.test"]))
@@ -544,7 +541,6 @@ EOF"#;
 #[test]
 fn allow_admits_a_host_live_without_restarting_the_proxy_or_cutting_tunnels() {
     e2e_support::require();
-    let _runtimes = RuntimeLock::shared();
     let spec = SessionSpec::new("live", bottle(&["x.test"]))
         .host(TestHost::http("web", &["x.test", "late.test"]))
         .probe("live", LIVE_PROBE);
@@ -678,7 +674,6 @@ fn allow_admits_a_host_live_without_restarting_the_proxy_or_cutting_tunnels() {
 #[test]
 fn allow_refuses_internal_and_bad_hosts_before_anything_changes_and_reports_a_refused_reload() {
     e2e_support::require();
-    let _runtimes = RuntimeLock::shared();
     let spec = SessionSpec::new("refuse", bottle(&["x.test"]))
         .host(TestHost::http("web", &["x.test", "ok.test", "new.test"]));
     let session = Session::start(spec, SessionDirs::new());
@@ -785,7 +780,6 @@ fn allow_refuses_internal_and_bad_hosts_before_anything_changes_and_reports_a_re
 #[test]
 fn allow_save_changes_only_that_bottles_allowlist_in_the_manifest() {
     e2e_support::require();
-    let _runtimes = RuntimeLock::shared();
     let spec = SessionSpec::new("save", bottle(&["x.test"]))
         .host(TestHost::http("web", &["x.test", "late.test"]));
     let session = Session::start(spec, SessionDirs::new());
@@ -949,8 +943,7 @@ impl Drop for DefaultSession {
 #[test]
 fn allow_save_refuses_a_session_of_the_embedded_default_manifest() {
     e2e_support::require();
-    let _runtimes = RuntimeLock::shared();
-    let _cleanup = docker_support::lock::FileLock::take(docker_support::lock::CLEANUP_LOCK, false);
+    let _locks = docker_support::lock::SessionLocks::take();
     sweep_stale_default_sessions();
     let dirs = SessionDirs::new();
     // No --manifest, no ./claude-bottle.json, an empty HOME, no variables:

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use docker_support::daemon::{docker, docker_lines, image_exists};
 use docker_support::fixture::Fixture;
-use docker_support::lock::{CLEANUP_LOCK, FileLock};
+use docker_support::lock::SessionLocks;
 use docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -62,7 +62,7 @@ fn fixture(tag: &str, proxy_image: &str) -> Fixture {
         AGENT_PREFIX,
         tag,
         &[("CLAUDE_BOTTLE_PIPELOCK_IMAGE", proxy_image)],
-        FileLock::take(CLEANUP_LOCK, false),
+        SessionLocks::take(),
     );
     fx.write_manifest(&json!({
         "bottles": { "dp": {

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use docker_support::daemon::{docker, docker_lines, pid_alive};
 use docker_support::fixture::Fixture;
-use docker_support::lock::{CLEANUP_LOCK, FileLock, RUNTIME_LOCK};
+use docker_support::lock::SessionLocks;
 use docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE, managed_resources};
 use serde_json::{Value, json};
 
@@ -55,12 +55,12 @@ fn fixture(tag: &str) -> Fixture {
 }
 
 fn fixture_with_bottle(tag: &str, prompt: &str, extra: Value) -> Fixture {
-    fixture_with_lock(tag, prompt, extra, FileLock::take(CLEANUP_LOCK, false))
+    fixture_with_lock(tag, prompt, extra, SessionLocks::take())
 }
 
 /// A home with a skill and an SSH key, and a bottle with an env (one value
 /// from the host's secret), an SSH entry and an allowlist, `extra` merged in.
-fn fixture_with_lock(tag: &str, prompt: &str, extra: Value, lock: FileLock) -> Fixture {
+fn fixture_with_lock(tag: &str, prompt: &str, extra: Value, lock: SessionLocks) -> Fixture {
     let fx = Fixture::new(
         AGENT_PREFIX,
         tag,
@@ -240,7 +240,6 @@ fn strings(value: &Value) -> Vec<String> {
 #[test]
 fn a_full_session_provisions_the_bottle_and_returns_claudes_exit_code() {
     require();
-    let _runtime = FileLock::take(RUNTIME_LOCK, false);
     let fx = fixture("full");
     let started = Instant::now();
     let out = fx.run(&["--stub-exit", "7", "-p", "hello"]);
@@ -437,7 +436,6 @@ fn two_sessions_of_one_agent_run_side_by_side() {
 #[test]
 fn dry_run_prints_the_plan_and_creates_nothing() {
     require();
-    let _runtime = FileLock::take(RUNTIME_LOCK, false);
     let fx = fixture("dry");
     let since = chrono_like_now();
     let out = fx
@@ -635,7 +633,7 @@ fn after_sigkill_list_shows_an_orphan_and_cleanup_removes_only_claude_bottles() 
         "kill",
         PROMPT,
         json!({ "image": AGENT_IMAGE }),
-        FileLock::take(CLEANUP_LOCK, true),
+        SessionLocks::take_cleanup_exclusive(),
     );
     let running = fx.spawn(&["--stub-sleep", "120"]);
     wait_until("the stub to sleep", Duration::from_secs(60), || {

@@ -33,7 +33,6 @@ use e2e_support::capture::PacketCapture;
 use e2e_support::docker::{inspect, subnet_of};
 use e2e_support::host::{HostListener, host_ipv4_addresses, rand_u64};
 use e2e_support::no_way_to_host::assert_no_way_to_host;
-use e2e_support::runtime::RuntimeLock;
 use e2e_support::session::{AGENT_IMAGE, SSHD_IMAGE, Session, SessionDirs, SessionSpec, TestHost};
 use e2e_support::stub::ProbeResult;
 use serde_json::{Value, json};
@@ -379,8 +378,6 @@ fn without_proxy_variables_nothing_reaches_the_egress_side_and_no_route_leads_ou
 #[test]
 fn no_address_of_the_host_answers_the_agent_under_runc() {
     e2e_support::require();
-    // The runtime must not change under us (e2e_runsc registers `runsc`).
-    let _runtimes = RuntimeLock::shared();
     assert_no_way_to_host("host", "runc");
 }
 

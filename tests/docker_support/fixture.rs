@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde_json::Value;
 
 use super::daemon::remove_resources;
-use super::lock::FileLock;
+use super::lock::SessionLocks;
 use super::sessions::{
     AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE, containers_with, networks_with, sweep_stale_agents,
 };
@@ -33,16 +33,16 @@ pub struct Fixture {
     /// Set on every command, after the fixture's own variables.
     env: Vec<(String, String)>,
     /// Declared last so it is released after `Drop` has removed what is left.
-    _lock: FileLock,
+    _lock: SessionLocks,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl Fixture {
     /// An agent named `<agent_prefix><tag>-<pid>-<n>` with an empty `home`,
-    /// `tmp` (the scratch root) and `work` directory; `lock` (the cleanup
-    /// lock, see `lock.rs`) is held until the fixture drops.
-    pub fn new(agent_prefix: &str, tag: &str, env: &[(&str, &str)], lock: FileLock) -> Self {
+    /// `tmp` (the scratch root) and `work` directory; `lock` (the runtime and
+    /// cleanup locks, see `lock.rs`) is held until the fixture drops.
+    pub fn new(agent_prefix: &str, tag: &str, env: &[(&str, &str)], lock: SessionLocks) -> Self {
         let agent = format!(
             "{agent_prefix}{tag}-{}-{}",
             std::process::id(),

@@ -3,7 +3,9 @@
 //! control container on a plain `--internal` network at the network's
 //! gateway, at docker0 and at the host's own interface address, and answers
 //! the agent at none of the host's addresses. It also holds the product to
-//! the runtime it reports (log line and plan) against the daemon's runtimes.
+//! the runtime it reports (log line and plan) against the daemon's runtimes,
+//! and the containers to the kernel they run on: under runsc the agent sees
+//! gVisor's, not the host's, and the proxy always the host's.
 
 use std::net::IpAddr;
 
@@ -13,6 +15,7 @@ use super::docker::{Resources, inspect, subnet_of};
 use super::host::{HostListener, default_route_interface, host_ipv4_addresses, rand_u64};
 use super::runtime::registered_runtimes;
 use super::session::{AGENT_IMAGE, Session, SessionDirs, SessionSpec, TestHost};
+use crate::docker_support::daemon::docker_ok;
 
 /// For each target address: one line `REACHED <ip> <body>` or `BLOCKED <ip>`.
 /// Each attempt is bounded (3 s connect, 4 s total).
@@ -153,6 +156,7 @@ pub fn assert_no_way_to_host(tag: &str, expected_runtime: &str) {
     )
     .host(TestHost::http("web", &["x.test"]))
     .probe("proxied_fetch", "curl -sS -m 15 http://x.test/e2e-proxied")
+    .probe("kernel", "cat /proc/version")
     .probe("sweep_host", &format!("{NO_PROXY_ENV} {SWEEP}"))
     .probe(
         "host_via_proxy",
@@ -178,6 +182,7 @@ pub fn assert_no_way_to_host(tag: &str, expected_runtime: &str) {
         ("UPLINK_IP", uplink_ip.clone()),
     ]);
     session.wait_probes_done();
+    let proxy_kernel = docker_ok(&["exec", &session.proxy_container, "cat", "/proc/version"]);
     let peers = listener.peers();
     let outcome = session.finish();
     let report = &outcome.report;
@@ -191,6 +196,22 @@ pub fn assert_no_way_to_host(tag: &str, expected_runtime: &str) {
     );
     assert_runtime_lines(&outcome.stderr, runsc_registered);
     assert_ne!(proxy_runtime, "runsc", "the proxy must not run under runsc");
+    let host_kernel =
+        std::fs::read_to_string("/proc/version").expect("read the host's /proc/version");
+    let kernel = report.probe("kernel");
+    assert!(kernel.succeeded(), "{kernel}");
+    assert_eq!(
+        kernel.stdout.trim() == host_kernel.trim(),
+        expected_runtime != "runsc",
+        "the agent's kernel under `{expected_runtime}`: {:?}, the host's: {:?} (gVisor shows its own)",
+        kernel.stdout.trim(),
+        host_kernel.trim()
+    );
+    assert_eq!(
+        proxy_kernel.trim(),
+        host_kernel.trim(),
+        "the proxy runs on the host's kernel"
+    );
     assert!(
         report.probe("proxied_fetch").succeeded(),
         "the agent's allowed path (through its proxy) must work, or the blocked results prove nothing\n{}",

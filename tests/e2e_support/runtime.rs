@@ -1,46 +1,34 @@
 //! The daemon's runtimes are shared by every test on the machine. The tests
-//! of e2e_runsc register a runtime named `runsc` (an alias of runc, or a
-//! stand-in that fails for one test's containers and runs everyone else's)
-//! and reload dockerd, which changes what every concurrently starting session
-//! detects. So:
-//!
-//! - a test that depends on which runtime the product detects holds
-//!   [`RuntimeLock::shared`] for its whole session;
-//! - a test that changes the daemon's runtimes holds [`RuntimeLock::exclusive`],
-//!   which waits until no shared holder is left.
-//!
-//! The lock is a `flock` on a well-known file in /tmp, so it works across the
-//! separate processes nextest runs tests in, and across test binaries (the
-//! Docker backend's own tests can take it too).
+//! of e2e_runsc register a runtime named `runsc` (gVisor's, or a stand-in
+//! that fails for one test's containers and runs everyone else's with runc)
+//! and reload dockerd, which changes what every session that starts
+//! meanwhile detects, and the product runs its agent under `runsc` whenever
+//! the daemon has it. So a test that registers a runtime holds
+//! [`RuntimeLock::exclusive`] for as long as it is registered, and every test
+//! that starts a session holds it shared (`SessionLocks`, docker_support's
+//! lock.rs). The lock is a `flock` on a well-known file in /tmp, so it works
+//! across the separate processes nextest runs tests in, and across binaries.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
+
 use crate::docker_support::daemon::{docker, docker_ok};
-use crate::docker_support::lock::{FileLock, RUNTIME_LOCK as RUNTIME_LOCK_PATH};
+use crate::docker_support::lock::RuntimeLock;
 
 const DAEMON_JSON: &str = "/etc/docker/daemon.json";
 const DOCKERD_PID: &str = "/var/run/docker.pid";
 
-/// The runtime lock (see the module comment).
-pub struct RuntimeLock {
-    _lock: FileLock,
-}
-
-impl RuntimeLock {
-    pub fn shared() -> Self {
-        Self {
-            _lock: FileLock::take(RUNTIME_LOCK_PATH, false),
-        }
-    }
-
-    pub fn exclusive() -> Self {
-        Self {
-            _lock: FileLock::take(RUNTIME_LOCK_PATH, true),
-        }
-    }
-}
+/// What gVisor's `runsc` needs on its command line to run here. Debian's
+/// release (20221219) refuses to start a sandbox on Linux 6.10 and later
+/// ("cannot run with network enabled in root network namespace": its test
+/// for the root namespace looks for a file those kernels create in every
+/// namespace; fixed upstream in 2024). With `--network=host` gVisor uses the
+/// network stack of the container's own namespace, the one Docker made, so
+/// the bottle's networks, routes and firewall rules apply as under runc.
+pub const GVISOR_RUNTIME_ARGS: [&str; 1] = ["--network=host"];
 
 /// The runtimes the daemon has registered, by name.
 pub fn registered_runtimes() -> Vec<String> {
@@ -118,17 +106,15 @@ fn recover_interrupted_guard() {
     restore_daemon_json(backup.original);
 }
 
-/// While alive, the daemon has a runtime named `runsc`. With
-/// [`RunscRegistered::ensure`], a working one: the real gVisor when it is
-/// already registered (then nothing is changed), otherwise an alias of runc.
-/// With [`RunscRegistered::failing_for`], one that cannot create some
-/// containers. A changed runtime is written into daemon.json and loaded with
-/// SIGHUP; drop restores the file byte for byte and reloads again, even when
-/// the test panicked.
+/// While alive, the daemon has a runtime named `runsc`: gVisor's with
+/// [`RunscRegistered::gvisor`], one that cannot create some containers with
+/// [`RunscRegistered::failing_for`]. A changed runtime is written into
+/// daemon.json and loaded with SIGHUP; drop restores the file byte for byte
+/// and reloads again, even when the test panicked, and a test killed before
+/// that is undone by the next guard (see [`BACKUP`]).
 pub struct RunscRegistered {
     /// The original daemon.json (None: there was none), when we changed it.
     restore: Option<Option<Vec<u8>>>,
-    pub is_alias_of_runc: bool,
     /// Holds the stand-in runtime of [`RunscRegistered::failing_for`];
     /// removed after the daemon forgot it.
     _stand_in: Option<tempfile::TempDir>,
@@ -136,19 +122,40 @@ pub struct RunscRegistered {
 }
 
 impl RunscRegistered {
-    pub fn ensure() -> Self {
+    /// gVisor: the daemon's own `runsc` when it has one (then nothing is
+    /// changed), otherwise the `runsc` on PATH registered with
+    /// [`GVISOR_RUNTIME_ARGS`]. Panics, saying how to install it, when there
+    /// is none: scripts/test.sh leaves these tests out (reported as skipped)
+    /// outside CI when `runsc` is missing, and fails in CI.
+    pub fn gvisor() -> Self {
         let lock = RuntimeLock::exclusive();
         recover_interrupted_guard();
         if runsc_path().is_some() {
             return Self {
                 restore: None,
-                is_alias_of_runc: false,
                 _stand_in: None,
                 _lock: lock,
             };
         }
-        let runc = which("runc").expect("runc on PATH (the alias points at it)");
-        Self::register(lock, &runc, true, None)
+        let runsc = which("runsc").unwrap_or_else(|| {
+            panic!(
+                "gVisor's `runsc` is not installed and the daemon has no `runsc` runtime: \
+                 install it (`apt-get install runsc`; .ci/run does), or leave these tests to \
+                 scripts/test.sh, which reports them as skipped when it is missing"
+            )
+        });
+        let runtime = json!({ "path": path_text(&runsc), "runtimeArgs": GVISOR_RUNTIME_ARGS });
+        Self::register(lock, runtime, None)
+    }
+
+    /// gVisor's `runsc` from PATH registered as a plain install registers it,
+    /// without [`GVISOR_RUNTIME_ARGS`], replacing any `runsc` the daemon has.
+    /// Panics when `runsc` is not installed.
+    pub fn gvisor_without_args() -> Self {
+        let lock = RuntimeLock::exclusive();
+        recover_interrupted_guard();
+        let runsc = which("runsc").expect("gVisor's `runsc` on PATH");
+        Self::register(lock, json!({ "path": path_text(&runsc) }), None)
     }
 
     /// Registers as `runsc` a runtime that fails to create every container
@@ -156,9 +163,9 @@ impl RunscRegistered {
     /// a runtime binary that is `/bin/false` fails (measured on Docker 20.10:
     /// `/bin/false` and a missing binary are both accepted on reload, and
     /// both fail `docker start` at once with "OCI runtime create failed").
-    /// Every other container it runs with the `runsc` registered before (the
-    /// real gVisor) or runc: sessions of other tests that start meanwhile,
-    /// and detect `runsc`, are not broken by this one's.
+    /// Every other container it runs with runc: sessions that start
+    /// meanwhile elsewhere on the machine, and detect `runsc`, are not broken
+    /// by this one's.
     pub fn failing_for(marker: &str) -> Self {
         assert!(
             !marker.is_empty()
@@ -169,11 +176,7 @@ impl RunscRegistered {
         );
         let lock = RuntimeLock::exclusive();
         recover_interrupted_guard();
-        let delegate = match runsc_path() {
-            Some(path) if Path::new(&path).is_absolute() => PathBuf::from(path),
-            Some(name) => which(&name).unwrap_or_else(|| panic!("`runsc` path `{name}` on PATH")),
-            None => which("runc").expect("runc on PATH (the stand-in runs the rest with it)"),
-        };
+        let delegate = which("runc").expect("runc on PATH (the stand-in runs the rest with it)");
         let dir = tempfile::Builder::new()
             .prefix("claude-bottle-test-runsc-")
             .tempdir()
@@ -200,32 +203,31 @@ impl RunscRegistered {
         std::fs::write(&script, text).expect("write the stand-in runtime");
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
             .expect("make the stand-in runtime executable");
-        Self::register(lock, &script, false, Some(dir))
+        Self::register(lock, json!({ "path": path_text(&script) }), Some(dir))
     }
 
-    /// Writes `runsc` -> `path` into daemon.json, reloads dockerd and waits
-    /// until it runs `path` for `runsc`.
-    fn register(
-        lock: RuntimeLock,
-        path: &Path,
-        is_alias_of_runc: bool,
-        stand_in: Option<tempfile::TempDir>,
-    ) -> Self {
+    /// Writes `runsc` -> `runtime` (its `path`, maybe `runtimeArgs`) into
+    /// daemon.json, reloads dockerd and waits until it runs that path for
+    /// `runsc`.
+    fn register(lock: RuntimeLock, runtime: Value, stand_in: Option<tempfile::TempDir>) -> Self {
         let daemon_json = Path::new(DAEMON_JSON);
         let original = std::fs::read(daemon_json).ok();
-        let mut config: serde_json::Value = match &original {
+        let mut config: Value = match &original {
             Some(bytes) => serde_json::from_slice(bytes).expect("daemon.json is JSON"),
-            None => serde_json::json!({}),
+            None => json!({}),
         };
-        let path = path.to_str().expect("runtime path is UTF-8").to_owned();
+        let path = runtime["path"]
+            .as_str()
+            .expect("a runtime has a path")
+            .to_owned();
         config
             .as_object_mut()
             .expect("daemon.json is an object")
             .entry("runtimes")
-            .or_insert_with(|| serde_json::json!({}))
+            .or_insert_with(|| json!({}))
             .as_object_mut()
             .expect("daemon.json runtimes is an object")
-            .insert("runsc".into(), serde_json::json!({ "path": path }));
+            .insert("runsc".into(), runtime);
         std::fs::write(
             BACKUP,
             serde_json::to_vec(&Backup {
@@ -236,7 +238,6 @@ impl RunscRegistered {
         .unwrap_or_else(|e| panic!("write `{BACKUP}`: {e}"));
         let guard = Self {
             restore: Some(original),
-            is_alias_of_runc,
             _stand_in: stand_in,
             _lock: lock,
         };
@@ -333,6 +334,10 @@ fn reload_dockerd() -> bool {
         return false;
     }
     true
+}
+
+fn path_text(path: &Path) -> &str {
+    path.to_str().expect("runtime path is UTF-8")
 }
 
 fn which(program: &str) -> Option<PathBuf> {

@@ -49,7 +49,7 @@ use super::stub::{
     vars_script,
 };
 use crate::docker_support::daemon::{docker_ok, remove_resources};
-use crate::docker_support::lock::{CLEANUP_LOCK, FileLock};
+use crate::docker_support::lock::SessionLocks;
 use crate::docker_support::sessions::{containers_with, networks_with};
 
 pub use crate::docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE};
@@ -57,6 +57,8 @@ pub const HTTP_IMAGE: &str = "claude-bottle-test/http:current";
 pub const SSHD_IMAGE: &str = "claude-bottle-test/sshd:current";
 pub const DNS_IMAGE: &str = "claude-bottle-test/dns:current";
 
+/// The agent's prompt in every session.
+pub const PROMPT: &str = "You are an e2e probe.";
 const START_LIMIT: Duration = Duration::from_secs(120);
 const PROBES_LIMIT: Duration = Duration::from_secs(300);
 const EXIT_LIMIT: Duration = Duration::from_secs(90);
@@ -194,6 +196,11 @@ pub struct SessionSpec {
     pub env: Vec<(String, String)>,
     /// Pass `-v -v` (debug logs), e.g. to check secrets stay out of logs.
     pub verbose: bool,
+    /// Fields of the agent's manifest entry besides `bottle` and `prompt`
+    /// (e.g. `skills`).
+    pub agent: Value,
+    /// Options of `start` (e.g. `--cwd`).
+    pub start_options: Vec<String>,
 }
 
 impl SessionSpec {
@@ -205,7 +212,19 @@ impl SessionSpec {
             hosts: vec![],
             env: vec![],
             verbose: false,
+            agent: json!({}),
+            start_options: vec![],
         }
+    }
+
+    pub fn agent_field(mut self, key: &str, value: Value) -> Self {
+        self.agent[key] = value;
+        self
+    }
+
+    pub fn start_option(mut self, option: &str) -> Self {
+        self.start_options.push(option.to_owned());
+        self
     }
 
     pub fn probe(mut self, name: &str, sh: &str) -> Self {
@@ -256,8 +275,8 @@ pub struct Session {
     hosts: BTreeMap<String, String>,
     resources: Resources,
     pub dirs: SessionDirs,
-    /// Declared last so it is released after `Drop` has torn down.
-    _cleanup_lock: FileLock,
+    /// Declared last so they are released after `Drop` has torn down.
+    _locks: SessionLocks,
 }
 
 impl Session {
@@ -265,7 +284,7 @@ impl Session {
     /// resources exist and the test hosts serve on its egress network. The
     /// stub then waits for [`Session::go`].
     pub fn start(spec: SessionSpec, dirs: SessionDirs) -> Self {
-        let cleanup_lock = FileLock::take(CLEANUP_LOCK, false);
+        let locks = SessionLocks::take();
         sweep_stale();
         let agent = unique_agent(&spec.tag);
         let mut bottle = spec.bottle.clone();
@@ -277,9 +296,12 @@ impl Session {
             .entry("env")
             .or_insert_with(|| json!({}));
         env["CLAUDE_STUB_PROBE_TIMEOUT"] = json!(PROBE_TIMEOUT_SECS.to_string());
+        let mut agent_entry = spec.agent.clone();
+        agent_entry["bottle"] = json!("e2e");
+        agent_entry["prompt"] = json!(PROMPT);
         dirs.write_manifest(&json!({
             "bottles": { "e2e": bottle },
-            "agents": { agent.clone(): { "bottle": "e2e", "prompt": "You are an e2e probe." } }
+            "agents": { agent.clone(): agent_entry }
         }));
 
         let mut command = dirs.command();
@@ -287,7 +309,9 @@ impl Session {
             command.args(["-v", "-v"]);
         }
         command
-            .args(["start", &agent, "--yes", "--"])
+            .args(["start", &agent, "--yes"])
+            .args(&spec.start_options)
+            .arg("--")
             .args(stub_args(&spec.probes))
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -320,7 +344,7 @@ impl Session {
             hosts: BTreeMap::new(),
             resources: Resources::default(),
             dirs,
-            _cleanup_lock: cleanup_lock,
+            _locks: locks,
         };
 
         let agent_label = format!("claude-bottle.agent={agent}");
