@@ -12,7 +12,9 @@
 # fails at once; elsewhere they are left out of the run (nextest profile
 # `no-daemon`, .config/nextest.toml), so nextest's summary counts them as
 # skipped, and a loud line says how many and why. They never pass without
-# having run: run on their own without a daemon, they fail and say why.
+# having run: run on their own without a daemon, they fail and say why. The
+# same holds for the gVisor tests when `runsc` is missing (profile
+# `no-runsc`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -34,17 +36,35 @@ elif ! bash scripts/build-test-images.sh >&2; then
     unavailable="the test images could not be built (scripts/build-test-images.sh; its error is above)"
 fi
 
+# Why gVisor's tests (tests/e2e_runsc.rs, `gvisor_*`) cannot run here; empty
+# when they can: they need `runsc` installed, or registered with the daemon.
+no_runsc=""
+if [ -z "$unavailable" ] && ! command -v runsc >/dev/null 2>&1 &&
+    ! docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"'; then
+    no_runsc="gVisor's \`runsc\` is not installed (apt-get install runsc; .ci/run installs it)"
+fi
+
 profile=default
 [ -n "${CI:-}" ] && profile=ci
 skipped=0
-if [ -n "$unavailable" ]; then
+why=""
+what=""
+if [ -n "$unavailable" ] || [ -n "$no_runsc" ]; then
     if [ -n "${CI:-}" ]; then
-        echo "test: error: $unavailable; CI is set, so the real-daemon tests must run: failing" >&2
+        echo "test: error: $unavailable$no_runsc; CI is set, so the real-daemon and gVisor tests must run: failing" >&2
         exit 1
     fi
-    profile=no-daemon
+    if [ -n "$unavailable" ]; then
+        profile=no-daemon
+        why="$unavailable"
+        what="real-daemon tests (tests/docker_*.rs, tests/e2e_*.rs)"
+    else
+        profile=no-runsc
+        why="$no_runsc"
+        what="gVisor tests (tests/e2e_runsc.rs, gvisor_*)"
+    fi
     # The tests the profile leaves out: all of them, less those it runs.
-    count() { cargo nextest list --workspace --profile no-daemon --message-format oneline "$@" | grep -c . || true; }
+    count() { cargo nextest list --workspace --profile "$profile" --message-format oneline "$@" | grep -c . || true; }
     all=$(count --ignore-default-filter)
     kept=$(count)
     skipped=$((all - kept))
@@ -52,8 +72,7 @@ fi
 
 warn_skipped() {
     if [ "$skipped" -gt 0 ]; then
-        printf '\ntest: !!! WARNING: %d real-daemon tests SKIPPED (tests/docker_*.rs, tests/e2e_*.rs): %s\n' \
-            "$skipped" "$unavailable" >&2
+        printf '\ntest: !!! WARNING: %d %s SKIPPED: %s\n' "$skipped" "$what" "$why" >&2
         printf 'test: !!! they did not run; with CI set this is an error\n\n' >&2
     fi
 }
