@@ -148,6 +148,12 @@ fn gvisor_provisions_runs_claude_and_keeps_egress_and_dns_as_under_runc() {
     .host(TestHost::http("web", &["x.test", "denied.test"]))
     .host(dns)
     .probe("kernel", "cat /proc/version")
+    // PR_GET_NO_NEW_PRIVS (39): gVisor's /proc/self/status has no NoNewPrivs line.
+    .probe(
+        "no_new_privs",
+        "python3 -c 'import ctypes; print(ctypes.CDLL(None).prctl(39, 0, 0, 0, 0))'",
+    )
+    .probe("resolver_config", "cat /etc/resolv.conf")
     .probe(
         "workspace",
         "cd ~/workspace && git log --format=%s -1 && git status --porcelain && echo WORKSPACE_CLEAN",
@@ -225,6 +231,18 @@ fn gvisor_provisions_runs_claude_and_keeps_egress_and_dns_as_under_runc() {
         2,
         "the status line and the plan name the runtime\n{}",
         outcome.stderr
+    );
+
+    let no_new_privs = report.probe("no_new_privs");
+    assert_eq!(
+        no_new_privs.stdout.trim(),
+        "1",
+        "the agent runs with no_new_privs\n{no_new_privs}"
+    );
+    assert_eq!(
+        report.process("CapEff"),
+        "0000000000000000",
+        "the agent has no capability (so it cannot change its network)"
     );
 
     // Provisioning, as Claude sees it.
@@ -316,6 +334,12 @@ fn gvisor_provisions_runs_claude_and_keeps_egress_and_dns_as_under_runc() {
     );
 
     // DNS: no name resolves, no query reaches the server.
+    let resolver = report.probe("resolver_config");
+    assert!(
+        resolver.stdout.contains("nameserver 127.0.0.11")
+            || resolver.stdout.contains("nameserver 127.0.0.1"),
+        "{resolver}"
+    );
     assert!(
         String::from_utf8_lossy(&control.stdout).contains(DNS_ANSWER)
             && dns_log.contains(&name("control")),
