@@ -71,6 +71,9 @@ pub struct ActiveBottle {
     pub session_state: SessionState,
     /// The session that made it has ended without removing it.
     pub orphaned: bool,
+    /// It was kept because its work did not come home (see
+    /// `core::work_home::kept`); `cleanup` leaves it unless forced.
+    pub work_not_home: bool,
 }
 
 #[cfg(test)]
@@ -88,6 +91,7 @@ impl ActiveBottle {
             session: "s".into(),
             session_state: SessionState::Running,
             orphaned: false,
+            work_not_home: false,
         }
     }
 }

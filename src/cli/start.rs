@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use super::args::StartArgs;
+use super::bring_home::bring_home;
 use super::signals::{Interrupts, Signals};
 use super::{Error, confirm, load_manifest, select_agent, show_plan};
 use crate::backend::{AnyBackend, Backend, BackendError, BottleHandle};
@@ -65,6 +66,7 @@ async fn run_session<B: Backend, T: Terminal, S: Interrupts>(
     printer: &Printer,
 ) -> Result<u8, Error> {
     let bottle_name = spec.bottle_name.clone();
+    let cwd = spec.cwd.clone();
     let plan = tokio::select! {
         plan = backend.prepare(spec) => plan?,
         interrupted = signals.recv() => return Err(interrupted),
@@ -79,20 +81,32 @@ async fn run_session<B: Backend, T: Terminal, S: Interrupts>(
 
     let tty = term.stdin_is_tty() && term.stdout_is_tty();
     let mut bottle = backend.launch(plan);
+    let mut started = false;
     let outcome: Result<i32, Error> = async {
         tokio::select! {
-            started = bottle.start() => started?,
+            up = bottle.start() => up?,
             interrupted = signals.recv() => return Err(interrupted),
         }
+        started = true;
         tokio::select! {
             code = bottle.exec_claude(&args.claude_args, tty) => Ok(code?),
             interrupted = signals.recv() => Err(interrupted),
         }
     }
     .await;
-    if let Err(Error::Interrupted { name, .. }) = &outcome {
-        printer.status(format_args!("received {name}; tearing down"));
-    }
+    let signal = match &outcome {
+        Err(Error::Interrupted { name, signal }) => {
+            printer.status(format_args!("received {name}; tearing down"));
+            Some(*signal)
+        }
+        _ => None,
+    };
+    // Before anything is removed: the agent's work comes home, or stays.
+    let home = if started {
+        bring_home(&mut bottle, cwd.as_deref(), signals, printer, signal).await
+    } else {
+        Ok(())
+    };
     // The proxy's log goes with the proxy: read it first.
     report_denials(&mut bottle, &bottle_name, printer).await;
     // Teardown bounds each engine call; a second signal gives up on it.
@@ -106,7 +120,7 @@ async fn run_session<B: Backend, T: Terminal, S: Interrupts>(
             });
         }
     };
-    session_result(outcome, closed, printer)
+    session_result(outcome, home, closed, printer)
 }
 
 /// How long reading the proxy's log for the denial summary may take.
@@ -138,15 +152,26 @@ async fn report_denials<H: BottleHandle>(bottle: &mut H, bottle_name: &str, prin
     }
 }
 
-/// The session's exit: Claude's code, or the first failure. A signal whose
+/// The session's exit: Claude's code, or the first failure. Work that did
+/// not come home comes first: it is what the user must act on. A signal whose
 /// teardown failed reports the teardown's failure (and its `cleanup` hint)
 /// with the signal's exit code: the plain interruption message says that
 /// everything was removed, which is then untrue.
 fn session_result(
     outcome: Result<i32, Error>,
+    home: Result<(), Error>,
     closed: Result<(), BackendError>,
     printer: &Printer,
 ) -> Result<u8, Error> {
+    if let Err(not_home) = home {
+        if let Err(teardown) = &closed {
+            printer.warn(
+                format_args!("teardown also failed: {teardown}"),
+                &teardown.hints,
+            );
+        }
+        return Err(not_home);
+    }
     match (outcome, closed) {
         (Ok(code), Ok(())) => Ok(claude_exit_code(code)),
         (Ok(_), Err(teardown)) => Err(teardown.into()),
@@ -191,7 +216,8 @@ mod tests {
             name: "SIGINT",
         };
         let printer = Printer::capture(false);
-        let err = session_result(Err(interrupted), Err(left_behind()), &printer).unwrap_err();
+        let err =
+            session_result(Err(interrupted), Ok(()), Err(left_behind()), &printer).unwrap_err();
         let text = err.to_string();
         assert!(
             !text.contains("everything the session created was removed"),
@@ -212,7 +238,7 @@ mod tests {
             name: "SIGTERM",
         };
         let printer = Printer::capture(false);
-        let err = session_result(Err(interrupted), Ok(()), &printer).unwrap_err();
+        let err = session_result(Err(interrupted), Ok(()), Ok(()), &printer).unwrap_err();
         assert!(
             err.to_string()
                 .contains("everything the session created was removed")
@@ -223,8 +249,8 @@ mod tests {
     #[test]
     fn claude_code_passes_through_and_a_failed_teardown_after_it_is_reported() {
         let printer = Printer::capture(false);
-        assert_eq!(session_result(Ok(3), Ok(()), &printer).unwrap(), 3);
-        let err = session_result(Ok(0), Err(left_behind()), &printer).unwrap_err();
+        assert_eq!(session_result(Ok(3), Ok(()), Ok(()), &printer).unwrap(), 3);
+        let err = session_result(Ok(0), Ok(()), Err(left_behind()), &printer).unwrap_err();
         assert_eq!(err.code(), 1);
         assert!(err.hints()[0].contains("cleanup"));
     }
@@ -232,7 +258,8 @@ mod tests {
     #[test]
     fn a_failure_whose_teardown_also_failed_reports_the_first_and_warns_of_the_second() {
         let printer = Printer::capture(false);
-        let err = session_result(Err(Error::NoHome), Err(left_behind()), &printer).unwrap_err();
+        let err =
+            session_result(Err(Error::NoHome), Ok(()), Err(left_behind()), &printer).unwrap_err();
         assert!(matches!(err, Error::NoHome));
         assert_eq!(
             printer.captured(),
@@ -290,6 +317,25 @@ mod tests {
         }
         fn abandon(&mut self) {
             self.record("abandon");
+        }
+        async fn work_listing(
+            &mut self,
+        ) -> Result<Option<crate::backend::WorkListing>, BackendError> {
+            self.record("work_listing");
+            Ok(None)
+        }
+        async fn work_bundle(
+            &mut self,
+            _: &[String],
+            _: &[crate::core::work_home::refs::ObjectId],
+            _: &std::path::Path,
+        ) -> Result<(), BackendError> {
+            self.record("work_bundle");
+            Ok(())
+        }
+        fn keep_agent(&mut self) -> Option<crate::backend::KeptBottle> {
+            self.record("keep_agent");
+            None
         }
     }
 

@@ -219,6 +219,14 @@ pub(crate) struct ExecOutput {
     pub output: String,
 }
 
+/// What [`Engine::exec_capped`] saw.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct ExecCapture {
+    pub exit_code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
 /// The parts of the daemon's `/version` and `/info` that `doctor` reads.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct DaemonInfo {
@@ -346,6 +354,38 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
     /// The container's output as lines: what it wrote so far, then, with
     /// `follow`, every later line until the container stops.
     fn log_lines(&self, id: &str, follow: bool) -> BoxStream<'static, Result<String, EngineError>>;
+    /// Runs `cmd` in a running container as its default user with `env`
+    /// added, and waits for it; stdout and stderr are kept apart, and an
+    /// output beyond `limit` bytes is an error.
+    fn exec_capped(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        env: Vec<(String, String)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<ExecCapture, EngineError>> + Send;
+    /// Copies the regular file at `path` in the container (running or not)
+    /// to `dest` on this host, through the archive API, without holding it
+    /// in memory; a file beyond `limit` bytes is an error. Returns its size.
+    fn download_file(
+        &self,
+        id: &str,
+        path: &str,
+        dest: &std::path::Path,
+        limit: u64,
+    ) -> impl Future<Output = Result<u64, EngineError>> + Send;
+    /// Stops a container (SIGTERM, then SIGKILL after `grace_secs`).
+    fn stop_container(
+        &self,
+        id: &str,
+        grace_secs: i32,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Takes a container (running or not) off a network.
+    fn disconnect_network(
+        &self,
+        network: &str,
+        container: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 }
 
 /// The real daemon, through bollard.
@@ -1049,6 +1089,158 @@ impl Engine for BollardEngine {
             operation,
             "the archive holds no regular file",
         ))
+    }
+
+    async fn exec_capped(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        env: Vec<(String, String)>,
+        limit: usize,
+    ) -> Result<ExecCapture, EngineError> {
+        let operation = format!(
+            "run `{}` in container `{container}`",
+            cmd[..cmd.len().min(2)].join(" ")
+        );
+        let config = bollard::models::ExecConfig {
+            cmd: Some(cmd),
+            env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..bollard::models::ExecConfig::default()
+        };
+        let created = self
+            .docker
+            .create_exec(container, config)
+            .await
+            .map_err(|e| classify(&operation, e))?;
+        let mut capture = ExecCapture::default();
+        let mut seen = 0usize;
+        if let bollard::exec::StartExecResults::Attached {
+            output: mut stream, ..
+        } = self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| classify(&operation, e))?
+        {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| classify(&operation, e))?;
+                seen += chunk.as_ref().len();
+                if seen > limit {
+                    return Err(EngineError::new(
+                        ErrorKind::Other,
+                        operation,
+                        format!("it printed more than {limit} bytes"),
+                    ));
+                }
+                match chunk {
+                    bollard::container::LogOutput::StdErr { message } => {
+                        capture.stderr.push_str(&String::from_utf8_lossy(&message));
+                    }
+                    other => capture.stdout.push_str(&other.to_string()),
+                }
+            }
+        }
+        let inspected = self
+            .docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|e| classify(&operation, e))?;
+        capture.exit_code = inspected.exit_code.unwrap_or(-1);
+        Ok(capture)
+    }
+
+    async fn download_file(
+        &self,
+        id: &str,
+        path: &str,
+        dest: &std::path::Path,
+        limit: u64,
+    ) -> Result<u64, EngineError> {
+        use tokio::io::AsyncWriteExt;
+        let operation = format!("copy `{path}` out of container `{id}`");
+        let other = |detail: String| EngineError::new(ErrorKind::Other, operation.as_str(), detail);
+        let options = DownloadFromContainerOptions {
+            path: path.to_owned(),
+        };
+        // The archive goes to disk as it arrives, then the one file is
+        // taken out of it: memory stays flat whatever its size.
+        let tar_path = dest.with_extension("tar");
+        let mut tar_file = tokio::fs::File::create(&tar_path)
+            .await
+            .map_err(|e| other(e.to_string()))?;
+        let mut stream = self.docker.download_from_container(id, Some(options));
+        let mut received: u64 = 0;
+        // The tar's headers and padding ride on top of the file's bytes.
+        let tar_limit = limit.saturating_add(64 * 1024);
+        let copied = async {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| classify(&operation, e))?;
+                received += chunk.len() as u64;
+                if received > tar_limit {
+                    return Err(other(format!("it is larger than {limit} bytes")));
+                }
+                tar_file
+                    .write_all(&chunk)
+                    .await
+                    .map_err(|e| other(e.to_string()))?;
+            }
+            tar_file.flush().await.map_err(|e| other(e.to_string()))
+        }
+        .await;
+        drop(tar_file);
+        let extracted = copied.and_then(|()| {
+            let file = std::fs::File::open(&tar_path).map_err(|e| other(e.to_string()))?;
+            let mut archive = tar::Archive::new(file);
+            for entry in archive.entries().map_err(|e| other(e.to_string()))? {
+                let mut entry = entry.map_err(|e| other(e.to_string()))?;
+                if entry.header().entry_type().is_file() {
+                    if entry.size() > limit {
+                        return Err(other(format!("it is larger than {limit} bytes")));
+                    }
+                    let mut out = std::fs::File::create(dest).map_err(|e| other(e.to_string()))?;
+                    return std::io::copy(&mut entry, &mut out).map_err(|e| other(e.to_string()));
+                }
+            }
+            Err(EngineError::new(
+                ErrorKind::NotFound,
+                operation.as_str(),
+                "the archive holds no regular file",
+            ))
+        });
+        let _ = std::fs::remove_file(&tar_path);
+        extracted
+    }
+
+    async fn stop_container(&self, id: &str, grace_secs: i32) -> Result<(), EngineError> {
+        let options = bollard::query_parameters::StopContainerOptions {
+            t: Some(grace_secs),
+            signal: None,
+        };
+        match self.docker.stop_container(id, Some(options)).await {
+            // 304: it was not running.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            other => other.map_err(|e| classify(&format!("stop container `{id}`"), e)),
+        }
+    }
+
+    async fn disconnect_network(&self, network: &str, container: &str) -> Result<(), EngineError> {
+        let request = bollard::models::NetworkDisconnectRequest {
+            container: container.to_owned(),
+            force: Some(true),
+        };
+        self.docker
+            .disconnect_network(network, request)
+            .await
+            .map_err(|e| {
+                classify(
+                    &format!("disconnect container `{container}` from network `{network}`"),
+                    e,
+                )
+            })
     }
 
     fn log_lines(&self, id: &str, follow: bool) -> BoxStream<'static, Result<String, EngineError>> {

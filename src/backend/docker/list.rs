@@ -53,6 +53,8 @@ pub(crate) async fn list_active<E: Engine>(
                 session: label(c, LABEL_SESSION).to_owned(),
                 session_state,
                 orphaned: session_state == SessionState::Ended,
+                // The backend cannot know; the CLI marks it from the record.
+                work_not_home: false,
             }
         })
         .collect())

@@ -22,11 +22,14 @@ impl crate::diagnostic::Diagnostic for TeardownError {
     }
 }
 
-/// Removes every resource of `session`, containers first. Idempotent.
+/// Removes every resource of `session`, containers first, but `keep`: that
+/// one is stopped and taken off the session's networks, and stays (it holds
+/// work that did not come home). Idempotent.
 pub(crate) async fn teardown<E: Engine>(
     engine: &E,
     ledger: &SharedLedger,
     session: &str,
+    keep: Option<&Created>,
 ) -> Result<(), TeardownError> {
     let (mut containers, mut networks) = ledger.snapshot();
     // Newest first: the agent goes before the proxy it talks to.
@@ -41,6 +44,13 @@ pub(crate) async fn teardown<E: Engine>(
         Ok(found) => add_missing(&mut networks, found),
         Err(e) => failures.push(e.to_string()),
     }
+    if let Some(kept) = keep {
+        containers.retain(|c| c.id != kept.id);
+        ledger.forget_container(&kept.id);
+        if let Err(e) = set_aside(engine, kept, &networks).await {
+            failures.push(e.to_string());
+        }
+    }
     let removal = remove(engine, &containers, &networks).await;
     for c in &removal.containers {
         ledger.forget_container(&c.id);
@@ -54,6 +64,28 @@ pub(crate) async fn teardown<E: Engine>(
     } else {
         Err(TeardownError { failures })
     }
+}
+
+/// Stops `kept` and takes it off `networks`, so they can go without it.
+async fn set_aside<E: Engine>(
+    engine: &E,
+    kept: &Created,
+    networks: &[Created],
+) -> Result<(), EngineError> {
+    let operation = format!("stop container `{}`", kept.name);
+    tokio::time::timeout(REMOVE_CALL_TIMEOUT, engine.stop_container(&kept.id, 5))
+        .await
+        .map_err(|_| EngineError::timed_out(operation, REMOVE_CALL_TIMEOUT))??;
+    for network in networks {
+        // It is on one of them only; the others say so, which is fine.
+        let disconnected = tokio::time::timeout(
+            REMOVE_CALL_TIMEOUT,
+            engine.disconnect_network(&network.id, &kept.id),
+        )
+        .await;
+        tracing::debug!(network = %network.name, ?disconnected, "kept container taken off");
+    }
+    Ok(())
 }
 
 type Listed = Result<Vec<Created>, EngineError>;
