@@ -56,6 +56,9 @@ pub struct ActiveBottle {
     /// The bottle's name: the name of the agent's container or pod.
     #[serde(rename = "container")]
     pub name: String,
+    /// The engine's handle for it (an ID).
+    #[serde(skip)]
+    pub handle: String,
     pub agent: String,
     /// The manifest's name of its bottle.
     pub bottle: String,
@@ -82,6 +85,7 @@ impl ActiveBottle {
     pub(crate) fn running(name: &str, agent: &str) -> Self {
         Self {
             name: name.into(),
+            handle: format!("id-of-{name}"),
             agent: agent.into(),
             bottle: "default".into(),
             manifest_path: None,

@@ -56,16 +56,15 @@ async fn run_with<B: Backend, T: Terminal>(
 
 /// The records of bottles in `plan` holding work that did not come home.
 /// Without `force`, those bottles leave the plan; with it, the plan says
-/// what they hold. A record whose bottle is gone is dropped.
+/// what they hold. (A record of a bottle not in the plan may be of another
+/// engine's: it stays.)
 fn holding_work(plan: &mut CleanupPlan, records: Vec<KeptWork>, force: bool) -> Vec<KeptWork> {
     // A name and a handle together are one bottle, whatever the engine.
     let held = |item: &CleanupItem, k: &KeptWork| k.is_of(&item.resource.name, Some(&item.handle));
-    let (present, gone): (Vec<KeptWork>, Vec<KeptWork>) = records
+    let present: Vec<KeptWork> = records
         .into_iter()
-        .partition(|k| plan.items.iter().any(|item| held(item, k)));
-    for k in gone {
-        k.forget();
-    }
+        .filter(|k| plan.items.iter().any(|item| held(item, k)))
+        .collect();
     if force {
         for item in &mut plan.items {
             if present.iter().any(|k| held(item, k)) {
@@ -78,4 +77,68 @@ fn holding_work(plan: &mut CleanupPlan, records: Vec<KeptWork>, force: bool) -> 
             .retain(|item| !present.iter().any(|k| held(item, k)));
     }
     present
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Resource, ResourceKind, SessionState};
+
+    const CONTAINER: ResourceKind = ResourceKind {
+        one: "container",
+        many: "containers",
+    };
+
+    fn plan() -> CleanupPlan {
+        let item = |name: &str, handle: &str| CleanupItem {
+            resource: Resource {
+                kind: CONTAINER,
+                name: name.into(),
+            },
+            handle: handle.into(),
+            detail: Some("agent, exited".into()),
+            session: SessionState::Ended,
+        };
+        CleanupPlan {
+            items: vec![
+                item("claude-bottle-a", "aaaa"),
+                item("claude-bottle-b", "bbbb"),
+            ],
+        }
+    }
+
+    fn kept(container: &str, id: &str) -> KeptWork {
+        KeptWork {
+            container: container.into(),
+            id: id.into(),
+            home: "/src".into(),
+            reason: "r".into(),
+        }
+    }
+
+    #[test]
+    fn a_bottle_holding_work_leaves_the_plan_unless_forced() {
+        let mut p = plan();
+        let records = vec![
+            kept("claude-bottle-a", "aaaa"),
+            kept("claude-bottle-b", "other"),
+        ];
+        let held = holding_work(&mut p, records.clone(), false);
+        assert_eq!(
+            held,
+            [records[0].clone()],
+            "a new bottle of an old name is not held"
+        );
+        assert_eq!(
+            p.to_string(),
+            "containers (1):\n  claude-bottle-b (agent, exited, orphaned)\n"
+        );
+
+        let mut p = plan();
+        holding_work(&mut p, records, true);
+        assert_eq!(
+            p.to_string(),
+            "containers (2):\n  claude-bottle-a (agent, exited, holds work that did not come home, orphaned)\n  claude-bottle-b (agent, exited, orphaned)\n"
+        );
+    }
 }

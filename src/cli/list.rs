@@ -39,7 +39,9 @@ pub async fn run(
     let mut active = AnyBackend::from_env(printer)?.list_active().await?;
     let kept = KeptWork::all();
     for bottle in &mut active {
-        bottle.work_not_home = kept.iter().any(|k| k.is_of(&bottle.name, None));
+        bottle.work_not_home = kept
+            .iter()
+            .any(|k| k.is_of(&bottle.name, Some(&bottle.handle)));
     }
     let manifest_path = match &manifest.source {
         ManifestSource::File(path) => Some(path.display().to_string()),
@@ -175,6 +177,7 @@ mod tests {
             }],
             active: vec![ActiveBottle {
                 name: "claude-bottle-reviewer".into(),
+                handle: "c1".into(),
                 agent: "reviewer".into(),
                 bottle: "default".into(),
                 manifest_path: None,

@@ -282,11 +282,24 @@ mod tests {
     struct Scripted {
         events: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
         close_hangs: bool,
+        work: Work,
     }
 
     struct ScriptedBottle {
         events: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
         close_hangs: bool,
+        work: Work,
+    }
+
+    /// What reading the bottle's work does.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Work {
+        /// Finds no repository, at once.
+        None,
+        /// Finds none after a while (long enough for a signal to arrive).
+        Slow,
+        /// Fails.
+        Fails,
     }
 
     impl ScriptedBottle {
@@ -322,7 +335,15 @@ mod tests {
             &mut self,
         ) -> Result<Option<crate::backend::WorkListing>, BackendError> {
             self.record("work_listing");
-            Ok(None)
+            match self.work {
+                Work::None => Ok(None),
+                Work::Slow => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    self.record("work_listed");
+                    Ok(None)
+                }
+                Work::Fails => Err(BackendError::failure("the bottle did not answer")),
+            }
         }
         async fn work_bundle(
             &mut self,
@@ -358,6 +379,7 @@ mod tests {
             ScriptedBottle {
                 events: self.events.clone(),
                 close_hangs: self.close_hangs,
+                work: self.work,
             }
         }
         async fn list_active(&self) -> Result<Vec<crate::backend::ActiveBottle>, BackendError> {
@@ -448,9 +470,25 @@ mod tests {
         close_hangs: bool,
         signals: &[(&'static str, i32, &'static str)],
     ) -> (Result<u8, Error>, Vec<&'static str>, String) {
+        session_with_work(close_hangs, None, signals).await
+    }
+
+    /// The same, and with `work`, a `--cwd` (a directory that is not a
+    /// repository) whose bottle's work is read as `work` says.
+    async fn session_with_work(
+        close_hangs: bool,
+        work: Option<Work>,
+        signals: &[(&'static str, i32, &'static str)],
+    ) -> (Result<u8, Error>, Vec<&'static str>, String) {
         let backend = Scripted {
             events: Default::default(),
             close_hangs,
+            work: work.unwrap_or(Work::None),
+        };
+        let cwd = tempfile::tempdir().unwrap();
+        let spec = BottleSpec {
+            cwd: work.map(|_| cwd.path().to_owned()),
+            ..spec()
         };
         let printer = Printer::capture(false);
         let mut term = crate::term::FakeTerminal::with_inputs(false, &[]);
@@ -458,9 +496,73 @@ mod tests {
             events: backend.events.clone(),
             queue: signals.iter().copied().collect(),
         };
-        let result = run_session(&backend, spec(), &yes(), &mut term, &mut script, &printer).await;
+        let result = run_session(&backend, spec, &yes(), &mut term, &mut script, &printer).await;
         let events = backend.events.lock().unwrap().clone();
         (result, events, printer.captured())
+    }
+
+    #[tokio::test]
+    async fn a_signal_while_the_work_comes_home_is_said_and_does_not_stop_it() {
+        let (result, events, stderr) = session_with_work(
+            false,
+            Some(Work::Slow),
+            &[
+                ("exec", libc::SIGTERM, "SIGTERM"),
+                ("work_listing", libc::SIGINT, "SIGINT"),
+            ],
+        )
+        .await;
+        assert_eq!(result.unwrap_err().code(), 143);
+        assert_eq!(
+            events,
+            [
+                "start",
+                "exec",
+                "work_listing",
+                "work_listed",
+                "proxy_log",
+                "close"
+            ]
+        );
+        assert!(
+            stderr.contains(
+                "received SIGINT; still bringing the agent's work home, then tearing down"
+            ),
+            "{stderr}"
+        );
+    }
+
+    #[tokio::test]
+    async fn work_that_did_not_come_home_keeps_the_agent_and_is_the_error() {
+        let (result, events, _) = session_with_work(
+            false,
+            Some(Work::Fails),
+            &[("exec", libc::SIGTERM, "SIGTERM")],
+        )
+        .await;
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::WorkNotHome { .. }), "{err}");
+        assert_eq!(
+            err.code(),
+            143,
+            "the signal's code, as the session ended by it"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("the agent's work did not come home: the bottle did not answer"),
+            "{err}"
+        );
+        assert_eq!(
+            events,
+            [
+                "start",
+                "exec",
+                "work_listing",
+                "keep_agent",
+                "proxy_log",
+                "close"
+            ]
+        );
     }
 
     #[tokio::test]
@@ -505,6 +607,7 @@ mod tests {
         let backend = Scripted {
             events: Default::default(),
             close_hangs: false,
+            work: Work::None,
         };
         let mut term = crate::term::FakeTerminal::with_inputs(false, &[]);
         let mut none = ScriptedSignals {

@@ -117,14 +117,22 @@ impl HostRepo {
         let mut child = command
             .spawn()
             .map_err(|e| failed(format!("could not run git: {e}")))?;
-        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin
-                .write_all(input.as_bytes())
-                .map_err(|e| failed(e.to_string()))?;
-        }
+        // Written from a thread of its own: git may answer before it has
+        // read everything, and both pipes would fill.
+        let writer = input.zip(child.stdin.take()).map(|(input, mut stdin)| {
+            let input = input.to_owned();
+            std::thread::spawn(move || stdin.write_all(input.as_bytes()))
+        });
         let out = child
             .wait_with_output()
             .map_err(|e| failed(e.to_string()))?;
+        if let Some(writer) = writer {
+            match writer.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(failed(format!("could not write to git: {e}"))),
+                Err(_) => return Err(failed("could not write to git".to_owned())),
+            }
+        }
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(failed(
