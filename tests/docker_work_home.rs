@@ -360,7 +360,11 @@ fn a_failed_export_keeps_the_container_and_cleanup_leaves_it_without_force() {
         "{stderr}"
     );
     let (containers, networks) = fx.leftovers();
-    assert_eq!(containers, [container.clone()], "only the agent stays");
+    assert_eq!(
+        containers,
+        std::slice::from_ref(&container),
+        "only the agent stays"
+    );
     assert!(networks.is_empty(), "{networks:?}");
     assert_eq!(
         docker_ok(&["inspect", "-f", "{{.State.Status}}", &container]),

@@ -74,7 +74,7 @@ fn keep<H: BottleHandle>(bottle: &mut H, cwd: &Path, reason: String, signal: Opt
     });
     Error::WorkNotHome {
         reason,
-        kept,
+        kept: kept.map(Box::new),
         unrecorded,
         signal,
     }

@@ -148,7 +148,7 @@ pub enum Error {
     )]
     WorkNotHome {
         reason: String,
-        kept: Option<crate::backend::KeptBottle>,
+        kept: Option<Box<crate::backend::KeptBottle>>,
         /// Why the record that `list` and `cleanup` read could not be written.
         unrecorded: Option<String>,
         /// The signal that ended the session, when one did.
