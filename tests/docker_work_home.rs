@@ -46,7 +46,10 @@ fn fixture(tag: &str) -> Fixture {
         FileLock::take(CLEANUP_LOCK, false),
     );
     fx.write_manifest(&json!({
-        "bottles": { "wh": { "image": AGENT_IMAGE } },
+        "bottles": { "wh": {
+            "image": AGENT_IMAGE,
+            "egress": { "allowlist": ["api.anthropic.com"] }
+        } },
         "agents": { &fx.agent: { "bottle": "wh" } }
     }));
     let work = work(&fx);
