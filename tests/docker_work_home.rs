@@ -352,14 +352,18 @@ fn a_failed_export_keeps_the_container_and_cleanup_leaves_it_without_force() {
         stderr.contains("error: the agent's work did not come home: "),
         "{stderr}"
     );
+    // gVisor keeps a container's files in its sandbox, so there the
+    // container is left running; under runc it is stopped.
+    let gvisor = docker_ok(&["inspect", "-f", "{{.HostConfig.Runtime}}", &container]) == "runsc";
+    let (how, state) = if gvisor {
+        ("running with no network", "running")
+    } else {
+        ("stopped", "exited")
+    };
     assert!(
         stderr.contains(&format!(
-            "its container `{container}` is kept, stopped, with the work in `/home/node/workspace`"
+            "its container `{container}` is kept, {how}, with the work in `/home/node/workspace`"
         )),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("docker cp {container}:/home/node/workspace")),
         "{stderr}"
     );
     let (containers, networks) = fx.leftovers();
@@ -371,16 +375,58 @@ fn a_failed_export_keeps_the_container_and_cleanup_leaves_it_without_force() {
     assert!(networks.is_empty(), "{networks:?}");
     assert_eq!(
         docker_ok(&["inspect", "-f", "{{.State.Status}}", &container]),
-        "exited"
+        state
+    );
+    assert_eq!(
+        docker_ok(&[
+            "inspect",
+            "-f",
+            "{{len .NetworkSettings.Networks}}",
+            &container
+        ]),
+        "0",
+        "off every network"
     );
 
     // The recovery the error gives works.
     let copy = fx.dir.path().join("copy");
-    docker_ok(&[
-        "cp",
-        &format!("{container}:/home/node/workspace"),
-        copy.to_str().unwrap(),
-    ]);
+    if gvisor {
+        assert!(
+            stderr.contains(&format!(
+                "`docker exec {container} tar -C /home/node/workspace -cf - . > {container}-work.tar`"
+            )),
+            "{stderr}"
+        );
+        let tar = Command::new("docker")
+            .args([
+                "exec",
+                &container,
+                "tar",
+                "-C",
+                "/home/node/workspace",
+                "-cf",
+                "-",
+                ".",
+            ])
+            .output()
+            .unwrap();
+        assert!(tar.status.success(), "{tar:?}");
+        tar::Archive::new(tar.stdout.as_slice())
+            .unpack(&copy)
+            .unwrap();
+    } else {
+        assert!(
+            stderr.contains(&format!(
+                "`docker cp {container}:/home/node/workspace ./{container}-work`"
+            )),
+            "{stderr}"
+        );
+        docker_ok(&[
+            "cp",
+            &format!("{container}:/home/node/workspace"),
+            copy.to_str().unwrap(),
+        ]);
+    }
     assert_eq!(
         fs::read_to_string(copy.join("precious.txt")).unwrap(),
         "precious\n"
@@ -488,5 +534,36 @@ fn nothing_of_either_repository_runs_on_the_host() {
         "something ran on the host: {}",
         fs::read_to_string(&marker).unwrap_or_default()
     );
+    fx.assert_nothing_left();
+}
+
+/// A `--cwd` that is no git work tree: the files the agent changed or
+/// created (binary byte for byte) are saved under the state directory, and
+/// the path is printed; files it did not touch are not copied back.
+#[test]
+fn in_a_plain_directory_the_changed_files_are_saved_under_the_state_directory() {
+    require();
+    let fx = fixture("plain");
+    let work = work(&fx);
+    fs::remove_dir_all(work.join(".git")).unwrap();
+    let snippet =
+        format!("set -e\necho b >> a.txt\nmkdir -p sub\nprintf '{BINARY_PRINTF}' > sub/blob.bin");
+    let out = start(&fx, &snippet);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert_probe_ok(&String::from_utf8_lossy(&out.stdout));
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("saved the 2 file(s) the agent changed or created to "))
+        .unwrap_or_else(|| panic!("no saved line in:\n{stderr}"));
+    let saved = PathBuf::from(line.rsplit(" to ").next().unwrap());
+    assert!(
+        saved.starts_with(fx.dir.path().join("state/claude-bottle/work")),
+        "{}",
+        saved.display()
+    );
+    assert_eq!(fs::read_to_string(saved.join("a.txt")).unwrap(), "a\nb\n");
+    assert_eq!(fs::read(saved.join("sub/blob.bin")).unwrap(), BINARY);
+    assert!(!saved.join("gone.txt").exists(), "untouched files stay out");
     fx.assert_nothing_left();
 }

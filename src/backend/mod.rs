@@ -65,8 +65,17 @@ pub trait BottleHandle {
         bases: &[ObjectId],
         dest: &std::path::Path,
     ) -> impl Future<Output = Result<(), BackendError>>;
-    /// Keeps the agent's container when the session closes: stopped, off
-    /// the session's networks, and not removed, because its work did not
+    /// Copies to `dest` on this host a tar of the files (and symlinks) in
+    /// the workspace changed or created since the session started: the
+    /// work of a workspace that is no git repository. Bounded in time and
+    /// size; its entries came from the agent.
+    fn changed_files(
+        &mut self,
+        dest: &std::path::Path,
+    ) -> impl Future<Output = Result<(), BackendError>>;
+    /// Keeps the agent's container when the session closes: off the
+    /// session's networks, stopped unless its files would go with that (see
+    /// [`KeptBottle::running`]), and not removed, because its work did not
     /// come home. `None` when there is no container (it never started).
     fn keep_agent(&mut self) -> Option<KeptBottle>;
 }
@@ -87,6 +96,9 @@ pub struct KeptBottle {
     pub id: String,
     /// Where the agent's work is inside it.
     pub workspace: String,
+    /// Left running (with no network) rather than stopped: its runtime
+    /// keeps the container's files only while it runs.
+    pub running: bool,
 }
 
 pub trait Backend {

@@ -131,6 +131,12 @@ impl BottleHandle for AnyBottle {
         }
     }
 
+    async fn changed_files(&mut self, dest: &std::path::Path) -> Result<(), BackendError> {
+        match self {
+            Self::Docker(bottle) => bottle.changed_files(dest).await,
+        }
+    }
+
     fn keep_agent(&mut self) -> Option<KeptBottle> {
         match self {
             Self::Docker(bottle) => bottle.keep_agent(),

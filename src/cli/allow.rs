@@ -328,6 +328,9 @@ mod tests {
         ) -> Result<(), BackendError> {
             unreachable!()
         }
+        async fn changed_files(&mut self, _: &std::path::Path) -> Result<(), BackendError> {
+            unreachable!()
+        }
         fn keep_agent(&mut self) -> Option<crate::backend::KeptBottle> {
             unreachable!()
         }

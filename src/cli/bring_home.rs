@@ -9,7 +9,7 @@ use super::signals::Interrupts;
 use crate::backend::BottleHandle;
 use crate::core::work_home::bottle::UNCOMMITTED_REF;
 use crate::core::work_home::host::HostRepo;
-use crate::core::work_home::kept::KeptWork;
+use crate::core::work_home::kept::{self, KeptWork};
 use crate::core::work_home::refs::{self, ObjectId, Source, Summary};
 use crate::printer::Printer;
 
@@ -90,6 +90,7 @@ async fn bring<H: BottleHandle>(
     let repo = blocking(move || HostRepo::discover(&owned_cwd)).await?;
     let listing = bottle.work_listing().await.map_err(|e| e.to_string())?;
     let Some(listing) = listing else {
+        save_changed(bottle, printer).await?;
         return Ok(None);
     };
     let Some(repo) = repo else {
@@ -164,6 +165,71 @@ async fn bring<H: BottleHandle>(
         namespace: plan.namespace,
         written,
     }))
+}
+
+/// A workspace that is no git repository: the files the agent changed or
+/// created go to `<state dir>/work/<time>-<pid>/`, and the path is printed.
+async fn save_changed<H: BottleHandle>(bottle: &mut H, printer: &Printer) -> Result<(), String> {
+    let scratch = tempfile::Builder::new()
+        .prefix("claude-bottle-work-")
+        .tempdir()
+        .map_err(|e| format!("could not make a scratch directory: {e}"))?;
+    let tar = scratch.path().join("changed.tar");
+    bottle
+        .changed_files(&tar)
+        .await
+        .map_err(|e| e.to_string())?;
+    let state = kept::state_dir().ok_or("there is no home directory to save the files under")?;
+    let dir = state.join("work").join(format!(
+        "{}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        std::process::id()
+    ));
+    let target = dir.clone();
+    let saved = blocking(move || unpack_changed(&tar, &target)).await??;
+    drop(scratch);
+    if saved == 0 {
+        printer.status("nothing to save: the agent changed no file in the workspace");
+    } else {
+        printer.always(format_args!(
+            "saved the {saved} file(s) the agent changed or created to {}",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Unpacks `tar` (the agent's: the tar crate keeps every entry inside
+/// `dir`) into `dir`, made only when there is something to put in it.
+fn unpack_changed(tar: &Path, dir: &Path) -> Result<usize, String> {
+    let failed = |e: std::io::Error| {
+        format!(
+            "could not save the changed files in `{}`: {e}",
+            dir.display()
+        )
+    };
+    let open = || {
+        std::fs::File::open(tar)
+            .map(tar::Archive::new)
+            .map_err(failed)
+    };
+    let count = open()?
+        .entries()
+        .map_err(failed)?
+        .filter(|e| e.as_ref().is_ok_and(|e| !e.header().entry_type().is_dir()))
+        .count();
+    if count == 0 {
+        return Ok(0);
+    }
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let mut archive = open()?;
+    archive.set_overwrite(false);
+    archive.set_preserve_permissions(false);
+    archive.set_unpack_xattrs(false);
+    archive.unpack(dir).map_err(failed)?;
+    Ok(count)
 }
 
 /// Runs host `git` off the async threads, so signals are still heard.

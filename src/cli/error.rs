@@ -142,7 +142,12 @@ pub enum Error {
     #[error(
         "the agent's work did not come home: {reason}; {}",
         match kept {
-            Some(kept) => format!("its container `{}` is kept, stopped, with the work in `{}`", kept.name, kept.workspace),
+            Some(kept) => format!(
+                "its container `{}` is kept, {}, with the work in `{}`",
+                kept.name,
+                if kept.running { "running with no network" } else { "stopped" },
+                kept.workspace
+            ),
             None => "there was no container to keep".to_owned(),
         }
     )]
@@ -280,13 +285,23 @@ impl Diagnostic for Error {
                 kept, unrecorded, ..
             } => match kept {
                 Some(kept) => {
+                    let copy = if kept.running {
+                        // gVisor keeps the files in its sandbox: only a
+                        // process inside sees them.
+                        format!(
+                            "copy the work out, repository and all: `docker exec {0} tar -C {1} -cf - . > {0}-work.tar`",
+                            kept.name, kept.workspace
+                        )
+                    } else {
+                        format!(
+                            "copy the work out, repository and all: `docker cp {0}:{1} ./{0}-work`",
+                            kept.name, kept.workspace
+                        )
+                    };
                     let mut hints = vec![
+                        copy,
                         format!(
-                            "copy the work out, repository and all: `docker cp {}:{} ./{}-work`",
-                            kept.name, kept.workspace, kept.name
-                        ),
-                        format!(
-                            "then remove the container: `docker rm {}`, or `claude-bottle cleanup --force` (plain `cleanup` leaves it alone)",
+                            "then remove the container: `docker rm -f {}`, or `claude-bottle cleanup --force` (plain `cleanup` leaves it alone)",
                             kept.name
                         ),
                     ];

@@ -354,6 +354,14 @@ mod tests {
             self.record("work_bundle");
             Ok(())
         }
+        async fn changed_files(&mut self, dest: &std::path::Path) -> Result<(), BackendError> {
+            self.record("changed_files");
+            // An empty tar: nothing changed.
+            let empty = tar::Builder::new(Vec::new());
+            let bytes = empty.into_inner().unwrap();
+            std::fs::write(dest, bytes).unwrap();
+            Ok(())
+        }
         fn keep_agent(&mut self) -> Option<crate::backend::KeptBottle> {
             self.record("keep_agent");
             None
@@ -520,6 +528,7 @@ mod tests {
                 "exec",
                 "work_listing",
                 "work_listed",
+                "changed_files",
                 "proxy_log",
                 "close"
             ]

@@ -364,16 +364,19 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
         env: Vec<(String, String)>,
         limit: usize,
     ) -> impl Future<Output = Result<ExecCapture, EngineError>> + Send;
-    /// Copies the regular file at `path` in the container (running or not)
-    /// to `dest` on this host, through the archive API, without holding it
-    /// in memory; a file beyond `limit` bytes is an error. Returns its size.
-    fn download_file(
+    /// Runs `cmd` like [`Engine::exec_capped`], but its stdout goes to the
+    /// file `dest` on this host as it comes (an output beyond `limit` bytes
+    /// is an error) and only its stderr is kept. Unlike the archive API,
+    /// this sees what the container wrote under any runtime (gVisor keeps
+    /// a container's writes inside its sandbox).
+    fn exec_to_file(
         &self,
-        id: &str,
-        path: &str,
+        container: &str,
+        cmd: Vec<String>,
+        env: Vec<(String, String)>,
         dest: &std::path::Path,
         limit: u64,
-    ) -> impl Future<Output = Result<u64, EngineError>> + Send;
+    ) -> impl Future<Output = Result<ExecCapture, EngineError>> + Send;
     /// Stops a container (SIGTERM, then SIGKILL after `grace_secs`).
     fn stop_container(
         &self,
@@ -1151,66 +1154,72 @@ impl Engine for BollardEngine {
         Ok(capture)
     }
 
-    async fn download_file(
+    async fn exec_to_file(
         &self,
-        id: &str,
-        path: &str,
+        container: &str,
+        cmd: Vec<String>,
+        env: Vec<(String, String)>,
         dest: &std::path::Path,
         limit: u64,
-    ) -> Result<u64, EngineError> {
+    ) -> Result<ExecCapture, EngineError> {
         use tokio::io::AsyncWriteExt;
-        let operation = format!("copy `{path}` out of container `{id}`");
+        let operation = format!(
+            "run `{}` in container `{container}`",
+            cmd[..cmd.len().min(2)].join(" ")
+        );
         let other = |detail: String| EngineError::new(ErrorKind::Other, operation.as_str(), detail);
-        let options = DownloadFromContainerOptions {
-            path: path.to_owned(),
+        let config = bollard::models::ExecConfig {
+            cmd: Some(cmd),
+            env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..bollard::models::ExecConfig::default()
         };
-        // The archive goes to disk as it arrives, then the one file is
-        // taken out of it: memory stays flat whatever its size.
-        let tar_path = dest.with_extension("tar");
-        let mut tar_file = tokio::fs::File::create(&tar_path)
+        let created = self
+            .docker
+            .create_exec(container, config)
+            .await
+            .map_err(|e| classify(&operation, e))?;
+        let mut file = tokio::fs::File::create(dest)
             .await
             .map_err(|e| other(e.to_string()))?;
-        let mut stream = self.docker.download_from_container(id, Some(options));
-        let mut received: u64 = 0;
-        // The tar's headers and padding ride on top of the file's bytes.
-        let tar_limit = limit.saturating_add(64 * 1024);
-        let copied = async {
+        let mut capture = ExecCapture::default();
+        let mut written: u64 = 0;
+        if let bollard::exec::StartExecResults::Attached {
+            output: mut stream, ..
+        } = self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| classify(&operation, e))?
+        {
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| classify(&operation, e))?;
-                received += chunk.len() as u64;
-                if received > tar_limit {
-                    return Err(other(format!("it is larger than {limit} bytes")));
-                }
-                tar_file
-                    .write_all(&chunk)
-                    .await
-                    .map_err(|e| other(e.to_string()))?;
-            }
-            tar_file.flush().await.map_err(|e| other(e.to_string()))
-        }
-        .await;
-        drop(tar_file);
-        let extracted = copied.and_then(|()| {
-            let file = std::fs::File::open(&tar_path).map_err(|e| other(e.to_string()))?;
-            let mut archive = tar::Archive::new(file);
-            for entry in archive.entries().map_err(|e| other(e.to_string()))? {
-                let mut entry = entry.map_err(|e| other(e.to_string()))?;
-                if entry.header().entry_type().is_file() {
-                    if entry.size() > limit {
-                        return Err(other(format!("it is larger than {limit} bytes")));
+                match chunk.map_err(|e| classify(&operation, e))? {
+                    bollard::container::LogOutput::StdOut { message } => {
+                        written += message.len() as u64;
+                        if written > limit {
+                            return Err(other(format!("its output is larger than {limit} bytes")));
+                        }
+                        file.write_all(&message)
+                            .await
+                            .map_err(|e| other(e.to_string()))?;
                     }
-                    let mut out = std::fs::File::create(dest).map_err(|e| other(e.to_string()))?;
-                    return std::io::copy(&mut entry, &mut out).map_err(|e| other(e.to_string()));
+                    other_stream => {
+                        if capture.stderr.len() < 64 * 1024 {
+                            capture.stderr.push_str(&other_stream.to_string());
+                        }
+                    }
                 }
             }
-            Err(EngineError::new(
-                ErrorKind::NotFound,
-                operation.as_str(),
-                "the archive holds no regular file",
-            ))
-        });
-        let _ = std::fs::remove_file(&tar_path);
-        extracted
+        }
+        file.flush().await.map_err(|e| other(e.to_string()))?;
+        let inspected = self
+            .docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|e| classify(&operation, e))?;
+        capture.exit_code = inspected.exit_code.unwrap_or(-1);
+        Ok(capture)
     }
 
     async fn stop_container(&self, id: &str, grace_secs: i32) -> Result<(), EngineError> {

@@ -52,9 +52,9 @@ pub(crate) enum Call {
         container: String,
         cmd: Vec<String>,
     },
-    Download {
+    ExecToFile {
         container: String,
-        path: String,
+        cmd: Vec<String>,
     },
     Stop(String),
     Disconnect {
@@ -95,7 +95,12 @@ impl Call {
                     cmd.first().map_or("", String::as_str)
                 )
             }
-            Self::Download { container, path } => format!("download {container} {path}"),
+            Self::ExecToFile { container, cmd } => {
+                format!(
+                    "exec_to_file {container} {}",
+                    cmd.first().map_or("", String::as_str)
+                )
+            }
             Self::Stop(c) => format!("stop {c}"),
             Self::Disconnect { network, container } => {
                 format!("disconnect {network} {container}")
@@ -171,6 +176,9 @@ pub(crate) struct FakeState {
     /// Replies of successive `exec_capped` calls; none left is an empty
     /// success.
     pub capped_replies: VecDeque<Result<ExecCapture, EngineError>>,
+    /// What successive `exec_to_file` calls print on stdout; none left is
+    /// an empty output.
+    pub stdout_replies: VecDeque<Vec<u8>>,
 }
 
 impl FakeState {
@@ -756,38 +764,33 @@ impl Engine for FakeEngine {
             .unwrap_or_else(|| Ok(ExecCapture::default()))
     }
 
-    async fn download_file(
+    async fn exec_to_file(
         &self,
-        id: &str,
-        path: &str,
+        container: &str,
+        cmd: Vec<String>,
+        _env: Vec<(String, String)>,
         dest: &std::path::Path,
         limit: u64,
-    ) -> Result<u64, EngineError> {
+    ) -> Result<ExecCapture, EngineError> {
         let mut state = self.state();
-        let name = Self::container_name(&state, id);
-        state.calls.push(Call::Download {
+        let name = Self::container_name(&state, container);
+        state.calls.push(Call::ExecToFile {
             container: name.clone(),
-            path: path.to_owned(),
+            cmd,
         });
-        let key = (name.clone(), path.trim_start_matches('/').to_owned());
-        let operation = format!("copy `{path}` out of container `{name}`");
-        let Some(bytes) = state.files.get(&key) else {
-            return Err(EngineError::new(
-                ErrorKind::NotFound,
-                operation,
-                "no such file",
-            ));
+        let bytes = state.stdout_replies.pop_front().unwrap_or_default();
+        let failed = |detail: String| {
+            EngineError::new(
+                ErrorKind::Other,
+                format!("run in container `{name}`"),
+                detail,
+            )
         };
         if bytes.len() as u64 > limit {
-            return Err(EngineError::new(
-                ErrorKind::Other,
-                operation,
-                format!("it is larger than {limit} bytes"),
-            ));
+            return Err(failed(format!("its output is larger than {limit} bytes")));
         }
-        std::fs::write(dest, bytes)
-            .map_err(|e| EngineError::new(ErrorKind::Other, operation, e.to_string()))?;
-        Ok(bytes.len() as u64)
+        std::fs::write(dest, &bytes).map_err(|e| failed(e.to_string()))?;
+        Ok(ExecCapture::default())
     }
 
     async fn stop_container(&self, id: &str, _grace_secs: i32) -> Result<(), EngineError> {

@@ -188,6 +188,10 @@ impl BottleHandle for DockerBottle {
         self.session.work_bundle(refs, bases, dest).await
     }
 
+    async fn changed_files(&mut self, dest: &std::path::Path) -> Result<(), BackendError> {
+        self.session.changed_files(dest).await
+    }
+
     fn keep_agent(&mut self) -> Option<KeptBottle> {
         self.session.keep_agent()
     }

@@ -13,9 +13,10 @@ use super::bring_up::{BringUp, LaunchError, Started, Timeouts};
 use super::client::Engine;
 use super::exec_claude::{exec_args, run_claude};
 use super::ledger::{Created, SharedLedger};
+use super::plan::Runtime;
 use super::plan::SessionPlan;
-use super::teardown::teardown;
-use super::work_export::{export_bundle, list_work};
+use super::teardown::{Keep, teardown};
+use super::work_export::{export_bundle, export_changed, list_work};
 use crate::backend::{BackendError, KeptBottle, WorkListing};
 use crate::core::work_home::refs::ObjectId;
 use crate::printer::Printer;
@@ -40,7 +41,10 @@ pub(crate) struct Session<E: Engine> {
     closed: bool,
     /// The agent's container, when it stays after the session (its work
     /// did not come home).
-    keep: Option<Created>,
+    keep: Option<Keep>,
+    /// When `start` was first called, in Unix seconds: files changed since
+    /// are the agent's work.
+    started_at: u64,
 }
 
 impl<E: Engine> Session<E> {
@@ -58,6 +62,7 @@ impl<E: Engine> Session<E> {
             timeouts: Timeouts::default(),
             closed: false,
             keep: None,
+            started_at: 0,
         }
     }
 
@@ -92,6 +97,9 @@ impl<E: Engine> Session<E> {
         }
         if let Some(err) = &self.failed {
             return Err(err.clone());
+        }
+        if self.started_at == 0 {
+            self.started_at = u64::try_from(super::unix_now()).unwrap_or(0);
         }
         let task = self.task.get_or_insert_with(|| {
             let bring_up = BringUp {
@@ -229,21 +237,43 @@ impl<E: Engine> Session<E> {
             dest,
         )
         .await
-        .map(|_| ())
+        .map_err(|e| BackendError::from_failure(&e))
+    }
+
+    /// Copies to `dest` a tar of the workspace's files changed or created
+    /// since the session started.
+    pub async fn changed_files(&self, dest: &Path) -> Result<(), BackendError> {
+        let started = self
+            .started
+            .as_ref()
+            .ok_or_else(|| BackendError::failure("the bottle is not running"))?;
+        export_changed(
+            &self.engine,
+            &started.agent_id,
+            &self.workspace(),
+            self.started_at,
+            dest,
+        )
+        .await
         .map_err(|e| BackendError::from_failure(&e))
     }
 
     /// Keeps the agent's container, stopped, when the session closes.
     pub fn keep_agent(&mut self) -> Option<KeptBottle> {
         let started = self.started.as_ref()?;
-        self.keep = Some(Created {
-            id: started.agent_id.clone(),
-            name: started.names.agent.clone(),
+        let running = matches!(self.plan.runtime, Runtime::Runsc);
+        self.keep = Some(Keep {
+            container: Created {
+                id: started.agent_id.clone(),
+                name: started.names.agent.clone(),
+            },
+            stop: !running,
         });
         Some(KeptBottle {
             name: started.names.agent.clone(),
             id: started.agent_id.clone(),
             workspace: self.workspace(),
+            running,
         })
     }
 

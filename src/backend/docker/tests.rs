@@ -1600,6 +1600,7 @@ async fn a_kept_agent_is_stopped_and_taken_off_its_network_while_the_rest_goes()
     let kept = session.keep_agent().unwrap();
     assert_eq!(kept.name, "claude-bottle-reviewer");
     assert_eq!(kept.workspace, "/home/node/workspace");
+    assert!(!kept.running, "runc keeps a stopped container's files");
     engine.state().calls.clear();
     session.close().await.unwrap();
     let mutations = engine.mutations();
@@ -1633,21 +1634,15 @@ async fn the_work_is_listed_then_bundled_and_copied_out_of_the_agent() {
     let engine = engine();
     let mut session = started(&engine, spec("reviewer", home.path())).await;
     let oid = "a".repeat(40);
-    engine.state().capped_replies.extend([
-        Ok(ExecCapture {
-            exit_code: 0,
-            stdout: format!("branch {oid} commit refs/heads/main\nuncommitted {oid}\n"),
-            stderr: String::new(),
-        }),
-        Ok(ExecCapture::default()),
-    ]);
-    engine.state().files.insert(
-        (
-            "claude-bottle-reviewer".into(),
-            "tmp/claude-bottle-work.bundle".into(),
-        ),
-        b"bundle bytes".to_vec(),
-    );
+    engine.state().capped_replies.push_back(Ok(ExecCapture {
+        exit_code: 0,
+        stdout: format!("branch {oid} commit refs/heads/main\nuncommitted {oid}\n"),
+        stderr: String::new(),
+    }));
+    engine
+        .state()
+        .stdout_replies
+        .push_back(b"bundle bytes".to_vec());
     engine.state().calls.clear();
     let listing = session.work_listing().await.unwrap().unwrap();
     assert_eq!(listing.bottle, "claude-bottle-reviewer");
@@ -1663,8 +1658,7 @@ async fn the_work_is_listed_then_bundled_and_copied_out_of_the_agent() {
         engine.ops(),
         [
             "exec_capped claude-bottle-reviewer sh",
-            "exec_capped claude-bottle-reviewer sh",
-            "download claude-bottle-reviewer /tmp/claude-bottle-work.bundle",
+            "exec_to_file claude-bottle-reviewer sh",
         ]
     );
     session.close().await.unwrap();

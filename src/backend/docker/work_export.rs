@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::client::{Engine, EngineError, ErrorKind};
-use crate::core::work_home::bottle::{NOT_A_REPO, bundle_command, env, list_command};
+use crate::core::work_home::bottle::{
+    NOT_A_REPO, bundle_command, changed_command, env, list_command,
+};
 use crate::core::work_home::refs::{BottleWork, LISTING_LIMIT, ObjectId};
 
 /// How long recording the uncommitted work and listing the branches may take.
@@ -17,10 +19,6 @@ pub(crate) const LIST_LIMIT: Duration = Duration::from_secs(300);
 pub(crate) const BUNDLE_TIME_LIMIT: Duration = Duration::from_secs(900);
 /// The largest bundle brought home.
 pub(crate) const BUNDLE_SIZE_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
-/// Where the bundle is written in the container.
-const BUNDLE_PATH: &str = "/tmp/claude-bottle-work.bundle";
-/// The most bytes of the bundle command's own output kept.
-const BUNDLE_OUTPUT_LIMIT: usize = 64 * 1024;
 
 fn failed(operation: &str, detail: impl Into<String>) -> EngineError {
     EngineError::new(ErrorKind::Other, operation, detail)
@@ -83,7 +81,7 @@ pub(crate) async fn list_work<E: Engine>(
 }
 
 /// Writes a bundle of `refs` (without what `bases` reach) in `container`
-/// and copies it to `dest`.
+/// to `dest` on this host.
 pub(crate) async fn export_bundle<E: Engine>(
     engine: &E,
     container: &str,
@@ -91,26 +89,51 @@ pub(crate) async fn export_bundle<E: Engine>(
     refs: &[String],
     bases: &[ObjectId],
     dest: &Path,
-) -> Result<u64, EngineError> {
-    let operation = "bundle the bottle's commits";
+) -> Result<(), EngineError> {
+    let cmd = bundle_command(workspace, refs, bases);
+    to_file(engine, container, cmd, dest, "bundle the bottle's commits").await
+}
+
+/// Writes a tar of the files under `workspace` in `container` changed or
+/// created since `since` (Unix seconds) to `dest` on this host.
+pub(crate) async fn export_changed<E: Engine>(
+    engine: &E,
+    container: &str,
+    workspace: &str,
+    since: u64,
+    dest: &Path,
+) -> Result<(), EngineError> {
+    let cmd = changed_command(workspace, since);
+    to_file(
+        engine,
+        container,
+        cmd,
+        dest,
+        "collect the files the agent changed",
+    )
+    .await
+}
+
+/// Runs `cmd` in `container` with its stdout going to `dest`, bounded.
+async fn to_file<E: Engine>(
+    engine: &E,
+    container: &str,
+    cmd: Vec<String>,
+    dest: &Path,
+    operation: &str,
+) -> Result<(), EngineError> {
     let work = async {
         let out = engine
-            .exec_capped(
-                container,
-                bundle_command(workspace, BUNDLE_PATH, refs, bases),
-                env(),
-                BUNDLE_OUTPUT_LIMIT,
-            )
+            .exec_to_file(container, cmd, env(), dest, BUNDLE_SIZE_LIMIT)
             .await?;
-        if out.exit_code != 0 {
-            return Err(failed(
+        if out.exit_code == 0 {
+            Ok(())
+        } else {
+            Err(failed(
                 operation,
-                format!("git exited with {}: {}", out.exit_code, tail(&out.stderr)),
-            ));
+                format!("it exited with {}: {}", out.exit_code, tail(&out.stderr)),
+            ))
         }
-        engine
-            .download_file(container, BUNDLE_PATH, dest, BUNDLE_SIZE_LIMIT)
-            .await
     };
     bounded(operation, BUNDLE_TIME_LIMIT, work).await
 }

@@ -56,8 +56,8 @@ git for-each-ref --format='branch %(objectname) %(objecttype) %(refname)' refs/h
 const BUNDLE_SCRIPT: &str = r#"
 set -u
 git() { command git -c core.hooksPath=/dev/null -c core.fsmonitor=false "$@"; }
-workspace=$1 bundle=$2
-shift 2
+workspace=$1
+shift
 cd "$workspace" || exit 1
 n=$#
 for arg in "$@"; do
@@ -67,7 +67,15 @@ for arg in "$@"; do
   set -- "$@" "$arg"
 done
 shift "$n"
-git bundle create -q "$bundle" "$@" >&2
+git bundle create -q - "$@"
+"#;
+
+const CHANGED_SCRIPT: &str = r#"
+set -u
+workspace=$1 since=$2
+cd "$workspace" || exit 1
+find . -xdev \( -type f -o -type l \) -newermt "@$since" -print0 |
+  tar --null --no-recursion -cf - -T -
 "#;
 
 /// `sh -c` running `script` with `args` as `$1`...
@@ -111,15 +119,21 @@ pub fn list_command(workspace: &str, bottle: &str) -> Vec<String> {
     )
 }
 
-/// Writes a bundle at `bundle` of `refs` (full names in the bottle), without
-/// the history of those of `bases` the bottle has (the host has them all).
+/// Prints a tar of the files (and symlinks) under `workspace` changed or
+/// created since `since` (Unix seconds): the work of a bottle whose
+/// workspace is no git repository.
+pub fn changed_command(workspace: &str, since: u64) -> Vec<String> {
+    sh(CHANGED_SCRIPT, [workspace.to_owned(), since.to_string()])
+}
+
+/// Prints a bundle of `refs` (full names in the bottle), without the
+/// history of those of `bases` the bottle has (the host has them all).
 pub fn bundle_command(
     workspace: &str,
-    bundle: &str,
     refs: &[String],
     bases: &[super::refs::ObjectId],
 ) -> Vec<String> {
-    let mut args = vec![workspace.to_owned(), bundle.to_owned()];
+    let mut args = vec![workspace.to_owned()];
     args.extend(refs.iter().cloned());
     args.extend(bases.iter().map(|b| format!("^{b}")));
     sh(BUNDLE_SCRIPT, args)
@@ -219,12 +233,14 @@ mod tests {
             .collect();
         let bundle = _dir.path().join("work.bundle");
         let bases: Vec<_> = branches.values().cloned().collect();
-        run(&bundle_command(
-            bottle.to_str().unwrap(),
-            bundle.to_str().unwrap(),
-            &refs,
-            &bases,
-        ));
+        let argv = bundle_command(bottle.to_str().unwrap(), &refs, &bases);
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .envs(env())
+            .output()
+            .expect("sh runs");
+        assert!(out.status.success(), "{out:?}");
+        std::fs::write(&bundle, out.stdout).unwrap();
         let sources: Vec<Option<String>> = refs.into_iter().map(Some).collect();
         let written = repo.import(&plan, Some(&bundle), &sources).unwrap();
 
