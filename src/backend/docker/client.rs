@@ -430,6 +430,61 @@ impl BollardEngine {
     }
 }
 
+type ExecStream = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<Item = Result<bollard::container::LogOutput, BollardError>> + Send,
+    >,
+>;
+
+impl BollardEngine {
+    /// Starts `cmd` in `container` with `env` added, attached to its
+    /// stdout and stderr: the operation's wording, the exec's ID, and its
+    /// output. An exec that could not attach has no output.
+    async fn exec_attached(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Result<(String, String, ExecStream), EngineError> {
+        let operation = format!(
+            "run `{}` in container `{container}`",
+            cmd[..cmd.len().min(2)].join(" ")
+        );
+        let config = bollard::models::ExecConfig {
+            cmd: Some(cmd),
+            env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..bollard::models::ExecConfig::default()
+        };
+        let created = self
+            .docker
+            .create_exec(container, config)
+            .await
+            .map_err(|e| classify(&operation, e))?;
+        let started = self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| classify(&operation, e))?;
+        let stream: ExecStream = match started {
+            bollard::exec::StartExecResults::Attached { output, .. } => output,
+            bollard::exec::StartExecResults::Detached => Box::pin(futures_util::stream::empty()),
+        };
+        Ok((operation, created.id, stream))
+    }
+
+    /// The exit code of the finished exec `id` (-1 when the daemon has none).
+    async fn exec_exit_code(&self, id: &str, operation: &str) -> Result<i64, EngineError> {
+        let inspected = self
+            .docker
+            .inspect_exec(id)
+            .await
+            .map_err(|e| classify(operation, e))?;
+        Ok(inspected.exit_code.unwrap_or(-1))
+    }
+}
+
 /// API 1.41 creates a second network with a taken name unless the request
 /// says `CheckDuplicate`, a field bollard's newer request type no longer has;
 /// it is added to the body of network creations here.
@@ -1101,56 +1156,27 @@ impl Engine for BollardEngine {
         env: Vec<(String, String)>,
         limit: usize,
     ) -> Result<ExecCapture, EngineError> {
-        let operation = format!(
-            "run `{}` in container `{container}`",
-            cmd[..cmd.len().min(2)].join(" ")
-        );
-        let config = bollard::models::ExecConfig {
-            cmd: Some(cmd),
-            env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            ..bollard::models::ExecConfig::default()
-        };
-        let created = self
-            .docker
-            .create_exec(container, config)
-            .await
-            .map_err(|e| classify(&operation, e))?;
+        let (operation, id, mut stream) = self.exec_attached(container, cmd, env).await?;
         let mut capture = ExecCapture::default();
         let mut seen = 0usize;
-        if let bollard::exec::StartExecResults::Attached {
-            output: mut stream, ..
-        } = self
-            .docker
-            .start_exec(&created.id, None)
-            .await
-            .map_err(|e| classify(&operation, e))?
-        {
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| classify(&operation, e))?;
-                seen += chunk.as_ref().len();
-                if seen > limit {
-                    return Err(EngineError::new(
-                        ErrorKind::Other,
-                        operation,
-                        format!("it printed more than {limit} bytes"),
-                    ));
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| classify(&operation, e))?;
+            seen += chunk.as_ref().len();
+            if seen > limit {
+                return Err(EngineError::new(
+                    ErrorKind::Other,
+                    operation,
+                    format!("it printed more than {limit} bytes"),
+                ));
+            }
+            match chunk {
+                bollard::container::LogOutput::StdErr { message } => {
+                    capture.stderr.push_str(&String::from_utf8_lossy(&message));
                 }
-                match chunk {
-                    bollard::container::LogOutput::StdErr { message } => {
-                        capture.stderr.push_str(&String::from_utf8_lossy(&message));
-                    }
-                    other => capture.stdout.push_str(&other.to_string()),
-                }
+                other => capture.stdout.push_str(&other.to_string()),
             }
         }
-        let inspected = self
-            .docker
-            .inspect_exec(&created.id)
-            .await
-            .map_err(|e| classify(&operation, e))?;
-        capture.exit_code = inspected.exit_code.unwrap_or(-1);
+        capture.exit_code = self.exec_exit_code(&id, &operation).await?;
         Ok(capture)
     }
 
@@ -1163,62 +1189,33 @@ impl Engine for BollardEngine {
         limit: u64,
     ) -> Result<ExecCapture, EngineError> {
         use tokio::io::AsyncWriteExt;
-        let operation = format!(
-            "run `{}` in container `{container}`",
-            cmd[..cmd.len().min(2)].join(" ")
-        );
+        let (operation, id, mut stream) = self.exec_attached(container, cmd, env).await?;
         let other = |detail: String| EngineError::new(ErrorKind::Other, operation.as_str(), detail);
-        let config = bollard::models::ExecConfig {
-            cmd: Some(cmd),
-            env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            ..bollard::models::ExecConfig::default()
-        };
-        let created = self
-            .docker
-            .create_exec(container, config)
-            .await
-            .map_err(|e| classify(&operation, e))?;
         let mut file = tokio::fs::File::create(dest)
             .await
             .map_err(|e| other(e.to_string()))?;
         let mut capture = ExecCapture::default();
         let mut written: u64 = 0;
-        if let bollard::exec::StartExecResults::Attached {
-            output: mut stream, ..
-        } = self
-            .docker
-            .start_exec(&created.id, None)
-            .await
-            .map_err(|e| classify(&operation, e))?
-        {
-            while let Some(chunk) = stream.next().await {
-                match chunk.map_err(|e| classify(&operation, e))? {
-                    bollard::container::LogOutput::StdOut { message } => {
-                        written += message.len() as u64;
-                        if written > limit {
-                            return Err(other(format!("its output is larger than {limit} bytes")));
-                        }
-                        file.write_all(&message)
-                            .await
-                            .map_err(|e| other(e.to_string()))?;
+        while let Some(chunk) = stream.next().await {
+            match chunk.map_err(|e| classify(&operation, e))? {
+                bollard::container::LogOutput::StdOut { message } => {
+                    written += message.len() as u64;
+                    if written > limit {
+                        return Err(other(format!("its output is larger than {limit} bytes")));
                     }
-                    other_stream => {
-                        if capture.stderr.len() < 64 * 1024 {
-                            capture.stderr.push_str(&other_stream.to_string());
-                        }
+                    file.write_all(&message)
+                        .await
+                        .map_err(|e| other(e.to_string()))?;
+                }
+                other_stream => {
+                    if capture.stderr.len() < 64 * 1024 {
+                        capture.stderr.push_str(&other_stream.to_string());
                     }
                 }
             }
         }
         file.flush().await.map_err(|e| other(e.to_string()))?;
-        let inspected = self
-            .docker
-            .inspect_exec(&created.id)
-            .await
-            .map_err(|e| classify(&operation, e))?;
-        capture.exit_code = inspected.exit_code.unwrap_or(-1);
+        capture.exit_code = self.exec_exit_code(&id, &operation).await?;
         Ok(capture)
     }
 

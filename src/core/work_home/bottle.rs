@@ -162,14 +162,18 @@ mod tests {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
-    fn run(argv: &[String]) -> String {
+    fn run_bytes(argv: &[String]) -> Vec<u8> {
         let out = Command::new(&argv[0])
             .args(&argv[1..])
             .envs(env())
             .output()
             .expect("sh runs");
         assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap()
+        out.stdout
+    }
+
+    fn run(argv: &[String]) -> String {
+        String::from_utf8(run_bytes(argv)).unwrap()
     }
 
     const BINARY: &[u8] = &[0, 159, 146, 150, 255, 0, 13, 10, 13, 0];
@@ -234,13 +238,7 @@ mod tests {
         let bundle = _dir.path().join("work.bundle");
         let bases: Vec<_> = branches.values().cloned().collect();
         let argv = bundle_command(bottle.to_str().unwrap(), &refs, &bases);
-        let out = Command::new(&argv[0])
-            .args(&argv[1..])
-            .envs(env())
-            .output()
-            .expect("sh runs");
-        assert!(out.status.success(), "{out:?}");
-        std::fs::write(&bundle, out.stdout).unwrap();
+        std::fs::write(&bundle, run_bytes(&argv)).unwrap();
         let sources: Vec<Option<String>> = refs.into_iter().map(Some).collect();
         let written = repo.import(&plan, Some(&bundle), &sources).unwrap();
 
