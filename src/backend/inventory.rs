@@ -56,6 +56,9 @@ pub struct ActiveBottle {
     /// The bottle's name: the name of the agent's container or pod.
     #[serde(rename = "container")]
     pub name: String,
+    /// The engine's handle for it (an ID).
+    #[serde(skip)]
+    pub handle: String,
     pub agent: String,
     /// The manifest's name of its bottle.
     pub bottle: String,
@@ -71,6 +74,9 @@ pub struct ActiveBottle {
     pub session_state: SessionState,
     /// The session that made it has ended without removing it.
     pub orphaned: bool,
+    /// It was kept because its work did not come home (see
+    /// `core::work_home::kept`); `cleanup` leaves it unless forced.
+    pub work_not_home: bool,
 }
 
 #[cfg(test)]
@@ -79,6 +85,7 @@ impl ActiveBottle {
     pub(crate) fn running(name: &str, agent: &str) -> Self {
         Self {
             name: name.into(),
+            handle: format!("id-of-{name}"),
             agent: agent.into(),
             bottle: "default".into(),
             manifest_path: None,
@@ -88,6 +95,7 @@ impl ActiveBottle {
             session: "s".into(),
             session_state: SessionState::Running,
             orphaned: false,
+            work_not_home: false,
         }
     }
 }

@@ -21,6 +21,7 @@ pub use inventory::{
 pub use select::{AnyBackend, AnyBottle, AnyPlan, BACKEND_ENV, DEFAULT_BACKEND, UnknownBackend};
 
 use crate::core::spec::BottleSpec;
+use crate::core::work_home::refs::{BottleWork, ObjectId};
 
 /// A proxy's log, line by line.
 pub type LogLines = BoxStream<'static, Result<String, BackendError>>;
@@ -49,6 +50,55 @@ pub trait BottleHandle {
     /// handle then removes nothing when dropped, and whatever is left is
     /// `cleanup`'s to find.
     fn abandon(&mut self);
+    /// Records the uncommitted work of the workspace's git repository as a
+    /// commit (leaving the bottle's index and files as they are) and lists
+    /// its branches; `None` when the workspace is not a git work tree or
+    /// the bottle never ran. What it returns was checked, but came from
+    /// the agent: see `core::work_home`.
+    fn work_listing(&mut self) -> impl Future<Output = Result<Option<WorkListing>, BackendError>>;
+    /// Copies to `dest` on this host a git bundle of the bottle's `refs`
+    /// (full names there), without the history `bases` reach (the host
+    /// has it). Bounded in time and size.
+    fn work_bundle(
+        &mut self,
+        refs: &[String],
+        bases: &[ObjectId],
+        dest: &std::path::Path,
+    ) -> impl Future<Output = Result<(), BackendError>>;
+    /// Copies to `dest` on this host a tar of the files (and symlinks) in
+    /// the workspace changed or created since the session started: the
+    /// work of a workspace that is no git repository. Bounded in time and
+    /// size; its entries came from the agent.
+    fn changed_files(
+        &mut self,
+        dest: &std::path::Path,
+    ) -> impl Future<Output = Result<(), BackendError>>;
+    /// Keeps the agent's container when the session closes: off the
+    /// session's networks, stopped unless its files would go with that (see
+    /// [`KeptBottle::running`]), and not removed, because its work did not
+    /// come home. `None` when there is no container (it never started).
+    fn keep_agent(&mut self) -> Option<KeptBottle>;
+}
+
+/// What [`BottleHandle::work_listing`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkListing {
+    /// The bottle's name (its agent container's).
+    pub bottle: String,
+    pub work: BottleWork,
+}
+
+/// An agent container kept after its session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptBottle {
+    pub name: String,
+    /// The engine's handle for it.
+    pub id: String,
+    /// Where the agent's work is inside it.
+    pub workspace: String,
+    /// Left running (with no network) rather than stopped: its runtime
+    /// keeps the container's files only while it runs.
+    pub running: bool,
 }
 
 pub trait Backend {

@@ -7,9 +7,10 @@ use std::fmt;
 use super::docker::{DockerBackend, DockerBottle, DockerPlan};
 use super::{
     ActiveBottle, Backend, BackendError, BottleHandle, Check, CleanupPlan, CleanupReport,
-    DoctorRequest, LogLines,
+    DoctorRequest, KeptBottle, LogLines, WorkListing,
 };
 use crate::core::spec::BottleSpec;
+use crate::core::work_home::refs::ObjectId;
 use crate::diagnostic::Diagnostic;
 use crate::printer::Printer;
 
@@ -110,6 +111,35 @@ impl BottleHandle for AnyBottle {
     fn abandon(&mut self) {
         match self {
             Self::Docker(bottle) => bottle.abandon(),
+        }
+    }
+
+    async fn work_listing(&mut self) -> Result<Option<WorkListing>, BackendError> {
+        match self {
+            Self::Docker(bottle) => bottle.work_listing().await,
+        }
+    }
+
+    async fn work_bundle(
+        &mut self,
+        refs: &[String],
+        bases: &[ObjectId],
+        dest: &std::path::Path,
+    ) -> Result<(), BackendError> {
+        match self {
+            Self::Docker(bottle) => bottle.work_bundle(refs, bases, dest).await,
+        }
+    }
+
+    async fn changed_files(&mut self, dest: &std::path::Path) -> Result<(), BackendError> {
+        match self {
+            Self::Docker(bottle) => bottle.changed_files(dest).await,
+        }
+    }
+
+    fn keep_agent(&mut self) -> Option<KeptBottle> {
+        match self {
+            Self::Docker(bottle) => bottle.keep_agent(),
         }
     }
 }

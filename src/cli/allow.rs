@@ -315,6 +315,25 @@ mod tests {
             unreachable!()
         }
         fn abandon(&mut self) {}
+        async fn work_listing(
+            &mut self,
+        ) -> Result<Option<crate::backend::WorkListing>, BackendError> {
+            unreachable!()
+        }
+        async fn work_bundle(
+            &mut self,
+            _: &[String],
+            _: &[crate::core::work_home::refs::ObjectId],
+            _: &std::path::Path,
+        ) -> Result<(), BackendError> {
+            unreachable!()
+        }
+        async fn changed_files(&mut self, _: &std::path::Path) -> Result<(), BackendError> {
+            unreachable!()
+        }
+        fn keep_agent(&mut self) -> Option<crate::backend::KeptBottle> {
+            unreachable!()
+        }
     }
 
     impl Backend for OneBottle {

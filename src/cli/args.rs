@@ -129,6 +129,10 @@ pub struct CleanupArgs {
     /// Show what would be removed and exit
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Remove bottles holding work that did not come home too
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -138,6 +138,27 @@ pub enum Error {
         "interrupted by {name} during teardown; teardown was abandoned, so some of the session's resources may be left"
     )]
     TeardownAbandoned { signal: i32, name: &'static str },
+    /// Bringing the agent's work home failed; its container is kept.
+    #[error(
+        "the agent's work did not come home: {reason}; {}",
+        match kept {
+            Some(kept) => format!(
+                "its container `{}` is kept, {}, with the work in `{}`",
+                kept.name,
+                if kept.running { "running with no network" } else { "stopped" },
+                kept.workspace
+            ),
+            None => "there was no container to keep".to_owned(),
+        }
+    )]
+    WorkNotHome {
+        reason: String,
+        kept: Option<Box<crate::backend::KeptBottle>>,
+        /// Why the record that `list` and `cleanup` read could not be written.
+        unrecorded: Option<String>,
+        /// The signal that ended the session, when one did.
+        signal: Option<i32>,
+    },
 }
 
 impl Error {
@@ -178,6 +199,7 @@ impl Error {
             Self::Interrupted { signal, .. }
             | Self::InterruptedTeardownFailed { signal, .. }
             | Self::TeardownAbandoned { signal, .. } => signal_exit_code(*signal),
+            Self::WorkNotHome { signal, .. } => signal.map_or(EXIT_FAILURE, signal_exit_code),
             Self::NoTerminalToConfirm
             | Self::NotConfirmed
             | Self::Prompt(_)
@@ -259,6 +281,39 @@ impl Diagnostic for Error {
             Self::TeardownAbandoned { .. } => {
                 vec!["run `claude-bottle cleanup` to remove what is left".to_owned()]
             }
+            Self::WorkNotHome {
+                kept, unrecorded, ..
+            } => match kept {
+                Some(kept) => {
+                    let copy = if kept.running {
+                        // gVisor keeps the files in its sandbox: only a
+                        // process inside sees them.
+                        format!(
+                            "copy the work out, repository and all: `docker exec {0} tar -C {1} -cf - . > {0}-work.tar`",
+                            kept.name, kept.workspace
+                        )
+                    } else {
+                        format!(
+                            "copy the work out, repository and all: `docker cp {0}:{1} ./{0}-work`",
+                            kept.name, kept.workspace
+                        )
+                    };
+                    let mut hints = vec![
+                        copy,
+                        format!(
+                            "then remove the container: `docker rm -f {}`, or `claude-bottle cleanup --force` (plain `cleanup` leaves it alone)",
+                            kept.name
+                        ),
+                    ];
+                    if let Some(why) = unrecorded {
+                        hints.push(format!(
+                            "`list` and `cleanup` will not know it holds work: its record could not be written ({why})"
+                        ));
+                    }
+                    hints
+                }
+                None => Vec::new(),
+            },
             Self::NotConfirmed
             | Self::Prompt(_)
             | Self::InitWrite { .. }

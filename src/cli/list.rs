@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::args::ListArgs;
 use super::{Error, load_manifest};
 use crate::backend::{ActiveBottle, AnyBackend, Backend};
+use crate::core::work_home::kept::KeptWork;
 use crate::manifest::{Manifest, ManifestSource};
 use crate::printer::Printer;
 
@@ -35,7 +36,13 @@ pub async fn run(
     printer: &Printer,
 ) -> Result<u8, Error> {
     let manifest = load_manifest(manifest_path)?;
-    let active = AnyBackend::from_env(printer)?.list_active().await?;
+    let mut active = AnyBackend::from_env(printer)?.list_active().await?;
+    let kept = KeptWork::all();
+    for bottle in &mut active {
+        bottle.work_not_home = kept
+            .iter()
+            .any(|k| k.is_of(&bottle.name, Some(&bottle.handle)));
+    }
     let manifest_path = match &manifest.source {
         ManifestSource::File(path) => Some(path.display().to_string()),
         ManifestSource::Embedded => None,
@@ -100,7 +107,9 @@ fn render_table(listing: &Listing<'_>) -> String {
         .active
         .iter()
         .map(|b| {
-            if b.orphaned {
+            if b.work_not_home {
+                format!("{} (holds work that did not come home)", b.state)
+            } else if b.orphaned {
                 format!("{} (orphan)", b.state)
             } else {
                 b.state.clone()
@@ -168,6 +177,7 @@ mod tests {
             }],
             active: vec![ActiveBottle {
                 name: "claude-bottle-reviewer".into(),
+                handle: "c1".into(),
                 agent: "reviewer".into(),
                 bottle: "default".into(),
                 manifest_path: None,
@@ -177,6 +187,7 @@ mod tests {
                 session: "s1".into(),
                 session_state: SessionState::Ended,
                 orphaned: true,
+                work_not_home: false,
             }],
         };
         insta::assert_snapshot!(render_table(&listing));

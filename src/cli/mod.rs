@@ -4,6 +4,7 @@
 mod allow;
 mod args;
 mod bottle_name;
+mod bring_home;
 mod cleanup;
 mod completions;
 mod confirm;

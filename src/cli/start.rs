@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use super::args::StartArgs;
+use super::bring_home::bring_home;
 use super::signals::{Interrupts, Signals};
 use super::{Error, confirm, load_manifest, select_agent, show_plan};
 use crate::backend::{AnyBackend, Backend, BackendError, BottleHandle};
@@ -65,6 +66,7 @@ async fn run_session<B: Backend, T: Terminal, S: Interrupts>(
     printer: &Printer,
 ) -> Result<u8, Error> {
     let bottle_name = spec.bottle_name.clone();
+    let cwd = spec.cwd.clone();
     let plan = tokio::select! {
         plan = backend.prepare(spec) => plan?,
         interrupted = signals.recv() => return Err(interrupted),
@@ -79,20 +81,32 @@ async fn run_session<B: Backend, T: Terminal, S: Interrupts>(
 
     let tty = term.stdin_is_tty() && term.stdout_is_tty();
     let mut bottle = backend.launch(plan);
+    let mut started = false;
     let outcome: Result<i32, Error> = async {
         tokio::select! {
-            started = bottle.start() => started?,
+            up = bottle.start() => up?,
             interrupted = signals.recv() => return Err(interrupted),
         }
+        started = true;
         tokio::select! {
             code = bottle.exec_claude(&args.claude_args, tty) => Ok(code?),
             interrupted = signals.recv() => Err(interrupted),
         }
     }
     .await;
-    if let Err(Error::Interrupted { name, .. }) = &outcome {
-        printer.status(format_args!("received {name}; tearing down"));
-    }
+    let signal = match &outcome {
+        Err(Error::Interrupted { name, signal }) => {
+            printer.status(format_args!("received {name}; tearing down"));
+            Some(*signal)
+        }
+        _ => None,
+    };
+    // Before anything is removed: the agent's work comes home, or stays.
+    let home = if started {
+        bring_home(&mut bottle, cwd.as_deref(), signals, printer, signal).await
+    } else {
+        Ok(())
+    };
     // The proxy's log goes with the proxy: read it first.
     report_denials(&mut bottle, &bottle_name, printer).await;
     // Teardown bounds each engine call; a second signal gives up on it.
@@ -106,7 +120,7 @@ async fn run_session<B: Backend, T: Terminal, S: Interrupts>(
             });
         }
     };
-    session_result(outcome, closed, printer)
+    session_result(outcome, home, closed, printer)
 }
 
 /// How long reading the proxy's log for the denial summary may take.
@@ -138,15 +152,26 @@ async fn report_denials<H: BottleHandle>(bottle: &mut H, bottle_name: &str, prin
     }
 }
 
-/// The session's exit: Claude's code, or the first failure. A signal whose
+/// The session's exit: Claude's code, or the first failure. Work that did
+/// not come home comes first: it is what the user must act on. A signal whose
 /// teardown failed reports the teardown's failure (and its `cleanup` hint)
 /// with the signal's exit code: the plain interruption message says that
 /// everything was removed, which is then untrue.
 fn session_result(
     outcome: Result<i32, Error>,
+    home: Result<(), Error>,
     closed: Result<(), BackendError>,
     printer: &Printer,
 ) -> Result<u8, Error> {
+    if let Err(not_home) = home {
+        if let Err(teardown) = &closed {
+            printer.warn(
+                format_args!("teardown also failed: {teardown}"),
+                &teardown.hints,
+            );
+        }
+        return Err(not_home);
+    }
     match (outcome, closed) {
         (Ok(code), Ok(())) => Ok(claude_exit_code(code)),
         (Ok(_), Err(teardown)) => Err(teardown.into()),
@@ -191,7 +216,8 @@ mod tests {
             name: "SIGINT",
         };
         let printer = Printer::capture(false);
-        let err = session_result(Err(interrupted), Err(left_behind()), &printer).unwrap_err();
+        let err =
+            session_result(Err(interrupted), Ok(()), Err(left_behind()), &printer).unwrap_err();
         let text = err.to_string();
         assert!(
             !text.contains("everything the session created was removed"),
@@ -212,7 +238,7 @@ mod tests {
             name: "SIGTERM",
         };
         let printer = Printer::capture(false);
-        let err = session_result(Err(interrupted), Ok(()), &printer).unwrap_err();
+        let err = session_result(Err(interrupted), Ok(()), Ok(()), &printer).unwrap_err();
         assert!(
             err.to_string()
                 .contains("everything the session created was removed")
@@ -223,8 +249,8 @@ mod tests {
     #[test]
     fn claude_code_passes_through_and_a_failed_teardown_after_it_is_reported() {
         let printer = Printer::capture(false);
-        assert_eq!(session_result(Ok(3), Ok(()), &printer).unwrap(), 3);
-        let err = session_result(Ok(0), Err(left_behind()), &printer).unwrap_err();
+        assert_eq!(session_result(Ok(3), Ok(()), Ok(()), &printer).unwrap(), 3);
+        let err = session_result(Ok(0), Ok(()), Err(left_behind()), &printer).unwrap_err();
         assert_eq!(err.code(), 1);
         assert!(err.hints()[0].contains("cleanup"));
     }
@@ -232,7 +258,8 @@ mod tests {
     #[test]
     fn a_failure_whose_teardown_also_failed_reports_the_first_and_warns_of_the_second() {
         let printer = Printer::capture(false);
-        let err = session_result(Err(Error::NoHome), Err(left_behind()), &printer).unwrap_err();
+        let err =
+            session_result(Err(Error::NoHome), Ok(()), Err(left_behind()), &printer).unwrap_err();
         assert!(matches!(err, Error::NoHome));
         assert_eq!(
             printer.captured(),
@@ -255,11 +282,24 @@ mod tests {
     struct Scripted {
         events: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
         close_hangs: bool,
+        work: Work,
     }
 
     struct ScriptedBottle {
         events: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
         close_hangs: bool,
+        work: Work,
+    }
+
+    /// What reading the bottle's work does.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Work {
+        /// Finds no repository, at once.
+        None,
+        /// Finds none after a while (long enough for a signal to arrive).
+        Slow,
+        /// Fails.
+        Fails,
     }
 
     impl ScriptedBottle {
@@ -291,6 +331,41 @@ mod tests {
         fn abandon(&mut self) {
             self.record("abandon");
         }
+        async fn work_listing(
+            &mut self,
+        ) -> Result<Option<crate::backend::WorkListing>, BackendError> {
+            self.record("work_listing");
+            match self.work {
+                Work::None => Ok(None),
+                Work::Slow => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    self.record("work_listed");
+                    Ok(None)
+                }
+                Work::Fails => Err(BackendError::failure("the bottle did not answer")),
+            }
+        }
+        async fn work_bundle(
+            &mut self,
+            _: &[String],
+            _: &[crate::core::work_home::refs::ObjectId],
+            _: &std::path::Path,
+        ) -> Result<(), BackendError> {
+            self.record("work_bundle");
+            Ok(())
+        }
+        async fn changed_files(&mut self, dest: &std::path::Path) -> Result<(), BackendError> {
+            self.record("changed_files");
+            // An empty tar: nothing changed.
+            let empty = tar::Builder::new(Vec::new());
+            let bytes = empty.into_inner().unwrap();
+            std::fs::write(dest, bytes).unwrap();
+            Ok(())
+        }
+        fn keep_agent(&mut self) -> Option<crate::backend::KeptBottle> {
+            self.record("keep_agent");
+            None
+        }
     }
 
     /// The proxy's log of every scripted session: two denials of one host,
@@ -312,6 +387,7 @@ mod tests {
             ScriptedBottle {
                 events: self.events.clone(),
                 close_hangs: self.close_hangs,
+                work: self.work,
             }
         }
         async fn list_active(&self) -> Result<Vec<crate::backend::ActiveBottle>, BackendError> {
@@ -402,9 +478,25 @@ mod tests {
         close_hangs: bool,
         signals: &[(&'static str, i32, &'static str)],
     ) -> (Result<u8, Error>, Vec<&'static str>, String) {
+        session_with_work(close_hangs, None, signals).await
+    }
+
+    /// The same, and with `work`, a `--cwd` (a directory that is not a
+    /// repository) whose bottle's work is read as `work` says.
+    async fn session_with_work(
+        close_hangs: bool,
+        work: Option<Work>,
+        signals: &[(&'static str, i32, &'static str)],
+    ) -> (Result<u8, Error>, Vec<&'static str>, String) {
         let backend = Scripted {
             events: Default::default(),
             close_hangs,
+            work: work.unwrap_or(Work::None),
+        };
+        let cwd = tempfile::tempdir().unwrap();
+        let spec = BottleSpec {
+            cwd: work.map(|_| cwd.path().to_owned()),
+            ..spec()
         };
         let printer = Printer::capture(false);
         let mut term = crate::term::FakeTerminal::with_inputs(false, &[]);
@@ -412,9 +504,74 @@ mod tests {
             events: backend.events.clone(),
             queue: signals.iter().copied().collect(),
         };
-        let result = run_session(&backend, spec(), &yes(), &mut term, &mut script, &printer).await;
+        let result = run_session(&backend, spec, &yes(), &mut term, &mut script, &printer).await;
         let events = backend.events.lock().unwrap().clone();
         (result, events, printer.captured())
+    }
+
+    #[tokio::test]
+    async fn a_signal_while_the_work_comes_home_is_said_and_does_not_stop_it() {
+        let (result, events, stderr) = session_with_work(
+            false,
+            Some(Work::Slow),
+            &[
+                ("exec", libc::SIGTERM, "SIGTERM"),
+                ("work_listing", libc::SIGINT, "SIGINT"),
+            ],
+        )
+        .await;
+        assert_eq!(result.unwrap_err().code(), 143);
+        assert_eq!(
+            events,
+            [
+                "start",
+                "exec",
+                "work_listing",
+                "work_listed",
+                "changed_files",
+                "proxy_log",
+                "close"
+            ]
+        );
+        assert!(
+            stderr.contains(
+                "received SIGINT; still bringing the agent's work home, then tearing down"
+            ),
+            "{stderr}"
+        );
+    }
+
+    #[tokio::test]
+    async fn work_that_did_not_come_home_keeps_the_agent_and_is_the_error() {
+        let (result, events, _) = session_with_work(
+            false,
+            Some(Work::Fails),
+            &[("exec", libc::SIGTERM, "SIGTERM")],
+        )
+        .await;
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::WorkNotHome { .. }), "{err}");
+        assert_eq!(
+            err.code(),
+            143,
+            "the signal's code, as the session ended by it"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("the agent's work did not come home: the bottle did not answer"),
+            "{err}"
+        );
+        assert_eq!(
+            events,
+            [
+                "start",
+                "exec",
+                "work_listing",
+                "keep_agent",
+                "proxy_log",
+                "close"
+            ]
+        );
     }
 
     #[tokio::test]
@@ -459,6 +616,7 @@ mod tests {
         let backend = Scripted {
             events: Default::default(),
             close_hangs: false,
+            work: Work::None,
         };
         let mut term = crate::term::FakeTerminal::with_inputs(false, &[]);
         let mut none = ScriptedSignals {

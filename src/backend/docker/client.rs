@@ -219,6 +219,14 @@ pub(crate) struct ExecOutput {
     pub output: String,
 }
 
+/// What [`Engine::exec_capped`] saw.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct ExecCapture {
+    pub exit_code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
 /// The parts of the daemon's `/version` and `/info` that `doctor` reads.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct DaemonInfo {
@@ -346,6 +354,41 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
     /// The container's output as lines: what it wrote so far, then, with
     /// `follow`, every later line until the container stops.
     fn log_lines(&self, id: &str, follow: bool) -> BoxStream<'static, Result<String, EngineError>>;
+    /// Runs `cmd` in a running container as its default user with `env`
+    /// added, and waits for it; stdout and stderr are kept apart, and an
+    /// output beyond `limit` bytes is an error.
+    fn exec_capped(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        env: Vec<(String, String)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<ExecCapture, EngineError>> + Send;
+    /// Runs `cmd` like [`Engine::exec_capped`], but its stdout goes to the
+    /// file `dest` on this host as it comes (an output beyond `limit` bytes
+    /// is an error) and only its stderr is kept. Unlike the archive API,
+    /// this sees what the container wrote under any runtime (gVisor keeps
+    /// a container's writes inside its sandbox).
+    fn exec_to_file(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        env: Vec<(String, String)>,
+        dest: &std::path::Path,
+        limit: u64,
+    ) -> impl Future<Output = Result<ExecCapture, EngineError>> + Send;
+    /// Stops a container (SIGTERM, then SIGKILL after `grace_secs`).
+    fn stop_container(
+        &self,
+        id: &str,
+        grace_secs: i32,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Takes a container (running or not) off a network.
+    fn disconnect_network(
+        &self,
+        network: &str,
+        container: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 }
 
 /// The real daemon, through bollard.
@@ -384,6 +427,61 @@ impl BollardEngine {
             "connected to the Docker daemon"
         );
         Ok(Self { docker, endpoint })
+    }
+}
+
+type ExecStream = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<Item = Result<bollard::container::LogOutput, BollardError>> + Send,
+    >,
+>;
+
+impl BollardEngine {
+    /// Starts `cmd` in `container` with `env` added, attached to its
+    /// stdout and stderr: the operation's wording, the exec's ID, and its
+    /// output. An exec that could not attach has no output.
+    async fn exec_attached(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Result<(String, String, ExecStream), EngineError> {
+        let operation = format!(
+            "run `{}` in container `{container}`",
+            cmd[..cmd.len().min(2)].join(" ")
+        );
+        let config = bollard::models::ExecConfig {
+            cmd: Some(cmd),
+            env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..bollard::models::ExecConfig::default()
+        };
+        let created = self
+            .docker
+            .create_exec(container, config)
+            .await
+            .map_err(|e| classify(&operation, e))?;
+        let started = self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| classify(&operation, e))?;
+        let stream: ExecStream = match started {
+            bollard::exec::StartExecResults::Attached { output, .. } => output,
+            bollard::exec::StartExecResults::Detached => Box::pin(futures_util::stream::empty()),
+        };
+        Ok((operation, created.id, stream))
+    }
+
+    /// The exit code of the finished exec `id` (-1 when the daemon has none).
+    async fn exec_exit_code(&self, id: &str, operation: &str) -> Result<i64, EngineError> {
+        let inspected = self
+            .docker
+            .inspect_exec(id)
+            .await
+            .map_err(|e| classify(operation, e))?;
+        Ok(inspected.exit_code.unwrap_or(-1))
     }
 }
 
@@ -1049,6 +1147,106 @@ impl Engine for BollardEngine {
             operation,
             "the archive holds no regular file",
         ))
+    }
+
+    async fn exec_capped(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        env: Vec<(String, String)>,
+        limit: usize,
+    ) -> Result<ExecCapture, EngineError> {
+        let (operation, id, mut stream) = self.exec_attached(container, cmd, env).await?;
+        let mut capture = ExecCapture::default();
+        let mut seen = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| classify(&operation, e))?;
+            seen += chunk.as_ref().len();
+            if seen > limit {
+                return Err(EngineError::new(
+                    ErrorKind::Other,
+                    operation,
+                    format!("it printed more than {limit} bytes"),
+                ));
+            }
+            match chunk {
+                bollard::container::LogOutput::StdErr { message } => {
+                    capture.stderr.push_str(&String::from_utf8_lossy(&message));
+                }
+                other => capture.stdout.push_str(&other.to_string()),
+            }
+        }
+        capture.exit_code = self.exec_exit_code(&id, &operation).await?;
+        Ok(capture)
+    }
+
+    async fn exec_to_file(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        env: Vec<(String, String)>,
+        dest: &std::path::Path,
+        limit: u64,
+    ) -> Result<ExecCapture, EngineError> {
+        use tokio::io::AsyncWriteExt;
+        let (operation, id, mut stream) = self.exec_attached(container, cmd, env).await?;
+        let other = |detail: String| EngineError::new(ErrorKind::Other, operation.as_str(), detail);
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| other(e.to_string()))?;
+        let mut capture = ExecCapture::default();
+        let mut written: u64 = 0;
+        while let Some(chunk) = stream.next().await {
+            match chunk.map_err(|e| classify(&operation, e))? {
+                bollard::container::LogOutput::StdOut { message } => {
+                    written += message.len() as u64;
+                    if written > limit {
+                        return Err(other(format!("its output is larger than {limit} bytes")));
+                    }
+                    file.write_all(&message)
+                        .await
+                        .map_err(|e| other(e.to_string()))?;
+                }
+                other_stream => {
+                    if capture.stderr.len() < 64 * 1024 {
+                        capture.stderr.push_str(&other_stream.to_string());
+                    }
+                }
+            }
+        }
+        file.flush().await.map_err(|e| other(e.to_string()))?;
+        capture.exit_code = self.exec_exit_code(&id, &operation).await?;
+        Ok(capture)
+    }
+
+    async fn stop_container(&self, id: &str, grace_secs: i32) -> Result<(), EngineError> {
+        let options = bollard::query_parameters::StopContainerOptions {
+            t: Some(grace_secs),
+            signal: None,
+        };
+        match self.docker.stop_container(id, Some(options)).await {
+            // 304: it was not running.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            other => other.map_err(|e| classify(&format!("stop container `{id}`"), e)),
+        }
+    }
+
+    async fn disconnect_network(&self, network: &str, container: &str) -> Result<(), EngineError> {
+        let request = bollard::models::NetworkDisconnectRequest {
+            container: container.to_owned(),
+            force: Some(true),
+        };
+        self.docker
+            .disconnect_network(network, request)
+            .await
+            .map_err(|e| {
+                classify(
+                    &format!("disconnect container `{container}` from network `{network}`"),
+                    e,
+                )
+            })
     }
 
     fn log_lines(&self, id: &str, follow: bool) -> BoxStream<'static, Result<String, EngineError>> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::client::{
     ContainerInfo, ContainerSpec, ContainerStatus, DaemonInfo, Engine, EngineError, ErrorKind,
-    ExecOutput, LabelFilter, Labels, NetworkInfo, NetworkSpec,
+    ExecCapture, ExecOutput, LabelFilter, Labels, NetworkInfo, NetworkSpec,
 };
 use crate::printer::Printer;
 
@@ -48,6 +48,19 @@ pub(crate) enum Call {
         container: String,
         signal: String,
     },
+    ExecCapped {
+        container: String,
+        cmd: Vec<String>,
+    },
+    ExecToFile {
+        container: String,
+        cmd: Vec<String>,
+    },
+    Stop(String),
+    Disconnect {
+        network: String,
+        container: String,
+    },
 }
 
 impl Call {
@@ -76,6 +89,22 @@ impl Call {
             Self::NetworksNamed(n) => format!("networks_named {n}"),
             Self::RemoveContainer(c) => format!("remove_container {c}"),
             Self::Signal { container, signal } => format!("signal {container} {signal}"),
+            Self::ExecCapped { container, cmd } => {
+                format!(
+                    "exec_capped {container} {}",
+                    cmd.first().map_or("", String::as_str)
+                )
+            }
+            Self::ExecToFile { container, cmd } => {
+                format!(
+                    "exec_to_file {container} {}",
+                    cmd.first().map_or("", String::as_str)
+                )
+            }
+            Self::Stop(c) => format!("stop {c}"),
+            Self::Disconnect { network, container } => {
+                format!("disconnect {network} {container}")
+            }
         }
     }
 }
@@ -144,6 +173,12 @@ pub(crate) struct FakeState {
     pub daemon: Option<DaemonInfo>,
     /// Subnets of networks other than the fake's own.
     pub subnets: Vec<String>,
+    /// Replies of successive `exec_capped` calls; none left is an empty
+    /// success.
+    pub capped_replies: VecDeque<Result<ExecCapture, EngineError>>,
+    /// What successive `exec_to_file` calls print on stdout; none left is
+    /// an empty output.
+    pub stdout_replies: VecDeque<Vec<u8>>,
 }
 
 impl FakeState {
@@ -708,6 +743,84 @@ impl Engine for FakeEngine {
             format!("read `{path}` in container `{name}`"),
             "Could not find the file",
         ))
+    }
+
+    async fn exec_capped(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        _env: Vec<(String, String)>,
+        _limit: usize,
+    ) -> Result<ExecCapture, EngineError> {
+        let mut state = self.state();
+        let name = Self::container_name(&state, container);
+        state.calls.push(Call::ExecCapped {
+            container: name,
+            cmd,
+        });
+        state
+            .capped_replies
+            .pop_front()
+            .unwrap_or_else(|| Ok(ExecCapture::default()))
+    }
+
+    async fn exec_to_file(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        _env: Vec<(String, String)>,
+        dest: &std::path::Path,
+        limit: u64,
+    ) -> Result<ExecCapture, EngineError> {
+        let mut state = self.state();
+        let name = Self::container_name(&state, container);
+        state.calls.push(Call::ExecToFile {
+            container: name.clone(),
+            cmd,
+        });
+        let bytes = state.stdout_replies.pop_front().unwrap_or_default();
+        let failed = |detail: String| {
+            EngineError::new(
+                ErrorKind::Other,
+                format!("run in container `{name}`"),
+                detail,
+            )
+        };
+        if bytes.len() as u64 > limit {
+            return Err(failed(format!("its output is larger than {limit} bytes")));
+        }
+        std::fs::write(dest, &bytes).map_err(|e| failed(e.to_string()))?;
+        Ok(ExecCapture::default())
+    }
+
+    async fn stop_container(&self, id: &str, _grace_secs: i32) -> Result<(), EngineError> {
+        let mut state = self.state();
+        let name = Self::container_name(&state, id);
+        state.calls.push(Call::Stop(name));
+        match state.containers.get_mut(id) {
+            Some(c) => {
+                c.state = "exited".into();
+                Ok(())
+            }
+            None => Err(Self::not_found("stop", id)),
+        }
+    }
+
+    async fn disconnect_network(&self, network: &str, container: &str) -> Result<(), EngineError> {
+        let mut state = self.state();
+        let network_name = Self::network_name(&state, network);
+        let name = Self::container_name(&state, container);
+        state.calls.push(Call::Disconnect {
+            network: network_name,
+            container: name,
+        });
+        match state.containers.get_mut(container) {
+            Some(c) => {
+                c.networks.retain(|n| n != network);
+                Ok(())
+            }
+            None => Err(Self::not_found("disconnect", container)),
+        }
     }
 
     fn log_lines(

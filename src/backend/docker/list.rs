@@ -44,6 +44,7 @@ pub(crate) async fn list_active<E: Engine>(
             let session_state = session_state(&c.labels, &here);
             ActiveBottle {
                 name: c.name.clone(),
+                handle: c.id.clone(),
                 agent: label(c, LABEL_AGENT).to_owned(),
                 bottle: label(c, LABEL_BOTTLE).to_owned(),
                 manifest_path: c.labels.get(LABEL_MANIFEST).map(std::path::PathBuf::from),
@@ -53,6 +54,8 @@ pub(crate) async fn list_active<E: Engine>(
                 session: label(c, LABEL_SESSION).to_owned(),
                 session_state,
                 orphaned: session_state == SessionState::Ended,
+                // The backend cannot know; the CLI marks it from the record.
+                work_not_home: false,
             }
         })
         .collect())

@@ -15,6 +15,7 @@
 //! - `find`, `proxy_log`, `proxy_reload`: a running bottle by name, its
 //!   proxy's log, and a new proxy config taken up without a restart;
 //! - `ledger`: what a session has created so far;
+//! - `work_export`: the agent's work, out of its container before teardown;
 //! - `agent_env`: what the docker CLI's own environment may carry (which
 //!   variables go where is `core::agent_env`);
 //! - `client`: the Engine API behind a narrow trait;
@@ -46,6 +47,7 @@ mod remove;
 mod session;
 mod specs;
 mod teardown;
+mod work_export;
 
 #[cfg(test)]
 mod fake;
@@ -60,10 +62,11 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use super::{
     ActiveBottle, Backend, BackendError, BottleHandle, Check, CleanupPlan, CleanupReport,
-    DoctorRequest, LogLines, ResourceKind,
+    DoctorRequest, KeptBottle, LogLines, ResourceKind, WorkListing,
 };
 use crate::core::provision::{CONTAINER_HOME_ENV, DEFAULT_CONTAINER_HOME};
 use crate::core::spec::BottleSpec;
+use crate::core::work_home::refs::ObjectId;
 use crate::diagnostic::Diagnostic;
 use crate::printer::Printer;
 use client::{BollardEngine, Engine};
@@ -170,6 +173,27 @@ impl BottleHandle for DockerBottle {
 
     fn abandon(&mut self) {
         self.session.abandon();
+    }
+
+    async fn work_listing(&mut self) -> Result<Option<WorkListing>, BackendError> {
+        self.session.work_listing().await
+    }
+
+    async fn work_bundle(
+        &mut self,
+        refs: &[String],
+        bases: &[ObjectId],
+        dest: &std::path::Path,
+    ) -> Result<(), BackendError> {
+        self.session.work_bundle(refs, bases, dest).await
+    }
+
+    async fn changed_files(&mut self, dest: &std::path::Path) -> Result<(), BackendError> {
+        self.session.changed_files(dest).await
+    }
+
+    fn keep_agent(&mut self) -> Option<KeptBottle> {
+        self.session.keep_agent()
     }
 }
 

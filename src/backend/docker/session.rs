@@ -12,11 +12,15 @@ use tokio::task::JoinHandle;
 use super::bring_up::{BringUp, LaunchError, Started, Timeouts};
 use super::client::Engine;
 use super::exec_claude::{exec_args, run_claude};
-use super::ledger::SharedLedger;
+use super::ledger::{Created, SharedLedger};
+use super::plan::Runtime;
 use super::plan::SessionPlan;
-use super::teardown::teardown;
-use crate::backend::BackendError;
+use super::teardown::{Keep, teardown};
+use super::work_export::{export_bundle, export_changed, list_work};
+use crate::backend::{BackendError, KeptBottle, WorkListing};
+use crate::core::work_home::refs::ObjectId;
 use crate::printer::Printer;
+use std::path::Path;
 
 /// How long the `Drop` backstop waits for its teardown before giving up.
 const BACKSTOP_LIMIT: Duration = Duration::from_secs(60);
@@ -35,6 +39,12 @@ pub(crate) struct Session<E: Engine> {
     timeouts: Timeouts,
     /// Torn down, or given up on: nothing is left for `Drop` to do.
     closed: bool,
+    /// The agent's container, when it stays after the session (its work
+    /// did not come home).
+    keep: Option<Keep>,
+    /// When `start` was first called, in Unix seconds: files changed since
+    /// are the agent's work.
+    started_at: u64,
 }
 
 impl<E: Engine> Session<E> {
@@ -51,6 +61,8 @@ impl<E: Engine> Session<E> {
             printer,
             timeouts: Timeouts::default(),
             closed: false,
+            keep: None,
+            started_at: 0,
         }
     }
 
@@ -85,6 +97,9 @@ impl<E: Engine> Session<E> {
         }
         if let Some(err) = &self.failed {
             return Err(err.clone());
+        }
+        if self.started_at == 0 {
+            self.started_at = u64::try_from(super::unix_now()).unwrap_or(0);
         }
         let task = self.task.get_or_insert_with(|| {
             let bring_up = BringUp {
@@ -151,12 +166,13 @@ impl<E: Engine> Session<E> {
         }
         let clock = Instant::now();
         let session = &self.plan.owner.session;
-        let mut torn_down = teardown(&self.engine, &self.ledger, session).await;
+        let keep = self.keep.as_ref();
+        let mut torn_down = teardown(&self.engine, &self.ledger, session, keep).await;
         if aborted && torn_down.is_ok() {
             // A creation the daemon was still working on when the task was
             // aborted can land after the sweep: give it time, sweep again.
             tokio::time::sleep(self.timeouts.late_creation).await;
-            torn_down = teardown(&self.engine, &self.ledger, session).await;
+            torn_down = teardown(&self.engine, &self.ledger, session, keep).await;
         }
         torn_down.map_err(|e| BackendError::from_failure(&e))?;
         tracing::debug!("torn down in {:?}", clock.elapsed());
@@ -175,6 +191,90 @@ impl<E: Engine> Session<E> {
             .try_collect()
             .await
             .map_err(|e| BackendError::from_failure(&e))
+    }
+
+    /// The agent's workspace in the container.
+    fn workspace(&self) -> String {
+        format!(
+            "{}/workspace",
+            self.plan.container_home.trim_end_matches('/')
+        )
+    }
+
+    /// Records the uncommitted work and lists the branches of the
+    /// workspace's repository; `None` without one, or before the bottle runs.
+    pub async fn work_listing(&self) -> Result<Option<WorkListing>, BackendError> {
+        let Some(started) = &self.started else {
+            return Ok(None);
+        };
+        let name = crate::core::work_home::refs::bottle_name(&started.names.agent);
+        let work = list_work(&self.engine, &started.agent_id, &self.workspace(), name)
+            .await
+            .map_err(|e| BackendError::from_failure(&e))?;
+        Ok(work.map(|work| WorkListing {
+            bottle: started.names.agent.clone(),
+            work,
+        }))
+    }
+
+    /// Copies to `dest` a bundle of `refs` without what `bases` reach.
+    pub async fn work_bundle(
+        &self,
+        refs: &[String],
+        bases: &[ObjectId],
+        dest: &Path,
+    ) -> Result<(), BackendError> {
+        let started = self
+            .started
+            .as_ref()
+            .ok_or_else(|| BackendError::failure("the bottle is not running"))?;
+        export_bundle(
+            &self.engine,
+            &started.agent_id,
+            &self.workspace(),
+            refs,
+            bases,
+            dest,
+        )
+        .await
+        .map_err(|e| BackendError::from_failure(&e))
+    }
+
+    /// Copies to `dest` a tar of the workspace's files changed or created
+    /// since the session started.
+    pub async fn changed_files(&self, dest: &Path) -> Result<(), BackendError> {
+        let started = self
+            .started
+            .as_ref()
+            .ok_or_else(|| BackendError::failure("the bottle is not running"))?;
+        export_changed(
+            &self.engine,
+            &started.agent_id,
+            &self.workspace(),
+            self.started_at,
+            dest,
+        )
+        .await
+        .map_err(|e| BackendError::from_failure(&e))
+    }
+
+    /// Keeps the agent's container, stopped, when the session closes.
+    pub fn keep_agent(&mut self) -> Option<KeptBottle> {
+        let started = self.started.as_ref()?;
+        let running = matches!(self.plan.runtime, Runtime::Runsc);
+        self.keep = Some(Keep {
+            container: Created {
+                id: started.agent_id.clone(),
+                name: started.names.agent.clone(),
+            },
+            stop: !running,
+        });
+        Some(KeptBottle {
+            name: started.names.agent.clone(),
+            id: started.agent_id.clone(),
+            workspace: self.workspace(),
+            running,
+        })
     }
 
     /// Gives up on teardown: `Drop` then removes nothing.
@@ -202,6 +302,7 @@ impl<E: Engine> Drop for Session<E> {
         let engine = self.engine.clone();
         let ledger = self.ledger.clone();
         let session = self.plan.owner.session.clone();
+        let keep = self.keep.clone();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("claude-bottle-teardown".into())
@@ -216,7 +317,7 @@ impl<E: Engine> Drop for Session<E> {
                                 .reconnect()
                                 .await
                                 .map_err(|e| BackendError::from_failure(&e))?;
-                            teardown(&engine, &ledger, &session)
+                            teardown(&engine, &ledger, &session, keep.as_ref())
                                 .await
                                 .map_err(|e| BackendError::from_failure(&e))
                         })

@@ -22,11 +22,23 @@ impl crate::diagnostic::Diagnostic for TeardownError {
     }
 }
 
-/// Removes every resource of `session`, containers first. Idempotent.
+/// A container teardown leaves: it holds work that did not come home.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Keep {
+    pub container: Created,
+    /// Stopped, or left running: gVisor keeps a container's writes inside
+    /// its sandbox, and they go when it stops.
+    pub stop: bool,
+}
+
+/// Removes every resource of `session`, containers first, but `keep`: that
+/// one is taken off the session's networks (and stopped, if so), and stays.
+/// Idempotent.
 pub(crate) async fn teardown<E: Engine>(
     engine: &E,
     ledger: &SharedLedger,
     session: &str,
+    keep: Option<&Keep>,
 ) -> Result<(), TeardownError> {
     let (mut containers, mut networks) = ledger.snapshot();
     // Newest first: the agent goes before the proxy it talks to.
@@ -41,6 +53,13 @@ pub(crate) async fn teardown<E: Engine>(
         Ok(found) => add_missing(&mut networks, found),
         Err(e) => failures.push(e.to_string()),
     }
+    if let Some(kept) = keep {
+        containers.retain(|c| c.id != kept.container.id);
+        ledger.forget_container(&kept.container.id);
+        if let Err(e) = set_aside(engine, kept, &networks).await {
+            failures.push(e.to_string());
+        }
+    }
     let removal = remove(engine, &containers, &networks).await;
     for c in &removal.containers {
         ledger.forget_container(&c.id);
@@ -54,6 +73,32 @@ pub(crate) async fn teardown<E: Engine>(
     } else {
         Err(TeardownError { failures })
     }
+}
+
+/// Takes `kept` off `networks`, so they can go without it, and stops it
+/// when it should be.
+async fn set_aside<E: Engine>(
+    engine: &E,
+    kept: &Keep,
+    networks: &[Created],
+) -> Result<(), EngineError> {
+    let (id, name) = (&kept.container.id, &kept.container.name);
+    if kept.stop {
+        let operation = format!("stop container `{name}`");
+        tokio::time::timeout(REMOVE_CALL_TIMEOUT, engine.stop_container(id, 5))
+            .await
+            .map_err(|_| EngineError::timed_out(operation, REMOVE_CALL_TIMEOUT))??;
+    }
+    for network in networks {
+        // It is on one of them only; the others say so, which is fine.
+        let disconnected = tokio::time::timeout(
+            REMOVE_CALL_TIMEOUT,
+            engine.disconnect_network(&network.id, id),
+        )
+        .await;
+        tracing::debug!(network = %network.name, ?disconnected, "kept container taken off");
+    }
+    Ok(())
 }
 
 type Listed = Result<Vec<Created>, EngineError>;

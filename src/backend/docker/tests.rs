@@ -1623,3 +1623,110 @@ async fn only_a_running_bottle_s_own_proxy_is_found() {
     first.close().await.unwrap();
     second.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_kept_agent_is_stopped_and_taken_off_its_network_while_the_rest_goes() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut session = started(&engine, spec("reviewer", home.path())).await;
+    let kept = session.keep_agent().unwrap();
+    assert_eq!(kept.name, "claude-bottle-reviewer");
+    assert_eq!(kept.workspace, "/home/node/workspace");
+    assert!(!kept.running, "runc keeps a stopped container's files");
+    engine.state().calls.clear();
+    session.close().await.unwrap();
+    let mutations = engine.mutations();
+    assert_eq!(mutations[0], "stop claude-bottle-reviewer");
+    assert!(
+        mutations.contains(
+            &"disconnect claude-bottle-internal-reviewer claude-bottle-reviewer".to_owned()
+        ),
+        "{mutations:?}"
+    );
+    assert!(
+        !mutations
+            .iter()
+            .any(|m| m == "remove_container claude-bottle-reviewer"),
+        "{mutations:?}"
+    );
+    let state = engine.state();
+    let left: Vec<(&str, &str)> = state
+        .containers
+        .values()
+        .map(|c| (c.name.as_str(), c.state.as_str()))
+        .collect();
+    assert_eq!(left, [("claude-bottle-reviewer", "exited")]);
+    assert!(state.networks.is_empty(), "{:?}", state.networks);
+}
+
+#[tokio::test]
+async fn the_work_is_listed_then_bundled_and_copied_out_of_the_agent() {
+    use super::client::ExecCapture;
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut session = started(&engine, spec("reviewer", home.path())).await;
+    let oid = "a".repeat(40);
+    engine.state().capped_replies.push_back(Ok(ExecCapture {
+        exit_code: 0,
+        stdout: format!("branch {oid} commit refs/heads/main\nuncommitted {oid}\n"),
+        stderr: String::new(),
+    }));
+    engine
+        .state()
+        .stdout_replies
+        .push_back(b"bundle bytes".to_vec());
+    engine.state().calls.clear();
+    let listing = session.work_listing().await.unwrap().unwrap();
+    assert_eq!(listing.bottle, "claude-bottle-reviewer");
+    assert_eq!(listing.work.branches[0].name, "main");
+    assert_eq!(listing.work.uncommitted.unwrap().as_str(), oid);
+    let dest = home.path().join("work.bundle");
+    session
+        .work_bundle(&["refs/heads/main".into()], &[], &dest)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"bundle bytes");
+    assert_eq!(
+        engine.ops(),
+        [
+            "exec_capped claude-bottle-reviewer sh",
+            "exec_to_file claude-bottle-reviewer sh",
+        ]
+    );
+    session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_listing_the_bottle_garbled_or_a_git_that_failed_is_an_error() {
+    use super::client::ExecCapture;
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let session = started(&engine, spec("reviewer", home.path())).await;
+    engine.state().capped_replies.extend([
+        Ok(ExecCapture {
+            exit_code: 0,
+            stdout: "branch nonsense\n".into(),
+            stderr: String::new(),
+        }),
+        Ok(ExecCapture {
+            exit_code: 128,
+            stdout: String::new(),
+            stderr: "fatal: bad object HEAD\n".into(),
+        }),
+        Ok(ExecCapture {
+            exit_code: 0,
+            stdout: "not-a-repo\n".into(),
+            stderr: String::new(),
+        }),
+    ]);
+    let garbled = session.work_listing().await.unwrap_err();
+    assert!(garbled.message.contains("malformed line"), "{garbled}");
+    let failed = session.work_listing().await.unwrap_err();
+    assert!(
+        failed
+            .message
+            .contains("git exited with 128: fatal: bad object HEAD"),
+        "{failed}"
+    );
+    assert_eq!(session.work_listing().await.unwrap(), None);
+}
