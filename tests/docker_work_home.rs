@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use docker_support::daemon::docker_ok;
 use docker_support::fixture::Fixture;
-use docker_support::lock::{CLEANUP_LOCK, FileLock};
+use docker_support::lock::SessionLocks;
 use docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE};
 use serde_json::json;
 
@@ -43,7 +43,7 @@ fn fixture(tag: &str) -> Fixture {
         AGENT_PREFIX,
         tag,
         &[("CLAUDE_BOTTLE_PIPELOCK_IMAGE", PIPELOCK_STANDIN_IMAGE)],
-        FileLock::take(CLEANUP_LOCK, false),
+        SessionLocks::take(),
     );
     fx.write_manifest(&json!({
         "bottles": { "wh": {
