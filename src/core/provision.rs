@@ -536,7 +536,7 @@ mod tests {
                 home: tempfile::tempdir().expect("home"),
                 cwd: tempfile::tempdir().expect("cwd"),
             };
-            fs::create_dir_all(host.cwd.path().join(".git")).expect("mkdir .git");
+            fs::write(host.cwd.path().join("README.md"), "# project\n").expect("write");
             host
         }
 

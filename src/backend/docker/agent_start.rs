@@ -41,9 +41,7 @@ impl<E: Engine> BringUp<E> {
             .engine
             .upload_archive(id, "/", futures_util::StreamExt::boxed(chunks))
             .await;
-        let written = writer
-            .await
-            .map_err(|e| LaunchError::Task(e.to_string()))?;
+        let written = writer.await.map_err(|e| LaunchError::Task(e.to_string()))?;
         match (written, uploaded) {
             (Ok(()), Ok(())) => Ok(()),
             // The upload failed first and the writer found no reader.

@@ -823,11 +823,7 @@ impl Engine for BollardEngine {
             ..UploadToContainerOptions::default()
         };
         self.docker
-            .upload_to_container(
-                container,
-                Some(options),
-                bollard::body_try_stream(tar),
-            )
+            .upload_to_container(container, Some(options), bollard::body_try_stream(tar))
             .await
             .map_err(|e| classify(&format!("copy files into container `{container}`"), e))
     }

@@ -509,13 +509,15 @@ impl Engine for FakeEngine {
         path: &str,
         tar: TarStream,
     ) -> Result<(), EngineError> {
-        let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(tar).await.map_err(|e| {
-            EngineError::new(
-                ErrorKind::Other,
-                format!("copy files into container `{container}`"),
-                e.to_string(),
-            )
-        })?;
+        let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(tar)
+            .await
+            .map_err(|e| {
+                EngineError::new(
+                    ErrorKind::Other,
+                    format!("copy files into container `{container}`"),
+                    e.to_string(),
+                )
+            })?;
         let tar = chunks.concat();
         let mut state = self.state();
         let name = Self::container_name(&state, container);

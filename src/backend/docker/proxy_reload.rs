@@ -100,7 +100,9 @@ const SETTLE: Duration = Duration::from_millis(300);
 async fn put_config<E: Engine>(engine: &E, proxy_id: &str, yaml: &[u8]) -> Result<(), ReloadError> {
     let yaml = String::from_utf8_lossy(yaml);
     let archive = proxy_config_archive(PROXY_CONFIG_PATH, &yaml)?;
-    engine.upload_archive(proxy_id, "/", whole_tar(archive)).await?;
+    engine
+        .upload_archive(proxy_id, "/", whole_tar(archive))
+        .await?;
     Ok(())
 }
 

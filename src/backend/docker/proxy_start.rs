@@ -26,7 +26,9 @@ impl<E: Engine> BringUp<E> {
         self.check_cancelled()?;
         let config = proxy_config_archive(PROXY_CONFIG_PATH, &self.plan.pipelock_yaml)
             .map_err(LaunchError::from)?;
-        self.engine.upload_archive(&id, "/", whole_tar(config)).await?;
+        self.engine
+            .upload_archive(&id, "/", whole_tar(config))
+            .await?;
         self.check_cancelled()?;
         self.engine.connect_network(egress_id, &id).await?;
         self.check_cancelled()?;

@@ -554,7 +554,7 @@ async fn the_plan_of_a_rich_manifest_shows_everything_but_values() {
     for key in ["id_github", "id_buildbox"] {
         std::fs::write(home.path().join(".ssh").join(key), "not a real key\n").unwrap();
     }
-    std::fs::create_dir_all(cwd.path().join(".git")).unwrap();
+    std::fs::write(cwd.path().join("README.md"), "# project\n").unwrap();
     let manifest = load_from_str(
         r#"{
           "bottles": {

@@ -161,6 +161,12 @@ pub(crate) fn proxy_config_archive(dest: &str, yaml: &str) -> Result<Vec<u8>, Ar
     write_archive(&set, Ownership::ROOT, Vec::new())
 }
 
+/// The archive of `set` in memory, owned by the agent's user.
+#[cfg(test)]
+pub(crate) fn in_memory(set: &ProvisionSet) -> Result<Vec<u8>, ArchiveError> {
+    write_archive(set, Ownership::AGENT, Vec::new())
+}
+
 /// Writes the archive of `set` into `out` and returns it.
 fn write_archive<W: Write>(
     set: &ProvisionSet,
@@ -395,7 +401,12 @@ impl<W: Write> ArchiveWriter<W> {
     fn host_directory(&mut self, path: &Path, host: &Path) -> Result<(), ArchiveError> {
         let metadata = match fs::symlink_metadata(host) {
             Ok(metadata) => metadata,
-            Err(source) => return Err(ArchiveError::ReadHost { path: host.to_path_buf(), source }),
+            Err(source) => {
+                return Err(ArchiveError::ReadHost {
+                    path: host.to_path_buf(),
+                    source,
+                });
+            }
         };
         if !metadata.is_dir() {
             return Err(ArchiveError::HostChanged {
@@ -409,17 +420,23 @@ impl<W: Write> ArchiveWriter<W> {
     }
 
     fn symlink(&mut self, path: &Path, host: &Path) -> Result<(), ArchiveError> {
-        let (metadata, target) = match fs::symlink_metadata(host).and_then(|m| Ok((m, fs::read_link(host)?))) {
-            Ok(found) => found,
-            Err(err) if is_gone(&err) => return Ok(()),
-            Err(err) if err.kind() == io::ErrorKind::InvalidInput => {
-                return Err(ArchiveError::HostChanged {
-                    path: host.to_path_buf(),
-                    expected: "symlink",
-                });
-            }
-            Err(source) => return Err(ArchiveError::ReadHost { path: host.to_path_buf(), source }),
-        };
+        let (metadata, target) =
+            match fs::symlink_metadata(host).and_then(|m| Ok((m, fs::read_link(host)?))) {
+                Ok(found) => found,
+                Err(err) if is_gone(&err) => return Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::InvalidInput => {
+                    return Err(ArchiveError::HostChanged {
+                        path: host.to_path_buf(),
+                        expected: "symlink",
+                    });
+                }
+                Err(source) => {
+                    return Err(ArchiveError::ReadHost {
+                        path: host.to_path_buf(),
+                        source,
+                    });
+                }
+            };
         self.claim(path)?;
         let mut header = header(
             self.owner,
@@ -450,8 +467,14 @@ impl<W: Write> ArchiveWriter<W> {
                     expected: "regular file",
                 });
             }
-            Err(source) => return Err(ArchiveError::ReadHost { path: host.to_path_buf(), source }),
+            Err(source) => {
+                return Err(ArchiveError::ReadHost {
+                    path: host.to_path_buf(),
+                    source,
+                });
+            }
         };
+        self.claim(path)?;
         self.stream_file(path, None, host, file)
     }
 
@@ -477,10 +500,15 @@ impl<W: Write> ArchiveWriter<W> {
                 expected: "regular file",
             });
         }
-        self.claim(path)?;
         let size = metadata.len();
         let mode = mode.unwrap_or(metadata.permissions().mode() & PERMISSION_BITS);
-        let mut header = header(self.owner, EntryType::Regular, mode, mtime_of(&metadata), size);
+        let mut header = header(
+            self.owner,
+            EntryType::Regular,
+            mode,
+            mtime_of(&metadata),
+            size,
+        );
         let mut exact = Exact {
             inner: &mut file,
             remaining: size,
@@ -657,7 +685,7 @@ mod tests {
             ],
             prompt_file: None,
         };
-        let entries = read_back(&tar_archive(&set).expect("archive"));
+        let entries = read_back(&in_memory(&set).expect("archive"));
         let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -701,7 +729,7 @@ mod tests {
             }],
             prompt_file: None,
         };
-        let bytes = tar_archive(&set).expect("archive");
+        let bytes = in_memory(&set).expect("archive");
         let entries = read_back(&bytes);
         let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
@@ -758,7 +786,7 @@ mod tests {
             }],
             prompt_file: None,
         };
-        let entries = read_back(&tar_archive(&set).expect("archive"));
+        let entries = read_back(&in_memory(&set).expect("archive"));
         let map = by_path(&entries);
         assert_eq!(map["home/node/.claude/skills/review"].kind, Kind::Dir);
         assert_eq!(
@@ -782,7 +810,7 @@ mod tests {
             }],
             prompt_file: None,
         };
-        let entries = read_back(&tar_archive(&set).expect("archive"));
+        let entries = read_back(&in_memory(&set).expect("archive"));
         let expected = format!(
             "home/node/workspace/{}/{}/{}",
             "a".repeat(60),
@@ -808,7 +836,7 @@ mod tests {
             };
             assert!(
                 matches!(
-                    tar_archive(&set),
+                    in_memory(&set),
                     Err(ArchiveError::InvalidDestination { .. })
                 ),
                 "{dest} accepted"
@@ -824,9 +852,91 @@ mod tests {
             prompt_file: None,
         };
         assert!(matches!(
-            tar_archive(&set),
+            in_memory(&set),
             Err(ArchiveError::DuplicateDestination { .. })
         ));
+    }
+
+    /// The streamed archive is the archive, in chunks no larger than
+    /// [`CHUNK`]; its writer reports success.
+    #[tokio::test]
+    async fn the_stream_carries_the_same_archive_in_bounded_chunks() {
+        use futures_util::TryStreamExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let tree = tmp.path().join("project");
+        fs::create_dir_all(tree.join("src")).expect("mkdir");
+        // Larger than a chunk, and not a multiple of one.
+        let big: Vec<u8> = (0..CHUNK * 3 + 1234).map(|i| (i % 251) as u8).collect();
+        fs::write(tree.join("src/big.bin"), &big).expect("write");
+        fs::write(tree.join("small"), b"small").expect("write");
+        let set = ProvisionSet {
+            dirs: vec![("/home/node".into(), 0o755)],
+            items: vec![Item {
+                dest: "/home/node/skill".into(),
+                mode: 0o755,
+                source: Source::HostTree(tree),
+            }],
+            prompt_file: None,
+        };
+        let whole = in_memory(&set).expect("archive");
+        let (chunks, writer) = stream(set);
+        let chunks: Vec<Bytes> = chunks.try_collect().await.expect("stream");
+        writer.await.expect("task").expect("written");
+        assert!(
+            chunks.iter().all(|c| c.len() <= CHUNK),
+            "a chunk is too big"
+        );
+        assert!(chunks.len() > 3, "{} chunks", chunks.len());
+        assert_eq!(chunks.concat(), whole);
+        let entries = read_back(&whole);
+        assert_eq!(
+            by_path(&entries)["home/node/skill/src/big.bin"].kind,
+            Kind::File(big)
+        );
+    }
+
+    /// A file whose size is not what it was when it was opened (a file of
+    /// `/proc` says 0 and has more) is an error, not a corrupt archive;
+    /// so is a file that gives fewer bytes than its size.
+    #[tokio::test]
+    async fn a_file_that_changes_while_read_fails_the_archive_and_its_stream() {
+        use futures_util::StreamExt;
+        let set = ProvisionSet {
+            items: vec![Item {
+                dest: "/home/node/status".into(),
+                mode: 0o600,
+                source: Source::HostFile("/proc/self/status".into()),
+            }],
+            ..ProvisionSet::default()
+        };
+        let (chunks, writer) = stream(set);
+        let chunks: Vec<io::Result<Bytes>> = chunks.collect().await;
+        let err = writer
+            .await
+            .expect("task")
+            .expect_err("a growing file archived");
+        assert!(
+            matches!(err, ArchiveError::ChangedWhileRead { .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("`/proc/self/status` changed while"),
+            "{err}"
+        );
+        assert!(
+            chunks.last().is_some_and(Result::is_err),
+            "the stream ends without an error, so an upload of it would succeed"
+        );
+
+        let mut short = Exact {
+            inner: &b"abc"[..],
+            remaining: 5,
+            failure: None,
+        };
+        let mut out = Vec::new();
+        assert!(io::copy(&mut short, &mut out).is_err());
+        assert!(matches!(short.failure, Some(ReadFailure::Shrank)));
     }
 
     #[test]
@@ -839,7 +949,7 @@ mod tests {
             }],
             ..ProvisionSet::default()
         };
-        let err = tar_archive(&set).expect_err("missing file archived");
+        let err = in_memory(&set).expect_err("missing file archived");
         assert!(
             err.to_string().contains("`/nonexistent/claude-bottle/key`"),
             "{err}"

@@ -165,9 +165,11 @@ impl Workspace {
             HumanBytes(self.bytes)
         );
         match &self.kind {
-            Kind::Plain => format!("not a git work tree, all of it: {size}"),
+            Kind::Plain => format!("not a git work tree, everything is copied: {size}"),
             Kind::Git => {
-                format!("git work tree, with its repository: {size}; ignored files stay on the host")
+                format!(
+                    "git work tree, with its repository: {size}; ignored files stay on the host"
+                )
             }
             Kind::LinkedWorktree { common } => format!(
                 "git worktree of `{}`, with its repository: {size}; ignored files stay on the host",
@@ -387,7 +389,10 @@ impl Selector {
         skip: &dyn Fn(&Path) -> bool,
     ) -> Result<BTreeSet<PathBuf>, WorkspaceError> {
         let mut files = BTreeSet::new();
-        self.push(dest.to_path_buf(), host.to_path_buf(), EntryKind::Dir, 0);
+        // A linked worktree's `.git` is made of two walks.
+        if !self.entries.iter().any(|e| e.dest == dest) {
+            self.push(dest.to_path_buf(), host.to_path_buf(), EntryKind::Dir, 0);
+        }
         self.walk_dir(host, dest, Path::new(""), skip, &mut files)?;
         Ok(files)
     }
@@ -663,4 +668,461 @@ fn git_top_level(dir: &Path, host_home: &Path) -> Option<PathBuf> {
         .canonicalize()
         .unwrap_or_else(|_| host_home.to_path_buf());
     (!home.starts_with(&top)).then_some(top)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::core::provision::archive;
+    use crate::core::provision::{Item, ProvisionSet, Source};
+    use std::os::unix::fs::symlink;
+    use std::sync::Arc;
+
+    /// Runs git in `dir` as a user would, with a fixed identity.
+    pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
+        let output = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "init.defaultBranch=main",
+                "-c",
+                "protocol.file.allow=always",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("git runs");
+        assert!(
+            output.status.success(),
+            "git {args:?} in {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn write(path: &Path, content: &str) {
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        fs::write(path, content).expect("write");
+    }
+
+    /// The entries as `dest kind` lines, `.git` internals summarised.
+    fn listing(workspace: &Workspace) -> String {
+        let mut lines = Vec::new();
+        for entry in &workspace.entries {
+            let dest = entry.dest.display().to_string();
+            let in_git_internals = dest
+                .split('/')
+                .skip_while(|p| *p != ".git")
+                .nth(1)
+                .is_some();
+            if in_git_internals && !matches!(entry.kind, EntryKind::Generated(_)) {
+                continue;
+            }
+            let kind = match &entry.kind {
+                EntryKind::Dir => "dir".to_owned(),
+                EntryKind::File => "file".to_owned(),
+                EntryKind::Symlink => format!(
+                    "symlink -> {}",
+                    fs::read_link(&entry.host).expect("link").display()
+                ),
+                EntryKind::Generated(bytes) => {
+                    format!(
+                        "generated {:?}",
+                        String::from_utf8_lossy(bytes).lines().last().unwrap_or("")
+                    )
+                }
+            };
+            lines.push(format!("{dest} {kind}"));
+        }
+        lines.join("\n")
+    }
+
+    fn dests(workspace: &Workspace) -> Vec<String> {
+        workspace
+            .entries
+            .iter()
+            .map(|e| e.dest.display().to_string())
+            .collect()
+    }
+
+    /// The workspace as the bottle gets it, unpacked under `into`; returns
+    /// the workspace directory there.
+    fn unpack(workspace: Workspace, into: &Path) -> PathBuf {
+        let set = ProvisionSet {
+            items: vec![Item {
+                dest: "/workspace".into(),
+                mode: 0o755,
+                source: Source::Workspace(Arc::new(workspace)),
+            }],
+            ..ProvisionSet::default()
+        };
+        let bytes = archive::in_memory(&set).expect("archive");
+        tar::Archive::new(bytes.as_slice())
+            .unpack(into)
+            .expect("unpack");
+        into.join("workspace")
+    }
+
+    /// A repository at `dir` with one commit, an ignored `target/` and `.env`.
+    fn project(dir: &Path) {
+        fs::create_dir_all(dir).expect("mkdir");
+        git(dir, &["init", "-q"]);
+        write(&dir.join(".gitignore"), "target/\n.env\n");
+        write(&dir.join("src/main.rs"), "fn main() {}\n");
+        write(&dir.join("gone.txt"), "deleted later\n");
+        git(dir, &["add", "."]);
+        git(dir, &["commit", "-q", "-m", "first"]);
+    }
+
+    #[test]
+    fn a_plain_directory_is_copied_whole() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("plain");
+        write(&root.join("target/big.bin"), "0123456789");
+        write(&root.join(".env"), "SECRET=1\n");
+        symlink("/etc/passwd", root.join("passwd")).expect("symlink");
+        let workspace = select(&root, tmp.path()).expect("select");
+        assert_eq!(workspace.kind, Kind::Plain);
+        assert_eq!(
+            dests(&workspace),
+            [".env", "passwd", "target", "target/big.bin"]
+        );
+        assert_eq!((workspace.files, workspace.bytes), (3, 19));
+        insta::assert_snapshot!(workspace.describe(), @"not a git work tree, everything is copied: 3 files, 19 B");
+    }
+
+    #[test]
+    fn a_git_work_tree_carries_tracked_and_untracked_files_and_its_repository_but_not_ignored_ones()
+    {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("repo");
+        project(&root);
+        write(&root.join("target/debug/app"), "binary");
+        write(&root.join(".env"), "SECRET=1\n");
+        write(&root.join("notes/new.md"), "untracked, not ignored\n");
+        fs::remove_file(root.join("gone.txt")).expect("delete a tracked file");
+        let outside = tmp.path().join("outside");
+        write(&outside.join("secret"), "outside the tree\n");
+        symlink(&outside, root.join("escape")).expect("symlink");
+        // A tracked directory replaced by a symlink out of the tree: its
+        // tracked files must not be read through it.
+        write(&root.join("lib/inner.rs"), "// tracked\n");
+        git(&root, &["add", "lib/inner.rs"]);
+        fs::remove_dir_all(root.join("lib")).expect("rm lib");
+        symlink(&outside, root.join("lib")).expect("symlink lib");
+
+        let workspace = select(&root, tmp.path()).expect("select");
+        assert_eq!(workspace.kind, Kind::Git);
+        let all = dests(&workspace);
+        assert!(all.contains(&".git/HEAD".to_owned()), "{all:?}");
+        assert!(all.contains(&".git/objects".to_owned()), "{all:?}");
+        for ignored in [
+            ".env",
+            "target",
+            "target/debug/app",
+            "gone.txt",
+            "lib/inner.rs",
+        ] {
+            assert!(
+                !all.contains(&ignored.to_owned()),
+                "{ignored} selected: {all:?}"
+            );
+        }
+        assert!(
+            workspace.entries.iter().all(|e| e.host.starts_with(&root)),
+            "an entry from outside the tree"
+        );
+        let listed = listing(&workspace).replace(&tmp.path().display().to_string(), "<tmp>");
+        insta::assert_snapshot!(listed, @r"
+        .git dir
+        .gitignore file
+        escape symlink -> <tmp>/outside
+        lib symlink -> <tmp>/outside
+        notes/new.md file
+        src/main.rs file
+        ");
+        let counted: u64 = workspace
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .map(|e| fs::metadata(&e.host).expect("stat").len())
+            .sum();
+        assert_eq!(workspace.bytes, counted);
+        assert!(
+            workspace
+                .describe()
+                .starts_with("git work tree, with its repository: "),
+            "{}",
+            workspace.describe()
+        );
+
+        let on_host = git(&root, &["status", "--porcelain"]);
+        let copy = unpack(workspace, &tmp.path().join("bottle"));
+        fs::remove_dir_all(&root).expect("remove the host repository");
+        let status = git(&copy, &["status", "--porcelain"]);
+        assert_eq!(
+            status, on_host,
+            "the bottle's git sees what the host's sees"
+        );
+        assert_eq!(
+            status.lines().collect::<Vec<_>>(),
+            [
+                " D gone.txt",
+                "AD lib/inner.rs",
+                "?? escape",
+                "?? lib",
+                "?? notes/"
+            ],
+        );
+    }
+
+    #[test]
+    fn a_subdirectory_of_a_work_tree_leaves_ignored_files_and_the_repository_behind() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("repo");
+        project(&root);
+        write(&root.join("src/.env"), "SECRET=1\n");
+        let workspace = select(&root.join("src"), tmp.path()).expect("select");
+        assert_eq!(
+            workspace.kind,
+            Kind::InsideGit {
+                top: root.canonicalize().expect("canonical")
+            }
+        );
+        assert_eq!(dests(&workspace), ["main.rs"]);
+    }
+
+    #[test]
+    fn a_dotfiles_repository_in_the_home_directory_does_not_make_a_project_a_work_tree() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let home = tmp.path().join("home");
+        fs::create_dir_all(&home).expect("mkdir");
+        git(&home, &["init", "-q"]);
+        write(&home.join(".gitignore"), "*\n");
+        write(&home.join("project/main.rs"), "fn main() {}\n");
+        let workspace = select(&home.join("project"), &home).expect("select");
+        assert_eq!(workspace.kind, Kind::Plain);
+        assert_eq!(dests(&workspace), ["main.rs"]);
+    }
+
+    /// A linked worktree's `.git` file names the main repository by an
+    /// absolute host path; the bottle gets a repository of its own, on the
+    /// worktree's branch with the worktree's index.
+    #[test]
+    fn a_linked_worktree_becomes_a_repository_that_works_without_the_host() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let main = tmp.path().join("main");
+        project(&main);
+        let linked = tmp.path().join("linked");
+        git(
+            &main,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "-b",
+                "feature",
+                linked.to_str().expect("utf-8"),
+            ],
+        );
+        write(&linked.join("feature.rs"), "// staged\n");
+        git(&linked, &["add", "feature.rs"]);
+        git(&linked, &["commit", "-q", "-m", "on the feature branch"]);
+        write(&linked.join("wip.rs"), "// untracked\n");
+        write(&linked.join("src/main.rs"), "fn main() { changed() }\n");
+        write(&main.join("main-only.rs"), "// in the main work tree\n");
+        git(&main, &["add", "main-only.rs"]);
+
+        let workspace = select(&linked, tmp.path()).expect("select");
+        assert_eq!(
+            workspace.kind,
+            Kind::LinkedWorktree {
+                common: main.canonicalize().expect("canonical")
+            }
+        );
+        let all = dests(&workspace);
+        for absent in [
+            ".git/worktrees",
+            ".git/commondir",
+            ".git/gitdir",
+            "main-only.rs",
+        ] {
+            assert!(!all.contains(&absent.to_owned()), "{absent}: {all:?}");
+        }
+        insta::assert_snapshot!(listing(&workspace), @r#"
+        .git dir
+        .git/config generated "\tworktree = .."
+        .gitignore file
+        feature.rs file
+        gone.txt file
+        src/main.rs file
+        wip.rs file
+        "#);
+
+        let on_host = git(&linked, &["status", "--porcelain"]);
+        let copy = unpack(workspace, &tmp.path().join("bottle"));
+        fs::remove_dir_all(&main).expect("remove the main repository");
+        fs::remove_dir_all(&linked).expect("remove the worktree");
+        assert_eq!(git(&copy, &["branch", "--show-current"]).trim(), "feature");
+        assert_eq!(
+            git(&copy, &["log", "--format=%s"])
+                .lines()
+                .collect::<Vec<_>>(),
+            ["on the feature branch", "first"]
+        );
+        let status = git(&copy, &["status", "--porcelain"]);
+        assert_eq!(status, on_host);
+        assert_eq!(
+            status.lines().collect::<Vec<_>>(),
+            [" M src/main.rs", "?? wip.rs"]
+        );
+    }
+
+    /// Submodules: the superproject's `.git/modules` holds their
+    /// repositories, which their `.git` files point at, absolutely or not.
+    #[test]
+    fn submodules_work_in_the_copy_whatever_their_git_files_say() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let library = tmp.path().join("library");
+        project(&library);
+        let root = tmp.path().join("super");
+        project(&root);
+        git(
+            &root,
+            &[
+                "submodule",
+                "add",
+                "-q",
+                library.to_str().expect("utf-8"),
+                "vendor/lib",
+            ],
+        );
+        git(&root, &["commit", "-q", "-m", "add the library"]);
+        write(
+            &root.join("vendor/lib/new.rs"),
+            "// untracked in the submodule\n",
+        );
+        write(
+            &root.join("vendor/lib/target/x"),
+            "ignored in the submodule\n",
+        );
+        // As old git and some tools leave them: absolute host paths.
+        let module = root
+            .join(".git/modules/vendor/lib")
+            .canonicalize()
+            .expect("module");
+        write(
+            &root.join("vendor/lib/.git"),
+            &format!("gitdir: {}\n", module.display()),
+        );
+        git(
+            &module,
+            &[
+                "config",
+                "core.worktree",
+                root.join("vendor/lib").to_str().expect("utf-8"),
+            ],
+        );
+
+        let workspace = select(&root, tmp.path()).expect("select");
+        assert_eq!(workspace.kind, Kind::Git);
+        let all = dests(&workspace);
+        assert!(!all.contains(&"vendor/lib/target/x".to_owned()), "{all:?}");
+        assert!(all.contains(&"vendor/lib/new.rs".to_owned()), "{all:?}");
+        let generated: Vec<String> = workspace
+            .entries
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EntryKind::Generated(bytes) => Some(format!(
+                    "{} {:?}",
+                    e.dest.display(),
+                    String::from_utf8_lossy(bytes).lines().last().unwrap_or("")
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            generated,
+            [
+                r#".git/modules/vendor/lib/config "\tworktree = ../../../../vendor/lib""#,
+                r#"vendor/lib/.git "gitdir: ../../.git/modules/vendor/lib""#,
+            ]
+        );
+
+        let on_host = git(&root, &["status", "--porcelain"]);
+        let copy = unpack(workspace, &tmp.path().join("bottle"));
+        fs::remove_dir_all(&root).expect("remove the superproject");
+        fs::remove_dir_all(&library).expect("remove the library");
+        let status = git(&copy, &["status", "--porcelain"]);
+        assert_eq!(status, on_host);
+        assert_eq!(status.lines().collect::<Vec<_>>(), [" M vendor/lib"]);
+        let sub = copy.join("vendor/lib");
+        assert_eq!(
+            git(&sub, &["status", "--porcelain"])
+                .lines()
+                .collect::<Vec<_>>(),
+            ["?? new.rs"]
+        );
+        assert_eq!(git(&sub, &["log", "--format=%s"]).trim(), "first");
+    }
+
+    /// The plan's words for each kind of workspace.
+    #[test]
+    fn each_kind_of_workspace_is_described() {
+        let kinds = [
+            Kind::Plain,
+            Kind::Git,
+            Kind::LinkedWorktree {
+                common: "/src/project".into(),
+            },
+            Kind::InsideGit {
+                top: "/src/project".into(),
+            },
+        ];
+        let lines: Vec<String> = kinds
+            .into_iter()
+            .zip([(1, 10), (1234, 5 << 20), (0, 0), (20_000, 200 << 20)])
+            .map(|(kind, (files, bytes))| {
+                Workspace {
+                    root: "/src/project/sub".into(),
+                    kind,
+                    entries: Vec::new(),
+                    files,
+                    bytes,
+                }
+                .describe()
+            })
+            .collect();
+        insta::assert_snapshot!(lines.join("\n"));
+    }
+
+    #[test]
+    fn relative_paths_between_workspace_directories() {
+        let cases = [
+            (
+                "vendor/lib",
+                ".git/modules/vendor/lib",
+                "../../.git/modules/vendor/lib",
+            ),
+            (
+                ".git/modules/vendor/lib",
+                "vendor/lib",
+                "../../../../vendor/lib",
+            ),
+            ("", ".git", ".git"),
+            ("a", "a", "."),
+        ];
+        for (from, to, expected) in cases {
+            assert_eq!(
+                relative_path(Path::new(from), Path::new(to)),
+                Path::new(expected),
+                "{from} -> {to}"
+            );
+        }
+    }
 }
