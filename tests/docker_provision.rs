@@ -145,7 +145,10 @@ async fn upload_streamed(docker: &Docker, id: &str, set: ProvisionSet) {
         .upload_to_container(id, Some(options), bollard::body_try_stream(chunks))
         .await
         .expect("upload archive");
-    writer.await.expect("archive task").expect("archive written");
+    writer
+        .await
+        .expect("archive task")
+        .expect("archive written");
 }
 
 /// `path -> (uid, gid, mode, kind)` as the daemon reports them in a download.
