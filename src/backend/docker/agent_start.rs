@@ -36,12 +36,14 @@ impl<E: Engine> BringUp<E> {
     /// host files are read as the daemon takes them, so a large workspace
     /// takes no more memory than a small one.
     async fn provision(&self, id: &str, provision: ProvisionSet) -> Result<(), LaunchError> {
+        let clock = std::time::Instant::now();
         let (chunks, writer) = archive::stream(provision);
         let uploaded = self
             .engine
             .upload_archive(id, "/", futures_util::StreamExt::boxed(chunks))
             .await;
         let written = writer.await.map_err(|e| LaunchError::Task(e.to_string()))?;
+        tracing::debug!("provisioning archive uploaded in {:?}", clock.elapsed());
         match (written, uploaded) {
             (Ok(()), Ok(())) => Ok(()),
             // The upload failed first and the writer found no reader.

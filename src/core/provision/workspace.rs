@@ -115,6 +115,7 @@ impl crate::diagnostic::Diagnostic for WorkspaceError {
 /// Chooses what of `root` goes into the bottle; `host_home` is the user's
 /// home directory.
 pub fn select(root: &Path, host_home: &Path) -> Result<Workspace, WorkspaceError> {
+    let clock = std::time::Instant::now();
     let mut selector = Selector::default();
     let kind = match fs::symlink_metadata(root.join(".git")) {
         Ok(_) => selector.work_tree(root, Path::new(""), true)?,
@@ -138,6 +139,13 @@ pub fn select(root: &Path, host_home: &Path) -> Result<Workspace, WorkspaceError
             });
         }
     };
+    tracing::debug!(
+        files = selector.files,
+        bytes = selector.bytes,
+        "workspace `{}` selected in {:?}",
+        root.display(),
+        clock.elapsed()
+    );
     Ok(Workspace {
         root: root.to_path_buf(),
         kind,
