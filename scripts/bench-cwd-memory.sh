@@ -12,7 +12,8 @@
 #
 # Needs a Docker daemon, the test images (scripts/build-test-images.sh) and
 # GNU time (Debian package `time`). Sizes can be changed with BENCH_BIG_MB,
-# BENCH_MANY_FILES and BENCH_MANY_KB.
+# BENCH_MANY_FILES and BENCH_MANY_KB; BENCH_BIN names a binary to measure
+# instead of building target/release/claude-bottle.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -33,8 +34,12 @@ for image in "$agent_image" "$standin_image"; do
     fi
 done
 
-cargo build --release --quiet
-bin=$PWD/target/release/claude-bottle
+if [ -n "${BENCH_BIN:-}" ]; then
+    bin=$(realpath "$BENCH_BIN")
+else
+    cargo build --release --quiet
+    bin=$PWD/target/release/claude-bottle
+fi
 scratch=$(mktemp -d)
 container=""
 cleanup() {
@@ -121,4 +126,4 @@ printf 'cwd %s files, %s MB: %s ms, %s MB/s\n' "$many_files" "$((many_bytes / 10
     "$cwd_ms" "$(mb_per_s "$many_bytes" "$cwd_ms")"
 printf 'tar c | docker exec -i tar x, same tree: %s ms, %s MB/s\n' \
     "$tar_ms" "$(mb_per_s "$many_bytes" "$tar_ms")"
-printf 'cwd / tar: %s%%\n' "$(awk -v a="$tar_ms" -v b="$cwd_ms" 'BEGIN { printf "%.0f", 100 * a / b }')"
+printf "cwd throughput as a share of tar's: %s%%\n" "$(awk -v a="$tar_ms" -v b="$cwd_ms" 'BEGIN { printf "%.0f", 100 * a / b }')"

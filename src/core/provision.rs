@@ -854,6 +854,30 @@ mod tests {
     }
 
     #[test]
+    fn a_system_directory_is_refused_as_the_workspace_with_nothing_selected() {
+        let host = Host::new();
+        for (cwd, what) in [
+            ("/", "is the system directory `/`"),
+            ("/etc", "is the system directory `/etc`"),
+            ("/usr", "is the system directory `/usr`"),
+            ("/etc/ssl", "lies in the system directory `/etc`"),
+        ] {
+            let mut spec = spec(&host, "", &[], vec![], false);
+            spec.cwd = Some(cwd.into());
+            let err = build(&spec, PROXY, "/home/node").expect_err("system dir copied in");
+            assert!(
+                matches!(err, ProvisionError::WorkspaceIsSystemDir { .. })
+                    || matches!(err, ProvisionError::WorkspaceContainsHome { .. }),
+                "{cwd}: {err:?}"
+            );
+            if !matches!(err, ProvisionError::WorkspaceContainsHome { .. }) {
+                assert!(err.to_string().contains(what), "{cwd}: {err}");
+            }
+            assert_eq!(err.hints(), ["run `start --cwd` from a project directory"]);
+        }
+    }
+
+    #[test]
     fn a_system_directory_is_refused_as_the_container_home() {
         let host = Host::new();
         let spec = spec(&host, "You review.", &[], vec![], false);
