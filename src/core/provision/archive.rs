@@ -354,7 +354,9 @@ impl<W: Write> ArchiveWriter<W> {
     /// out, as if it had been deleted before; what changed kind is an error.
     fn entries(&mut self, base: &Path, entries: &[Entry], now: u64) -> Result<(), ArchiveError> {
         for entry in entries {
-            self.parents(base, entry)?;
+            if !self.parents(base, entry)? {
+                continue;
+            }
             let path = base.join(&entry.dest);
             match &entry.kind {
                 EntryKind::Dir => {
@@ -375,9 +377,10 @@ impl<W: Write> ArchiveWriter<W> {
 
     /// The directories between `base` and the entry that are not in the
     /// archive yet: git lists files, not the directories they are in.
-    fn parents(&mut self, base: &Path, entry: &Entry) -> Result<(), ArchiveError> {
+    /// False when one of them is gone, and the entry with it.
+    fn parents(&mut self, base: &Path, entry: &Entry) -> Result<bool, ArchiveError> {
         let Some(parent) = entry.dest.parent() else {
-            return Ok(());
+            return Ok(true);
         };
         let depth = parent.components().count();
         let mut dest = base.to_path_buf();
@@ -392,15 +395,19 @@ impl<W: Write> ArchiveWriter<W> {
             for _ in 0..up {
                 host_dir = host_dir.parent().unwrap_or(host_dir);
             }
-            self.host_directory(&dest, host_dir)?;
+            if !self.host_directory(&dest, host_dir)? {
+                return Ok(false);
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// A directory of a host tree with its host mode; never a symlink.
-    fn host_directory(&mut self, path: &Path, host: &Path) -> Result<(), ArchiveError> {
+    /// False when it is gone since the listing.
+    fn host_directory(&mut self, path: &Path, host: &Path) -> Result<bool, ArchiveError> {
         let metadata = match fs::symlink_metadata(host) {
             Ok(metadata) => metadata,
+            Err(err) if is_gone(&err) => return Ok(false),
             Err(source) => {
                 return Err(ArchiveError::ReadHost {
                     path: host.to_path_buf(),
@@ -416,7 +423,8 @@ impl<W: Write> ArchiveWriter<W> {
         }
         self.claim(path)?;
         let mode = metadata.permissions().mode() & PERMISSION_BITS;
-        self.directory(path, mode, mtime_of(&metadata))
+        self.directory(path, mode, mtime_of(&metadata))?;
+        Ok(true)
     }
 
     fn symlink(&mut self, path: &Path, host: &Path) -> Result<(), ArchiveError> {
@@ -937,6 +945,47 @@ mod tests {
         let mut out = Vec::new();
         assert!(io::copy(&mut short, &mut out).is_err());
         assert!(matches!(short.failure, Some(ReadFailure::Shrank)));
+    }
+
+    /// What was deleted between the selection and the copy is left out, as
+    /// if deleted before; a directory that became a symlink is an error.
+    #[test]
+    fn a_workspace_copies_what_is_left_of_its_selection() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("project");
+        fs::create_dir_all(root.join("build/out")).expect("mkdir");
+        fs::create_dir_all(root.join("src")).expect("mkdir");
+        fs::write(root.join("build/out/a.o"), b"object").expect("write");
+        fs::write(root.join("src/main.rs"), b"fn main() {}").expect("write");
+        fs::write(root.join("gone.txt"), b"gone").expect("write");
+        let selected = workspace::select(&root, tmp.path()).expect("select");
+        fs::remove_dir_all(root.join("build")).expect("rm build");
+        fs::remove_file(root.join("gone.txt")).expect("rm gone");
+        let set = |selected: &Workspace| ProvisionSet {
+            items: vec![Item {
+                dest: "/w".into(),
+                mode: 0o755,
+                source: Source::Workspace(std::sync::Arc::new(selected.clone())),
+            }],
+            ..ProvisionSet::default()
+        };
+        let entries = read_back(&in_memory(&set(&selected)).expect("archive"));
+        let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["w", "w/src", "w/src/main.rs"]);
+
+        fs::remove_dir_all(root.join("src")).expect("rm src");
+        symlink(tmp.path(), root.join("src")).expect("symlink");
+        let err = in_memory(&set(&selected)).expect_err("read through a symlink");
+        assert!(
+            matches!(
+                err,
+                ArchiveError::HostChanged {
+                    expected: "directory",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
