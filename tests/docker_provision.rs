@@ -29,7 +29,7 @@ use bollard::query_parameters::{
 };
 use claude_bottle::backend::docker::docker_endpoint;
 use claude_bottle::backend::docker::image::{self, ImageBuildError};
-use claude_bottle::core::provision::archive::tar_archive;
+use claude_bottle::core::provision::archive;
 use claude_bottle::core::provision::{Item, ProvisionSet, Source};
 use claude_bottle::diagnostic::Diagnostic;
 use claude_bottle::printer::Printer;
@@ -135,6 +135,20 @@ async fn upload(docker: &Docker, id: &str, archive: Vec<u8>) {
         .upload_to_container(id, Some(options), bollard::body_full(archive.into()))
         .await
         .expect("upload archive");
+}
+
+/// Uploads the provisioning archive of `set` as the bring-up does: streamed.
+async fn upload_streamed(docker: &Docker, id: &str, set: ProvisionSet) {
+    let options = UploadToContainerOptionsBuilder::default().path("/").build();
+    let (chunks, writer) = archive::stream(set);
+    docker
+        .upload_to_container(id, Some(options), bollard::body_try_stream(chunks))
+        .await
+        .expect("upload archive");
+    writer
+        .await
+        .expect("archive task")
+        .expect("archive written");
 }
 
 /// `path -> (uid, gid, mode, kind)` as the daemon reports them in a download.
@@ -279,7 +293,7 @@ async fn an_uploaded_archive_keeps_owner_and_modes_before_and_after_start() {
 
     let host = tempfile::tempdir().expect("host");
     let set = provision_fixture(host.path());
-    upload(&docker, &id, tar_archive(&set).expect("archive")).await;
+    upload_streamed(&docker, &id, set).await;
 
     let expected: BTreeMap<&str, (u32, &str)> = [
         ("node", (0o755, "dir")),

@@ -88,7 +88,7 @@ pub struct StartArgs {
     /// The agent to run; may be omitted when the manifest has exactly one
     pub agent: Option<String>,
 
-    /// Put the current directory (with its .git) into the bottle's workspace
+    /// Put the current directory into the bottle's workspace as git would carry it: ignored files stay on the host
     #[arg(long)]
     pub cwd: bool,
 

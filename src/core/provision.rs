@@ -9,10 +9,12 @@
 pub mod archive;
 mod known_hosts;
 mod ssh;
+pub mod workspace;
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::core::spec::BottleSpec;
 use crate::manifest::SkillName;
@@ -40,6 +42,9 @@ pub enum Source {
     /// A host directory, copied recursively with its tree intact (host modes kept
     /// for files inside; symlinks copied as symlinks).
     HostTree(PathBuf),
+    /// The `--cwd` directory: what git would carry of it, selected when
+    /// the set is built (see [`workspace`]).
+    Workspace(Arc<workspace::Workspace>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,12 +273,50 @@ fn provision_workspace(
             home: host_home.to_path_buf(),
         });
     }
+    // A system directory would hand the agent the host's configuration
+    // (`/etc`) or a copy of the whole system (`/usr`).
+    if let Some((relation, system_dir)) = host_system_dir_of(&resolved(cwd)) {
+        return Err(ProvisionError::WorkspaceIsSystemDir {
+            path,
+            relation,
+            system_dir,
+        });
+    }
+    let selected = workspace::select(cwd, host_home)?;
     set.items.push(Item {
         dest,
         mode: DIR_MODE,
-        source: Source::HostTree(path),
+        source: Source::Workspace(Arc::new(selected)),
     });
     Ok(())
+}
+
+/// Host directories that hold no project: the system's own trees, refused
+/// as `--cwd` with everything in them. Others (`/home`, `/tmp`, `/usr`,
+/// `/var`, `/opt`, `/srv`, ...) are refused themselves, as
+/// [`SYSTEM_DIRS`], but a project inside them is fine (`/var/www/site`).
+const HOST_SYSTEM_TREES: [&str; 11] = [
+    "bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "run", "sbin",
+];
+
+/// The system directory a `--cwd` path is (`is`) or lies in (`lies in`).
+fn host_system_dir_of(path: &Path) -> Option<(&'static str, String)> {
+    let parts: Vec<String> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(part) => Some(part.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    match parts.as_slice() {
+        [] => Some(("is", "/".to_owned())),
+        [top] => SYSTEM_DIRS
+            .contains(&top.as_str())
+            .then(|| ("is", format!("/{top}"))),
+        [top, ..] => HOST_SYSTEM_TREES
+            .contains(&top.as_str())
+            .then(|| ("lies in", format!("/{top}"))),
+    }
 }
 
 enum DirProblem {
@@ -379,6 +422,19 @@ pub enum ProvisionError {
         "workspace `{path}` is your home directory `{home}` or contains it: `--cwd` would copy `~/.ssh`, credentials and everything else there into the bottle"
     )]
     WorkspaceContainsHome { path: PathBuf, home: PathBuf },
+
+    #[error(
+        "workspace `{path}` {relation} the system directory `{system_dir}`: `--cwd` would copy the host's system files into the bottle"
+    )]
+    WorkspaceIsSystemDir {
+        path: PathBuf,
+        /// `is` or `lies in`.
+        relation: &'static str,
+        system_dir: String,
+    },
+
+    #[error(transparent)]
+    Workspace(#[from] workspace::WorkspaceError),
 }
 
 /// One line per directory and item, for reviewing a whole set in snapshots.
@@ -390,7 +446,7 @@ impl std::fmt::Display for ProvisionSet {
         }
         for item in &self.items {
             let kind = match item.source {
-                Source::HostTree(_) => "tree",
+                Source::HostTree(_) | Source::Workspace(_) => "tree",
                 Source::Bytes(_) | Source::HostFile(_) => "file",
             };
             write!(f, "{kind}  {} {:04o}", item.dest, item.mode)?;
@@ -399,6 +455,12 @@ impl std::fmt::Display for ProvisionSet {
                 Source::HostFile(path) | Source::HostTree(path) => {
                     writeln!(f, " from `{}`", path.display())?;
                 }
+                Source::Workspace(workspace) => writeln!(
+                    f,
+                    " from `{}` ({})",
+                    workspace.root.display(),
+                    workspace.describe()
+                )?,
             }
         }
         Ok(())
@@ -442,9 +504,10 @@ impl crate::diagnostic::Diagnostic for ProvisionError {
             Self::WorkspaceMissing { .. } | Self::WorkspaceNotADirectory { .. } => {
                 "run `start --cwd` from the directory the agent should work in".to_owned()
             }
-            Self::WorkspaceContainsHome { .. } => {
+            Self::WorkspaceContainsHome { .. } | Self::WorkspaceIsSystemDir { .. } => {
                 "run `start --cwd` from a project directory".to_owned()
             }
+            Self::Workspace(e) => return e.hints(),
         };
         vec![hint]
     }
@@ -473,7 +536,7 @@ mod tests {
                 home: tempfile::tempdir().expect("home"),
                 cwd: tempfile::tempdir().expect("cwd"),
             };
-            fs::create_dir_all(host.cwd.path().join(".git")).expect("mkdir .git");
+            fs::write(host.cwd.path().join("README.md"), "# project\n").expect("write");
             host
         }
 
@@ -788,6 +851,30 @@ mod tests {
         let mut spec = spec(&host, "", &[], vec![], false);
         spec.cwd = Some(project);
         assert!(build(&spec, PROXY, "/home/node").is_ok());
+    }
+
+    #[test]
+    fn a_system_directory_is_refused_as_the_workspace_with_nothing_selected() {
+        let host = Host::new();
+        for (cwd, what) in [
+            ("/", "is the system directory `/`"),
+            ("/etc", "is the system directory `/etc`"),
+            ("/usr", "is the system directory `/usr`"),
+            ("/etc/ssl", "lies in the system directory `/etc`"),
+        ] {
+            let mut spec = spec(&host, "", &[], vec![], false);
+            spec.cwd = Some(cwd.into());
+            let err = build(&spec, PROXY, "/home/node").expect_err("system dir copied in");
+            assert!(
+                matches!(err, ProvisionError::WorkspaceIsSystemDir { .. })
+                    || matches!(err, ProvisionError::WorkspaceContainsHome { .. }),
+                "{cwd}: {err:?}"
+            );
+            if !matches!(err, ProvisionError::WorkspaceContainsHome { .. }) {
+                assert!(err.to_string().contains(what), "{cwd}: {err}");
+            }
+            assert_eq!(err.hints(), ["run `start --cwd` from a project directory"]);
+        }
     }
 
     #[test]

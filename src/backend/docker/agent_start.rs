@@ -5,6 +5,8 @@ use super::bring_up::{Attempt, BringUp, LaunchError};
 use super::client::{Engine, EngineError, ErrorKind};
 use super::names::Names;
 use super::specs::agent_container_spec;
+use crate::core::provision::ProvisionSet;
+use crate::core::provision::archive::{self, ArchiveError};
 
 impl<E: Engine> BringUp<E> {
     /// Creates the agent container on the internal network only and
@@ -14,7 +16,7 @@ impl<E: Engine> BringUp<E> {
         names: &Names,
         internal_id: &str,
         proxy_address: &str,
-        archive: Vec<u8>,
+        provision: ProvisionSet,
     ) -> Result<String, Attempt> {
         let spec = agent_container_spec(&self.plan, names, internal_id, proxy_address);
         let id = match self.create_container(&spec).await {
@@ -26,8 +28,29 @@ impl<E: Engine> BringUp<E> {
             other => other?,
         };
         self.check_cancelled()?;
-        self.engine.upload_archive(&id, "/", archive).await?;
+        self.provision(&id, provision).await?;
         Ok(id)
+    }
+
+    /// Streams the provisioning archive into the created container. The
+    /// host files are read as the daemon takes them, so a large workspace
+    /// takes no more memory than a small one.
+    async fn provision(&self, id: &str, provision: ProvisionSet) -> Result<(), LaunchError> {
+        let clock = std::time::Instant::now();
+        let (chunks, writer) = archive::stream(provision);
+        let uploaded = self
+            .engine
+            .upload_archive(id, "/", futures_util::StreamExt::boxed(chunks))
+            .await;
+        let written = writer.await.map_err(|e| LaunchError::Task(e.to_string()))?;
+        tracing::debug!("provisioning archive uploaded in {:?}", clock.elapsed());
+        match (written, uploaded) {
+            (Ok(()), Ok(())) => Ok(()),
+            // The upload failed first and the writer found no reader.
+            (Err(ArchiveError::Write(_)), Err(err)) | (Ok(()), Err(err)) => Err(err.into()),
+            // A host file could not be read: the cause of a failed upload.
+            (Err(err), _) => Err(err.into()),
+        }
     }
 
     pub(super) async fn start_agent(&self, names: &Names, id: &str) -> Result<(), Attempt> {

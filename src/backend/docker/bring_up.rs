@@ -270,20 +270,10 @@ impl<E: Engine> BringUp<E> {
                 .map_err(LaunchError::from)?
         };
         let prompt_file = provision.prompt_file.clone();
-        // Reading the host files (a workspace can be large) overlaps the proxy's start.
-        let archive = tokio::task::spawn_blocking(move || {
-            crate::core::provision::archive::tar_archive(&provision).map_err(LaunchError::from)
-        });
         let clock = Instant::now();
         let proxy_id = self.launch_proxy(names, &internal_id, &egress_id).await?;
         let proxy_address = self.proxy_address(names, &proxy_id, &internal_id).await?;
-        let agent = async {
-            let archive = archive
-                .await
-                .map_err(|e| LaunchError::Task(e.to_string()))??;
-            self.create_agent(names, &internal_id, &proxy_address, archive)
-                .await
-        };
+        let agent = self.create_agent(names, &internal_id, &proxy_address, provision);
         let (ready, agent_id) =
             futures_util::join!(self.wait_until_ready(&names.proxy, &proxy_id), agent);
         ready?;

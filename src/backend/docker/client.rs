@@ -30,6 +30,15 @@ use crate::core::agent_env::EnvPair;
 use crate::diagnostic::Diagnostic;
 use crate::printer::Printer;
 
+/// A tar archive for [`Engine::upload_archive`], in chunks read as they
+/// are sent.
+pub(crate) type TarStream = BoxStream<'static, std::io::Result<bytes::Bytes>>;
+
+/// A tar archive already in memory (a small config file) as a [`TarStream`].
+pub(crate) fn whole_tar(tar: Vec<u8>) -> TarStream {
+    futures_util::stream::once(async move { Ok(bytes::Bytes::from(tar)) }).boxed()
+}
+
 /// What went wrong, by the one distinction callers act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorKind {
@@ -293,12 +302,13 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
         &self,
         spec: &ContainerSpec,
     ) -> impl Future<Output = Result<String, EngineError>> + Send;
-    /// Extracts `tar` into the container's filesystem at `path`.
+    /// Extracts `tar` into the container's filesystem at `path`, sending it
+    /// as it is read; an error from the stream aborts the upload.
     fn upload_archive(
         &self,
         container: &str,
         path: &str,
-        tar: Vec<u8>,
+        tar: TarStream,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn connect_network(
         &self,
@@ -904,18 +914,14 @@ impl Engine for BollardEngine {
         &self,
         container: &str,
         path: &str,
-        tar: Vec<u8>,
+        tar: TarStream,
     ) -> Result<(), EngineError> {
         let options = UploadToContainerOptions {
             path: path.to_owned(),
             ..UploadToContainerOptions::default()
         };
         self.docker
-            .upload_to_container(
-                container,
-                Some(options),
-                http_body_util::Either::Left(http_body_util::Full::new(bytes::Bytes::from(tar))),
-            )
+            .upload_to_container(container, Some(options), bollard::body_try_stream(tar))
             .await
             .map_err(|e| classify(&format!("copy files into container `{container}`"), e))
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::client::{
     ContainerInfo, ContainerSpec, ContainerStatus, DaemonInfo, Engine, EngineError, ErrorKind,
-    ExecCapture, ExecOutput, LabelFilter, Labels, NetworkInfo, NetworkSpec,
+    ExecCapture, ExecOutput, LabelFilter, Labels, NetworkInfo, NetworkSpec, TarStream,
 };
 use crate::printer::Printer;
 
@@ -542,8 +542,18 @@ impl Engine for FakeEngine {
         &self,
         container: &str,
         path: &str,
-        tar: Vec<u8>,
+        tar: TarStream,
     ) -> Result<(), EngineError> {
+        let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(tar)
+            .await
+            .map_err(|e| {
+                EngineError::new(
+                    ErrorKind::Other,
+                    format!("copy files into container `{container}`"),
+                    e.to_string(),
+                )
+            })?;
+        let tar = chunks.concat();
         let mut state = self.state();
         let name = Self::container_name(&state, container);
         if state.containers.contains_key(container) {

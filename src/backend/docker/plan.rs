@@ -490,9 +490,17 @@ impl fmt::Display for SessionPlan {
                     .collect(),
             ),
         )?;
-        let cwd = spec.cwd.as_ref().map_or_else(
+        let workspace = self
+            .provision
+            .items
+            .iter()
+            .find_map(|item| match &item.source {
+                provision::Source::Workspace(workspace) => Some(workspace),
+                _ => None,
+            });
+        let cwd = workspace.map_or_else(
             || "(none)".to_owned(),
-            |p| format!("{} (with its .git)", p.display()),
+            |w| format!("{} ({})", w.root.display(), w.describe()),
         );
         line(f, "cwd", &cwd)?;
         line(

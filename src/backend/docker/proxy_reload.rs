@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 
-use super::client::{Engine, EngineError};
+use super::client::{Engine, EngineError, whole_tar};
 use super::find::{FindError, find_bottle};
 use super::specs::PROXY_CONFIG_PATH;
 use crate::core::egress_log::{LogLine, parse_line, terminal_safe};
@@ -100,7 +100,9 @@ const SETTLE: Duration = Duration::from_millis(300);
 async fn put_config<E: Engine>(engine: &E, proxy_id: &str, yaml: &[u8]) -> Result<(), ReloadError> {
     let yaml = String::from_utf8_lossy(yaml);
     let archive = proxy_config_archive(PROXY_CONFIG_PATH, &yaml)?;
-    engine.upload_archive(proxy_id, "/", archive).await?;
+    engine
+        .upload_archive(proxy_id, "/", whole_tar(archive))
+        .await?;
     Ok(())
 }
 

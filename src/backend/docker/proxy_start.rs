@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::bring_up::{Attempt, BringUp, LaunchError};
-use super::client::Engine;
+use super::client::{Engine, whole_tar};
 use super::names::Names;
 use super::specs::{PROXY_CONFIG_PATH, PROXY_HEALTH_COMMAND, proxy_container_spec};
 use crate::core::provision::archive::proxy_config_archive;
@@ -26,7 +26,9 @@ impl<E: Engine> BringUp<E> {
         self.check_cancelled()?;
         let config = proxy_config_archive(PROXY_CONFIG_PATH, &self.plan.pipelock_yaml)
             .map_err(LaunchError::from)?;
-        self.engine.upload_archive(&id, "/", config).await?;
+        self.engine
+            .upload_archive(&id, "/", whole_tar(config))
+            .await?;
         self.check_cancelled()?;
         self.engine.connect_network(egress_id, &id).await?;
         self.check_cancelled()?;

@@ -346,6 +346,39 @@ async fn a_failed_pull_is_a_clear_error_and_everything_is_torn_down() {
     assert!(session.ledger().networks.is_empty());
 }
 
+/// A workspace file that turned into a symlink between the plan and the
+/// copy is not read through: the upload fails with an error naming it (not
+/// the daemon's), and the session leaves nothing behind.
+#[tokio::test]
+async fn a_workspace_file_changed_after_the_plan_fails_the_copy_and_everything_is_torn_down() {
+    let home = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let data = cwd.path().join("data.txt");
+    std::fs::write(&data, "planned\n").unwrap();
+    let engine = engine();
+    let mut spec = spec("reviewer", home.path());
+    spec.cwd = Some(cwd.path().to_path_buf());
+    let plan = prepared(&engine, spec).await;
+    std::fs::remove_file(&data).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", &data).unwrap();
+    let mut session =
+        Session::new(engine.clone(), plan, Printer::capture(false)).with_timeouts(quick());
+    let err = session.start().await.unwrap_err();
+    assert_eq!(
+        err.message,
+        format!(
+            "`{}` is no longer a regular file, so it cannot be copied into the bottle",
+            data.display()
+        )
+    );
+    assert_eq!(
+        err.hints,
+        ["it changed after the session was prepared; start again"]
+    );
+    session.close().await.unwrap();
+    assert_nothing_left(&engine);
+}
+
 #[tokio::test]
 async fn an_interrupted_pull_does_not_hold_up_teardown() {
     let home = tempfile::tempdir().unwrap();
@@ -554,7 +587,7 @@ async fn the_plan_of_a_rich_manifest_shows_everything_but_values() {
     for key in ["id_github", "id_buildbox"] {
         std::fs::write(home.path().join(".ssh").join(key), "not a real key\n").unwrap();
     }
-    std::fs::create_dir_all(cwd.path().join(".git")).unwrap();
+    std::fs::write(cwd.path().join("README.md"), "# project\n").unwrap();
     let manifest = load_from_str(
         r#"{
           "bottles": {

@@ -11,17 +11,28 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+use futures_util::Stream;
 use tar::{Builder, EntryType, Header};
+use tokio::sync::mpsc;
 
+use crate::core::provision::workspace::{self, Entry, EntryKind, Workspace, WorkspaceError};
 use crate::core::provision::{CONTAINER_GID, CONTAINER_UID, Item, ProvisionSet, Source};
 
 /// Permission bits kept from host files; set-id bits mean nothing for uid 1000.
 const PERMISSION_BITS: u32 = 0o777;
+/// Generated files of a workspace (a rewritten `.git` file or git config).
+const GENERATED_MODE: u32 = 0o644;
+/// The streamed archive goes out in chunks of this size, at most
+/// [`CHUNKS_IN_FLIGHT`] of them written and not yet sent: the memory an
+/// upload takes, whatever the size of the tree.
+const CHUNK: usize = 256 * 1024;
+const CHUNKS_IN_FLIGHT: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -39,6 +50,12 @@ pub enum ArchiveError {
         path: PathBuf,
         expected: &'static str,
     },
+
+    #[error("`{path}` changed while it was copied into the bottle: it is no longer {bytes} bytes")]
+    ChangedWhileRead { path: PathBuf, bytes: u64 },
+
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
 
     #[error("could not write the provisioning archive: {0}")]
     Write(#[source] io::Error),
@@ -61,9 +78,73 @@ impl Ownership {
     pub const ROOT: Self = Self { uid: 0, gid: 0 };
 }
 
-/// The whole set as one tar archive in memory, owned by the agent's user.
-pub fn tar_archive(set: &ProvisionSet) -> Result<Vec<u8>, ArchiveError> {
-    write_archive(set, Ownership::AGENT, Vec::new())
+/// The archive of `set`, owned by the agent's user, as a stream of chunks
+/// written by a blocking task as the stream is read: host files are read
+/// as they go out, so the memory this takes does not grow with their size.
+///
+/// The task's result says whether the archive is whole. When it fails the
+/// stream ends with an error, so an upload of it fails rather than
+/// unpacking part of the tree. When the stream is dropped the task stops at
+/// its next chunk with [`ArchiveError::Write`].
+pub fn stream(
+    set: ProvisionSet,
+) -> (
+    impl Stream<Item = io::Result<Bytes>> + Send + 'static,
+    tokio::task::JoinHandle<Result<(), ArchiveError>>,
+) {
+    let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let task = tokio::task::spawn_blocking(move || {
+        let out = ChunkSender {
+            buf: Vec::with_capacity(CHUNK),
+            tx: tx.clone(),
+        };
+        let result = write_archive(&set, Ownership::AGENT, out)
+            .and_then(|mut out| out.flush().map_err(ArchiveError::Write));
+        if let Err(err) = &result {
+            // Best effort: the reader may be gone already.
+            let _ = tx.blocking_send(Err(io::Error::other(err.to_string())));
+        }
+        result
+    });
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    (chunks, task)
+}
+
+/// Fills chunks of [`CHUNK`] bytes and hands them to the stream, waiting
+/// while [`CHUNKS_IN_FLIGHT`] are unread.
+struct ChunkSender {
+    buf: Vec<u8>,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> io::Result<()> {
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Ok(Bytes::from(chunk)))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped reading"))
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = (CHUNK - self.buf.len()).min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            self.send()
+        }
+    }
 }
 
 /// The proxy's config file at `dest`, readable by the proxy's user.
@@ -80,7 +161,13 @@ pub(crate) fn proxy_config_archive(dest: &str, yaml: &str) -> Result<Vec<u8>, Ar
     write_archive(&set, Ownership::ROOT, Vec::new())
 }
 
-/// Streams the archive of `set` into `out` and returns it.
+/// The archive of `set` in memory, owned by the agent's user.
+#[cfg(test)]
+pub(crate) fn in_memory(set: &ProvisionSet) -> Result<Vec<u8>, ArchiveError> {
+    write_archive(set, Ownership::AGENT, Vec::new())
+}
+
+/// Writes the archive of `set` into `out` and returns it.
 fn write_archive<W: Write>(
     set: &ProvisionSet,
     owner: Ownership,
@@ -112,7 +199,11 @@ fn write_archive<W: Write>(
         match &item.source {
             Source::Bytes(bytes) => writer.file(&path, item.mode, now, bytes)?,
             Source::HostFile(host) => writer.host_file(&path, item.mode, host)?,
-            Source::HostTree(host) => writer.host_tree(&path, item.mode, host)?,
+            Source::HostTree(host) => {
+                writer.top_directory(&path, item.mode, host)?;
+                writer.entries(&path, &workspace::walk(host)?, now)?;
+            }
+            Source::Workspace(workspace) => writer.workspace(&path, item.mode, workspace, now)?,
         }
     }
     writer.builder.into_inner().map_err(ArchiveError::Write)
@@ -167,6 +258,14 @@ fn mtime_of(metadata: &fs::Metadata) -> u64 {
     u64::try_from(metadata.mtime()).unwrap_or(0)
 }
 
+/// Gone since the selection listed it: deleted, or a parent became a file.
+fn is_gone(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
 impl<W: Write> ArchiveWriter<W> {
     fn claim(&mut self, path: &Path) -> Result<(), ArchiveError> {
         if self.seen.insert(path.to_path_buf()) {
@@ -216,13 +315,16 @@ impl<W: Write> ArchiveWriter<W> {
                 expected: "regular file",
             });
         }
-        let bytes = read_host_file(host)?;
-        self.file(path, mode, mtime_of(&metadata), &bytes)
+        let file = fs::File::open(host).map_err(|source| ArchiveError::ReadHost {
+            path: host.to_path_buf(),
+            source,
+        })?;
+        self.stream_file(path, Some(mode), host, file)
     }
 
-    /// The tree's top directory takes the set's mode (symlinks to it followed);
-    /// everything below keeps the host's permission bits.
-    fn host_tree(&mut self, path: &Path, mode: u32, host: &Path) -> Result<(), ArchiveError> {
+    /// The top directory of a host tree takes the set's mode (symlinks to
+    /// it followed).
+    fn top_directory(&mut self, path: &Path, mode: u32, host: &Path) -> Result<(), ArchiveError> {
         let metadata = fs::metadata(host).map_err(|source| ArchiveError::ReadHost {
             path: host.to_path_buf(),
             source,
@@ -233,65 +335,249 @@ impl<W: Write> ArchiveWriter<W> {
                 expected: "directory",
             });
         }
-        self.directory(path, mode, mtime_of(&metadata))?;
-        self.tree_contents(path, host)
+        self.directory(path, mode, mtime_of(&metadata))
     }
 
-    fn tree_contents(&mut self, path: &Path, host_dir: &Path) -> Result<(), ArchiveError> {
-        let read_error = |source| ArchiveError::ReadHost {
-            path: host_dir.to_path_buf(),
-            source,
-        };
-        let mut entries = fs::read_dir(host_dir)
-            .map_err(read_error)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(read_error)?;
-        // Stable archives whatever order the filesystem lists entries in.
-        entries.sort_by_key(fs::DirEntry::file_name);
+    fn workspace(
+        &mut self,
+        path: &Path,
+        mode: u32,
+        workspace: &Workspace,
+        now: u64,
+    ) -> Result<(), ArchiveError> {
+        self.top_directory(path, mode, &workspace.root)?;
+        self.entries(path, &workspace.entries, now)
+    }
+
+    /// The entries of a host tree placed at `base`; they keep the host's
+    /// permission bits. What vanished since the tree was listed is left
+    /// out, as if it had been deleted before; what changed kind is an error.
+    fn entries(&mut self, base: &Path, entries: &[Entry], now: u64) -> Result<(), ArchiveError> {
         for entry in entries {
-            let host = entry.path();
-            let inner = path.join(entry.file_name());
-            let metadata =
-                fs::symlink_metadata(&host).map_err(|source| ArchiveError::ReadHost {
-                    path: host.clone(),
-                    source,
-                })?;
-            let mode = metadata.permissions().mode() & PERMISSION_BITS;
-            let file_type = metadata.file_type();
-            if file_type.is_symlink() {
-                let target = fs::read_link(&host)
-                    .map_err(|source| ArchiveError::ReadHost { path: host, source })?;
-                let mut header = header(
-                    self.owner,
-                    EntryType::Symlink,
-                    0o777,
-                    mtime_of(&metadata),
-                    0,
-                );
-                self.builder
-                    .append_link(&mut header, &inner, &target)
-                    .map_err(ArchiveError::Write)?;
-            } else if file_type.is_dir() {
-                self.directory(&inner, mode, mtime_of(&metadata))?;
-                self.tree_contents(&inner, &host)?;
-            } else if file_type.is_file() {
-                let bytes = read_host_file(&host)?;
-                self.file(&inner, mode, mtime_of(&metadata), &bytes)?;
-            } else {
-                tracing::debug!(path = %host.display(), "not copied into the bottle: not a file, directory or symlink");
+            if !self.parents(base, entry)? {
+                continue;
+            }
+            let path = base.join(&entry.dest);
+            match &entry.kind {
+                EntryKind::Dir => {
+                    if !self.seen.contains(&path) {
+                        self.host_directory(&path, &entry.host)?;
+                    }
+                }
+                EntryKind::File => self.tree_file(&path, &entry.host)?,
+                EntryKind::Symlink => self.symlink(&path, &entry.host)?,
+                EntryKind::Generated(bytes) => {
+                    self.claim(&path)?;
+                    self.file(&path, GENERATED_MODE, now, bytes)?;
+                }
             }
         }
         Ok(())
     }
+
+    /// The directories between `base` and the entry that are not in the
+    /// archive yet: git lists files, not the directories they are in.
+    /// False when one of them is gone, and the entry with it.
+    fn parents(&mut self, base: &Path, entry: &Entry) -> Result<bool, ArchiveError> {
+        let Some(parent) = entry.dest.parent() else {
+            return Ok(true);
+        };
+        let depth = parent.components().count();
+        let mut dest = base.to_path_buf();
+        for (index, part) in parent.components().enumerate() {
+            dest.push(part);
+            if self.seen.contains(&dest) {
+                continue;
+            }
+            // The host directory is as many levels above the entry's host path.
+            let up = depth - index;
+            let mut host_dir = entry.host.as_path();
+            for _ in 0..up {
+                host_dir = host_dir.parent().unwrap_or(host_dir);
+            }
+            if !self.host_directory(&dest, host_dir)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// A directory of a host tree with its host mode; never a symlink.
+    /// False when it is gone since the listing.
+    fn host_directory(&mut self, path: &Path, host: &Path) -> Result<bool, ArchiveError> {
+        let metadata = match fs::symlink_metadata(host) {
+            Ok(metadata) => metadata,
+            Err(err) if is_gone(&err) => return Ok(false),
+            Err(source) => {
+                return Err(ArchiveError::ReadHost {
+                    path: host.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        if !metadata.is_dir() {
+            return Err(ArchiveError::HostChanged {
+                path: host.to_path_buf(),
+                expected: "directory",
+            });
+        }
+        self.claim(path)?;
+        let mode = metadata.permissions().mode() & PERMISSION_BITS;
+        self.directory(path, mode, mtime_of(&metadata))?;
+        Ok(true)
+    }
+
+    fn symlink(&mut self, path: &Path, host: &Path) -> Result<(), ArchiveError> {
+        let (metadata, target) =
+            match fs::symlink_metadata(host).and_then(|m| Ok((m, fs::read_link(host)?))) {
+                Ok(found) => found,
+                Err(err) if is_gone(&err) => return Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::InvalidInput => {
+                    return Err(ArchiveError::HostChanged {
+                        path: host.to_path_buf(),
+                        expected: "symlink",
+                    });
+                }
+                Err(source) => {
+                    return Err(ArchiveError::ReadHost {
+                        path: host.to_path_buf(),
+                        source,
+                    });
+                }
+            };
+        self.claim(path)?;
+        let mut header = header(
+            self.owner,
+            EntryType::Symlink,
+            0o777,
+            mtime_of(&metadata),
+            0,
+        );
+        self.builder
+            .append_link(&mut header, path, &target)
+            .map_err(ArchiveError::Write)
+    }
+
+    /// A regular file of a host tree, opened without following a symlink:
+    /// one that replaced the file since the listing is not read through.
+    fn tree_file(&mut self, path: &Path, host: &Path) -> Result<(), ArchiveError> {
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            // Non-blocking, so a FIFO that took the file's place cannot hang the open.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(host)
+        {
+            Ok(file) => file,
+            Err(err) if is_gone(&err) => return Ok(()),
+            Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(ArchiveError::HostChanged {
+                    path: host.to_path_buf(),
+                    expected: "regular file",
+                });
+            }
+            Err(source) => {
+                return Err(ArchiveError::ReadHost {
+                    path: host.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        self.claim(path)?;
+        self.stream_file(path, None, host, file)
+    }
+
+    /// `file` as the entry `path`, with `mode` or the host's permission
+    /// bits. The header carries the size the file had when opened, so the
+    /// file must give exactly that many bytes: one that shrinks or grows
+    /// while it is read is an error, never a corrupt archive.
+    fn stream_file(
+        &mut self,
+        path: &Path,
+        mode: Option<u32>,
+        host: &Path,
+        mut file: fs::File,
+    ) -> Result<(), ArchiveError> {
+        let read_error = |source| ArchiveError::ReadHost {
+            path: host.to_path_buf(),
+            source,
+        };
+        let metadata = file.metadata().map_err(read_error)?;
+        if !metadata.is_file() {
+            return Err(ArchiveError::HostChanged {
+                path: host.to_path_buf(),
+                expected: "regular file",
+            });
+        }
+        let size = metadata.len();
+        let mode = mode.unwrap_or(metadata.permissions().mode() & PERMISSION_BITS);
+        let mut header = header(
+            self.owner,
+            EntryType::Regular,
+            mode,
+            mtime_of(&metadata),
+            size,
+        );
+        let mut exact = Exact {
+            inner: &mut file,
+            remaining: size,
+            failure: None,
+        };
+        let appended = self.builder.append_data(&mut header, path, &mut exact);
+        let changed = || ArchiveError::ChangedWhileRead {
+            path: host.to_path_buf(),
+            bytes: size,
+        };
+        match (appended, exact.failure.take()) {
+            (Ok(()), _) => {}
+            (Err(_), Some(ReadFailure::Shrank)) => return Err(changed()),
+            (Err(_), Some(ReadFailure::Read(source))) => return Err(read_error(source)),
+            (Err(err), None) => return Err(ArchiveError::Write(err)),
+        }
+        let mut probe = [0u8; 1];
+        match file.read(&mut probe) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(changed()),
+            Err(source) => Err(read_error(source)),
+        }
+    }
 }
 
-/// Read whole, so the size in the header is the size written even if the
-/// file changes meanwhile.
-fn read_host_file(host: &Path) -> Result<Vec<u8>, ArchiveError> {
-    fs::read(host).map_err(|source| ArchiveError::ReadHost {
-        path: host.to_path_buf(),
-        source,
-    })
+enum ReadFailure {
+    Shrank,
+    Read(io::Error),
+}
+
+/// Exactly `remaining` bytes of `inner`, remembering why it failed if it
+/// could not give them, so a read failure is told apart from a write one.
+struct Exact<R> {
+    inner: R,
+    remaining: u64,
+    failure: Option<ReadFailure>,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let max = usize::try_from(self.remaining).map_or(buf.len(), |r| r.min(buf.len()));
+        match self.inner.read(&mut buf[..max]) {
+            Ok(0) => {
+                self.failure = Some(ReadFailure::Shrank);
+                Err(io::Error::from(io::ErrorKind::UnexpectedEof))
+            }
+            Ok(n) => {
+                self.remaining -= n as u64;
+                Ok(n)
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => Err(err),
+            Err(err) => {
+                let kind = err.kind();
+                self.failure = Some(ReadFailure::Read(err));
+                Err(io::Error::from(kind))
+            }
+        }
+    }
 }
 
 impl crate::diagnostic::Diagnostic for ArchiveError {
@@ -304,6 +590,10 @@ impl crate::diagnostic::Diagnostic for ArchiveError {
                 "check that it still exists and is readable; it was there when the session was prepared"
             }
             Self::HostChanged { .. } => "it changed after the session was prepared; start again",
+            Self::ChangedWhileRead { .. } => {
+                "something was writing it; start again once it is done, or have git ignore it"
+            }
+            Self::Workspace(e) => return e.hints(),
             Self::Write(_) => return Vec::new(),
         };
         vec![hint.to_owned()]
@@ -403,7 +693,7 @@ mod tests {
             ],
             prompt_file: None,
         };
-        let entries = read_back(&tar_archive(&set).expect("archive"));
+        let entries = read_back(&in_memory(&set).expect("archive"));
         let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -447,7 +737,7 @@ mod tests {
             }],
             prompt_file: None,
         };
-        let bytes = tar_archive(&set).expect("archive");
+        let bytes = in_memory(&set).expect("archive");
         let entries = read_back(&bytes);
         let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
@@ -504,7 +794,7 @@ mod tests {
             }],
             prompt_file: None,
         };
-        let entries = read_back(&tar_archive(&set).expect("archive"));
+        let entries = read_back(&in_memory(&set).expect("archive"));
         let map = by_path(&entries);
         assert_eq!(map["home/node/.claude/skills/review"].kind, Kind::Dir);
         assert_eq!(
@@ -528,7 +818,7 @@ mod tests {
             }],
             prompt_file: None,
         };
-        let entries = read_back(&tar_archive(&set).expect("archive"));
+        let entries = read_back(&in_memory(&set).expect("archive"));
         let expected = format!(
             "home/node/workspace/{}/{}/{}",
             "a".repeat(60),
@@ -554,7 +844,7 @@ mod tests {
             };
             assert!(
                 matches!(
-                    tar_archive(&set),
+                    in_memory(&set),
                     Err(ArchiveError::InvalidDestination { .. })
                 ),
                 "{dest} accepted"
@@ -570,9 +860,132 @@ mod tests {
             prompt_file: None,
         };
         assert!(matches!(
-            tar_archive(&set),
+            in_memory(&set),
             Err(ArchiveError::DuplicateDestination { .. })
         ));
+    }
+
+    /// The streamed archive is the archive, in chunks no larger than
+    /// [`CHUNK`]; its writer reports success.
+    #[tokio::test]
+    async fn the_stream_carries_the_same_archive_in_bounded_chunks() {
+        use futures_util::TryStreamExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let tree = tmp.path().join("project");
+        fs::create_dir_all(tree.join("src")).expect("mkdir");
+        // Larger than a chunk, and not a multiple of one.
+        let big: Vec<u8> = (0..CHUNK * 3 + 1234).map(|i| (i % 251) as u8).collect();
+        fs::write(tree.join("src/big.bin"), &big).expect("write");
+        fs::write(tree.join("small"), b"small").expect("write");
+        let set = ProvisionSet {
+            dirs: vec![("/home/node".into(), 0o755)],
+            items: vec![Item {
+                dest: "/home/node/skill".into(),
+                mode: 0o755,
+                source: Source::HostTree(tree),
+            }],
+            prompt_file: None,
+        };
+        let whole = in_memory(&set).expect("archive");
+        let (chunks, writer) = stream(set);
+        let chunks: Vec<Bytes> = chunks.try_collect().await.expect("stream");
+        writer.await.expect("task").expect("written");
+        assert!(
+            chunks.iter().all(|c| c.len() <= CHUNK),
+            "a chunk is too big"
+        );
+        assert!(chunks.len() > 3, "{} chunks", chunks.len());
+        assert_eq!(chunks.concat(), whole);
+        let entries = read_back(&whole);
+        assert_eq!(
+            by_path(&entries)["home/node/skill/src/big.bin"].kind,
+            Kind::File(big)
+        );
+    }
+
+    /// A file whose size is not what it was when it was opened (a file of
+    /// `/proc` says 0 and has more) is an error, not a corrupt archive;
+    /// so is a file that gives fewer bytes than its size.
+    #[tokio::test]
+    async fn a_file_that_changes_while_read_fails_the_archive_and_its_stream() {
+        use futures_util::StreamExt;
+        let set = ProvisionSet {
+            items: vec![Item {
+                dest: "/home/node/status".into(),
+                mode: 0o600,
+                source: Source::HostFile("/proc/self/status".into()),
+            }],
+            ..ProvisionSet::default()
+        };
+        let (chunks, writer) = stream(set);
+        let chunks: Vec<io::Result<Bytes>> = chunks.collect().await;
+        let err = writer
+            .await
+            .expect("task")
+            .expect_err("a growing file archived");
+        assert!(
+            matches!(err, ArchiveError::ChangedWhileRead { .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("`/proc/self/status` changed while"),
+            "{err}"
+        );
+        assert!(
+            chunks.last().is_some_and(Result::is_err),
+            "the stream ends without an error, so an upload of it would succeed"
+        );
+
+        let mut short = Exact {
+            inner: &b"abc"[..],
+            remaining: 5,
+            failure: None,
+        };
+        let mut out = Vec::new();
+        assert!(io::copy(&mut short, &mut out).is_err());
+        assert!(matches!(short.failure, Some(ReadFailure::Shrank)));
+    }
+
+    /// What was deleted between the selection and the copy is left out, as
+    /// if deleted before; a directory that became a symlink is an error.
+    #[test]
+    fn a_workspace_copies_what_is_left_of_its_selection() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("project");
+        fs::create_dir_all(root.join("build/out")).expect("mkdir");
+        fs::create_dir_all(root.join("src")).expect("mkdir");
+        fs::write(root.join("build/out/a.o"), b"object").expect("write");
+        fs::write(root.join("src/main.rs"), b"fn main() {}").expect("write");
+        fs::write(root.join("gone.txt"), b"gone").expect("write");
+        let selected = workspace::select(&root, tmp.path()).expect("select");
+        fs::remove_dir_all(root.join("build")).expect("rm build");
+        fs::remove_file(root.join("gone.txt")).expect("rm gone");
+        let set = |selected: &Workspace| ProvisionSet {
+            items: vec![Item {
+                dest: "/w".into(),
+                mode: 0o755,
+                source: Source::Workspace(std::sync::Arc::new(selected.clone())),
+            }],
+            ..ProvisionSet::default()
+        };
+        let entries = read_back(&in_memory(&set(&selected)).expect("archive"));
+        let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["w", "w/src", "w/src/main.rs"]);
+
+        fs::remove_dir_all(root.join("src")).expect("rm src");
+        symlink(tmp.path(), root.join("src")).expect("symlink");
+        let err = in_memory(&set(&selected)).expect_err("read through a symlink");
+        assert!(
+            matches!(
+                err,
+                ArchiveError::HostChanged {
+                    expected: "directory",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -585,7 +998,7 @@ mod tests {
             }],
             ..ProvisionSet::default()
         };
-        let err = tar_archive(&set).expect_err("missing file archived");
+        let err = in_memory(&set).expect_err("missing file archived");
         assert!(
             err.to_string().contains("`/nonexistent/claude-bottle/key`"),
             "{err}"
