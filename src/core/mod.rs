@@ -10,3 +10,4 @@ pub mod pipelock;
 pub mod provision;
 pub mod slug;
 pub mod spec;
+pub mod subnet;

@@ -113,6 +113,13 @@ impl DockerBackend {
                     "Claude Code version in the built-in image (default: {DEFAULT_CLAUDE_CODE_VERSION})"
                 ),
             ),
+            (
+                crate::core::subnet::ADDRESS_POOL_ENV,
+                format!(
+                    "IPv4 range for the bottles' networks (default: {})",
+                    crate::core::subnet::DEFAULT_ADDRESS_POOL
+                ),
+            ),
             ("DOCKER_HOST", "Docker daemon to use".to_owned()),
         ]
     }
