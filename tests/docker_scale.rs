@@ -124,6 +124,18 @@ impl Drop for Started {
     }
 }
 
+/// Runs `job` on every item, [`WAVE`] at a time: each `docker` call takes
+/// a while on a loaded daemon, and 50 in a row would take minutes.
+fn on_each<T: Sync>(items: &[T], job: impl Fn(&T) + Sync) {
+    for chunk in items.chunks(WAVE) {
+        std::thread::scope(|scope| {
+            for item in chunk {
+                scope.spawn(|| job(item));
+            }
+        });
+    }
+}
+
 /// The agent containers of this test process that are running now.
 fn running_agents() -> Vec<String> {
     let ours = format!("{AGENT_PREFIX}fifty-{}-", std::process::id());
@@ -167,20 +179,30 @@ fn wait_for_running(wave: &mut [Started], limit: Duration) {
     }
 }
 
-/// `name=address` of each network the container is on.
-fn addresses(container: &str) -> Vec<(String, String)> {
-    docker_ok(&[
+/// `(network, address)` of each network each of `containers` is on, in
+/// one `docker inspect`.
+fn addresses_of(containers: &[String]) -> Vec<Vec<(String, String)>> {
+    let mut args = vec![
         "inspect",
         "--format",
         "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}={{$v.IPAddress}} {{end}}",
-        container,
-    ])
-    .split_whitespace()
-    .filter_map(|pair| {
-        let (network, ip) = pair.split_once('=')?;
-        Some((network.to_owned(), ip.to_owned()))
-    })
-    .collect()
+    ];
+    args.extend(containers.iter().map(String::as_str));
+    docker_lines(&args)
+        .iter()
+        .map(|line| {
+            line.split_whitespace()
+                .filter_map(|pair| {
+                    let (network, ip) = pair.split_once('=')?;
+                    Some((network.to_owned(), ip.to_owned()))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn addresses(container: &str) -> Vec<(String, String)> {
+    addresses_of(&[container.to_owned()]).remove(0)
 }
 
 fn address_on(container: &str, network_kind: &str) -> String {
@@ -191,16 +213,39 @@ fn address_on(container: &str, network_kind: &str) -> String {
         .unwrap_or_else(|| panic!("`{container}` has no address on a {network_kind} network"))
 }
 
-/// A TCP connection from inside `from` to `ip:port`: `ok`, or the errno's
-/// name (`ECONNREFUSED` means the address was reached), or `timeout`.
+/// TCP connections from inside `from` to each `ip:port` of `targets`, at
+/// once: for each, `ok`, the errno's name (`ECONNREFUSED` means the address
+/// was reached), or `timeout`.
+fn connect_all(from: &str, targets: &[(String, &str)]) -> Vec<String> {
+    let script = "import errno,socket,sys,threading\n\
+out={}\n\
+def one(i, ip, port):\n\
+  s=socket.socket(); s.settimeout(3)\n\
+  try:\n    s.connect((ip, int(port))); out[i]='ok'\n\
+  except socket.timeout: out[i]='timeout'\n\
+  except OSError as e: out[i]=errno.errorcode.get(e.errno, str(e))\n\
+pairs=[a.split(':') for a in sys.argv[1:]]\n\
+ts=[threading.Thread(target=one, args=(i, ip, port)) for i, (ip, port) in enumerate(pairs)]\n\
+[t.start() for t in ts]; [t.join() for t in ts]\n\
+print(' '.join(out[i] for i in range(len(pairs))))\n";
+    let mut args = vec![
+        "exec".to_owned(),
+        from.to_owned(),
+        "python3".into(),
+        "-c".into(),
+        script.into(),
+    ];
+    args.extend(targets.iter().map(|(ip, port)| format!("{ip}:{port}")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = docker(&args);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
 fn connect(from: &str, ip: &str, port: &str) -> String {
-    let script = "import errno,socket,sys\n\
-s=socket.socket(); s.settimeout(3)\n\
-try:\n  s.connect((sys.argv[1], int(sys.argv[2]))); print('ok')\n\
-except socket.timeout: print('timeout')\n\
-except OSError as e: print(errno.errorcode.get(e.errno, str(e)))\n";
-    let out = docker(&["exec", from, "python3", "-c", script, ip, port]);
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    connect_all(from, &[(ip.to_owned(), port)]).join(" ")
 }
 
 fn unreachable(outcome: &str) -> bool {
@@ -288,9 +333,11 @@ fn fifty_sessions_at_once_run_claude_return_its_code_and_leave_nothing() {
         ]);
     }
     assert_eq!(running_agents().len(), BOTTLES);
-    let networks: BTreeSet<String> = sessions
-        .iter()
-        .flat_map(|s| addresses(&s.proxy_container()).into_iter().map(|(n, _)| n))
+    let proxies: Vec<String> = sessions.iter().map(Started::proxy_container).collect();
+    let networks: BTreeSet<String> = addresses_of(&proxies)
+        .into_iter()
+        .flatten()
+        .map(|(network, _)| network)
         .collect();
     assert_eq!(networks.len(), 2 * BOTTLES, "two networks per bottle");
     let mut inspect = vec![
@@ -315,9 +362,9 @@ fn fifty_sessions_at_once_run_claude_return_its_code_and_leave_nothing() {
     );
 
     let release = Instant::now();
-    for session in &sessions {
+    on_each(&sessions, |session| {
         docker_ok(&["exec", &session.agent_container(), "touch", GO]);
-    }
+    });
     let deadline = Instant::now() + Duration::from_secs(240);
     for session in &mut sessions {
         let status = loop {
