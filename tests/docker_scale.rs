@@ -34,8 +34,7 @@ const AGENT_PREFIX: &str = "ds-";
 const BOTTLES: usize = 50;
 /// Bring-ups in flight at once.
 const WAVE: usize = 10;
-/// The stub reaches the gate, says so, and waits for the test to open it.
-const WAITING: &str = "/tmp/ds-waiting";
+/// The stub waits at its gate until the test creates this file.
 const GO: &str = "/tmp/ds-go";
 /// The pipelock stand-in's port (core::pipelock::LISTEN_PORT).
 const PROXY_PORT: &str = "8888";
@@ -74,9 +73,11 @@ struct Started {
 
 impl Started {
     fn spawn(fx: Fixture, code: i32) -> Self {
-        // Marks the gate, then waits (bounded, so a dead test leaves no session).
+        // The stub reports its first probe on stdout as soon as it is done:
+        // then it is at the gate, which waits (bounded, so a dead test
+        // leaves no session) until the test opens it.
         let gate = format!(
-            "touch {WAITING}; n=0; while [ ! -e {GO} ]; do n=$((n+1)); [ $n -gt 3000 ] && exit 99; sleep 0.1; done"
+            "n=0; while [ ! -e {GO} ]; do n=$((n+1)); [ $n -gt 6000 ] && exit 99; sleep 0.1; done"
         );
         let out = File::create(fx.dir.path().join("stdout")).unwrap();
         let err = File::create(fx.dir.path().join("stderr")).unwrap();
@@ -87,6 +88,8 @@ impl Started {
                 &fx.agent,
                 "--yes",
                 "--",
+                "--stub-sh",
+                "true",
                 "--stub-sh",
                 &gate,
                 "--stub-exit",
@@ -106,6 +109,12 @@ impl Started {
 
     fn proxy_container(&self) -> String {
         format!("claude-bottle-pipelock-{}", self.fx.agent)
+    }
+
+    /// The stub has run its first probe: it is at the gate.
+    fn at_gate(&self) -> bool {
+        fs::read_to_string(self.fx.dir.path().join("stdout"))
+            .is_ok_and(|out| out.contains("CLAUDE_STUB_PROBE "))
     }
 
     fn stderr(&self) -> String {
@@ -321,16 +330,10 @@ fn fifty_sessions_at_once_run_claude_return_its_code_and_leave_nothing() {
     }
     let all_running = clock.elapsed();
     // Every stub reaches its gate: then all 50 Claudes run at once.
-    for session in &sessions {
-        docker_ok(&[
-            "exec",
-            &session.agent_container(),
-            "sh",
-            "-c",
-            &format!(
-                "n=0; until [ -e {WAITING} ]; do n=$((n+1)); [ $n -gt 1200 ] && exit 1; sleep 0.1; done"
-            ),
-        ]);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !sessions.iter().all(Started::at_gate) {
+        assert!(Instant::now() < deadline, "not every stub reached its gate");
+        std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(running_agents().len(), BOTTLES);
     let proxies: Vec<String> = sessions.iter().map(Started::proxy_container).collect();

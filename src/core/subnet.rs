@@ -106,6 +106,12 @@ impl AddressPool {
         }
     }
 
+    /// The range `CLAUDE_BOTTLE_ADDRESS_POOL` sets, validated.
+    pub fn from_env() -> Result<Self, AddressPoolError> {
+        let set = std::env::var_os(ADDRESS_POOL_ENV);
+        Self::from_setting(set.map(|v| v.to_string_lossy().into_owned()).as_deref())
+    }
+
     /// How many /28 subnets the range holds.
     pub fn capacity(&self) -> u64 {
         1u64 << (SUBNET_PREFIX - self.0.prefix_len())
@@ -117,6 +123,18 @@ impl AddressPool {
         let base = u64::from(u32::from(self.0.network()));
         let addr = u32::try_from(base + offset).unwrap_or(u32::MAX);
         Ipv4Net::new(Ipv4Addr::from(addr), SUBNET_PREFIX).unwrap_or_default()
+    }
+
+    /// How many /28s of the range overlap none of `taken`; and all.
+    pub fn free(&self, taken: &[Ipv4Net]) -> (u64, u64) {
+        let taken: Vec<&Ipv4Net> = taken.iter().filter(|t| overlaps(t, &self.0)).collect();
+        let free = (0..self.capacity())
+            .filter(|&i| {
+                let candidate = self.nth(i);
+                !taken.iter().any(|t| overlaps(t, &candidate))
+            })
+            .count();
+        (u64::try_from(free).unwrap_or(u64::MAX), self.capacity())
     }
 
     /// `count` distinct /28s of the range that overlap none of `taken`,

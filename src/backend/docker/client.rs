@@ -243,9 +243,6 @@ pub(crate) struct DaemonInfo {
     pub runtimes: Vec<String>,
     /// `DockerRootDir`, on the daemon's host.
     pub root_dir: Option<String>,
-    /// `DefaultAddressPools` as (base CIDR, prefix length); empty when the
-    /// daemon does not report them (it then uses its built-in pools).
-    pub address_pools: Vec<(String, u8)>,
 }
 
 /// Filters for `list_*`: every `key=value` label must match.
@@ -714,12 +711,6 @@ impl Engine for BollardEngine {
             api_version: version.api_version.unwrap_or_default(),
             runtimes,
             root_dir: info.docker_root_dir.filter(|d| !d.is_empty()),
-            address_pools: info
-                .default_address_pools
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|p| Some((p.base?, u8::try_from(p.size?).ok()?)))
-                .collect(),
         })
     }
 

@@ -257,6 +257,9 @@ impl Backend for DockerBackend {
             built_in_tag,
             claude_code_version: claude_code_version.map_err(|e| (e.to_string(), e.hints())),
             bottle_images: request.bottle_images.clone(),
+            address_pool: crate::core::subnet::AddressPool::from_env()
+                .map_err(|e| (e.to_string(), e.hints())),
+            host_routes: crate::core::subnet::read_host_routes(),
         };
         let engine = self.engine().await.map_err(|e| (e.message, e.hints));
         let endpoint = engine

@@ -81,11 +81,7 @@ impl Settings {
             container_home: non_empty_env(provision::CONTAINER_HOME_ENV)
                 .unwrap_or_else(|| provision::DEFAULT_CONTAINER_HOME.to_owned()),
             claude_code_version: claude_code_version_from_env()?,
-            address_pool: AddressPool::from_setting(
-                std::env::var_os(ADDRESS_POOL_ENV)
-                    .map(|v| v.to_string_lossy().into_owned())
-                    .as_deref(),
-            )?,
+            address_pool: AddressPool::from_env()?,
             host_routes: subnet::read_host_routes(),
         })
     }

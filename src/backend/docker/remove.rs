@@ -14,8 +14,9 @@ use super::ledger::Created;
 pub(crate) const REMOVE_CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// A network lists a force-removed container's endpoint for a moment on some
 /// daemons: this many short retries absorb that.
-const ACTIVE_ENDPOINT_RETRIES: u32 = 10;
-const ACTIVE_ENDPOINT_PAUSE: Duration = Duration::from_millis(100);
+/// Short pauses: this is on the way from Claude's exit to the prompt.
+const ACTIVE_ENDPOINT_RETRIES: u32 = 50;
+const ACTIVE_ENDPOINT_PAUSE: Duration = Duration::from_millis(20);
 
 /// What one [`remove`] did.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -23,6 +23,11 @@ impl crate::diagnostic::Diagnostic for TeardownError {
 }
 
 /// Removes every resource of `session`, containers first. Idempotent.
+///
+/// The ledger's containers are removed while the daemon is asked for
+/// anything else carrying the session's label (a creation whose reply never
+/// arrived): that listing is a round trip the user would otherwise wait for
+/// before the first removal, after Claude has exited.
 pub(crate) async fn teardown<E: Engine>(
     engine: &E,
     ledger: &SharedLedger,
@@ -32,23 +37,27 @@ pub(crate) async fn teardown<E: Engine>(
     // Newest first: the agent goes before the proxy it talks to.
     containers.reverse();
     let mut failures = Vec::new();
-    let (found_containers, found_networks) = labelled(engine, session).await;
+    let ((found_containers, found_networks), known) =
+        futures_util::join!(labelled(engine, session), remove(engine, &containers, &[]));
+    let mut late = Vec::new();
     match found_containers {
-        Ok(found) => add_missing(&mut containers, found),
+        Ok(found) => add_missing(&mut late, found, &containers),
         Err(e) => failures.push(e.to_string()),
     }
     match found_networks {
-        Ok(found) => add_missing(&mut networks, found),
+        Ok(found) => add_missing(&mut networks, found, &[]),
         Err(e) => failures.push(e.to_string()),
     }
-    let removal = remove(engine, &containers, &networks).await;
-    for c in &removal.containers {
-        ledger.forget_container(&c.id);
+    let rest = remove(engine, &late, &networks).await;
+    for removal in [known, rest] {
+        for c in &removal.containers {
+            ledger.forget_container(&c.id);
+        }
+        for n in &removal.networks {
+            ledger.forget_network(&n.id);
+        }
+        failures.extend(removal.failures);
     }
-    for n in &removal.networks {
-        ledger.forget_network(&n.id);
-    }
-    failures.extend(removal.failures);
     if failures.is_empty() {
         Ok(())
     } else {
@@ -91,9 +100,10 @@ async fn bounded_list<T>(
     Ok(listed.into_iter().map(created).collect())
 }
 
-fn add_missing(known: &mut Vec<Created>, found: Vec<Created>) {
+/// Adds to `known` each of `found` that is neither in it nor in `handled`.
+fn add_missing(known: &mut Vec<Created>, found: Vec<Created>, handled: &[Created]) {
     for resource in found {
-        if !known.iter().any(|k| k.id == resource.id) {
+        if !known.iter().chain(handled).any(|k| k.id == resource.id) {
             known.push(resource);
         }
     }
