@@ -1,6 +1,17 @@
 //! Teardown of one session: what its ledger holds and anything carrying its
 //! session label (a creation whose reply never arrived), through the one
 //! removal routine.
+//!
+//! This is the time between Claude's exit and the prompt. The tool waits
+//! for it instead of handing the removal to a detached process: that would
+//! give the prompt back a few hundred milliseconds sooner, and every
+//! resource is labelled, so `cleanup` would still find what a killed
+//! remover left. But the bottle would outlive the command: a `start` right
+//! after would find its names taken and move to suffix `-2`, `list` would
+//! show a bottle on its way out, and a removal that failed could no longer
+//! turn the exit status into an error. So the wait is made short instead:
+//! containers go at once (force, no graceful stop: the session is over),
+//! the label listing overlaps their removal, then the networks go at once.
 
 use super::client::{Engine, EngineError, LabelFilter};
 use super::ledger::{Created, SharedLedger};
