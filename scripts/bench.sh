@@ -190,7 +190,7 @@ for n in $bottles; do
         scale_rows+=("$n|$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f s", b-a}')|$per")
     fi
     for i in $(seq "$n"); do
-        docker exec "claude-bottle-bench-$i" touch /tmp/bench-go >/dev/null 2>&1 || true
+        docker exec "claude-bottle-bench-$i" touch /tmp/bench-go >/dev/null 2>&1 &
     done
     for pid in "${pids[@]}"; do wait "$pid" || true; done
 done
