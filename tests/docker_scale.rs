@@ -226,17 +226,24 @@ fn address_on(container: &str, network_kind: &str) -> String {
 /// once: for each, `ok`, the errno's name (`ECONNREFUSED` means the address
 /// was reached), or `timeout`.
 fn connect_all(from: &str, targets: &[(String, &str)]) -> Vec<String> {
-    let script = "import errno,socket,sys,threading\n\
-out={}\n\
-def one(i, ip, port):\n\
-  s=socket.socket(); s.settimeout(3)\n\
-  try:\n    s.connect((ip, int(port))); out[i]='ok'\n\
-  except socket.timeout: out[i]='timeout'\n\
-  except OSError as e: out[i]=errno.errorcode.get(e.errno, str(e))\n\
-pairs=[a.split(':') for a in sys.argv[1:]]\n\
-ts=[threading.Thread(target=one, args=(i, ip, port)) for i, (ip, port) in enumerate(pairs)]\n\
-[t.start() for t in ts]; [t.join() for t in ts]\n\
-print(' '.join(out[i] for i in range(len(pairs))))\n";
+    let script = r#"import errno, socket, sys, threading
+out = {}
+def one(i, ip, port):
+    s = socket.socket()
+    s.settimeout(3)
+    try:
+        s.connect((ip, int(port)))
+        out[i] = 'ok'
+    except socket.timeout:
+        out[i] = 'timeout'
+    except OSError as e:
+        out[i] = errno.errorcode.get(e.errno, str(e))
+pairs = [a.split(':') for a in sys.argv[1:]]
+ts = [threading.Thread(target=one, args=(i, ip, port)) for i, (ip, port) in enumerate(pairs)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+print(' '.join(out[i] for i in range(len(pairs))))
+"#;
     let mut args = vec![
         "exec".to_owned(),
         from.to_owned(),
