@@ -134,16 +134,22 @@ for i in range(files):
 PY
 : >"$scratch/cwd"; : >"$scratch/tar"
 docker run -d --name "$tar_container" --label claude-bottle.bench=tar --entrypoint sleep "$agent_image" infinity >/dev/null
+# A failed run is reported and left out of the median (a loaded daemon can
+# refuse an exec), instead of ending the whole benchmark.
 for i in $(seq "$runs"); do
     t0=$(now)
-    (cd "$tree" && cb start bench --yes --cwd -- --stub-exit 0 </dev/null >/dev/null 2>&1)
-    t1=$(now)
-    base=$(median <"$scratch/startstop")
-    awk -v a="$t0" -v b="$t1" -v base="$base" -v mb="$cwd_mb" 'BEGIN {d=b-a-base; if (d<=0) d=0.001; print mb/d}' >>"$scratch/cwd"
-    docker exec "$tar_container" rm -rf /tmp/tree
-    docker exec "$tar_container" mkdir -p /tmp/tree
+    if ! (cd "$tree" && cb start bench --yes --cwd -- --stub-exit 0 </dev/null >/dev/null 2>"$scratch/cwd.err"); then
+        echo "bench: --cwd run $i failed: $(grep -m1 '^error' "$scratch/cwd.err")" >&2
+    else
+        t1=$(now)
+        awk -v a="$t0" -v b="$t1" -v base="$startstop" -v mb="$cwd_mb" 'BEGIN {d=b-a-base; if (d<=0) d=0.001; print mb/d}' >>"$scratch/cwd"
+    fi
+    docker exec "$tar_container" sh -c 'rm -rf /tmp/tree && mkdir -p /tmp/tree' || true
     t0=$(now)
-    tar c -C "$tree" . | docker exec -i "$tar_container" tar x -C /tmp/tree
+    if ! (tar c -C "$tree" . | docker exec -i "$tar_container" tar x -C /tmp/tree); then
+        echo "bench: tar run $i failed" >&2
+        continue
+    fi
     t1=$(now)
     awk -v a="$t0" -v b="$t1" -v mb="$cwd_mb" 'BEGIN {print mb/(b-a)}' >>"$scratch/tar"
 done
