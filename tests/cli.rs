@@ -196,6 +196,34 @@ fn a_malformed_claude_code_version_exits_two_before_the_daemon_is_reached() {
 }
 
 #[test]
+fn a_malformed_address_pool_exits_2_before_the_daemon_and_names_the_fix() {
+    let fx = Fixture::new(RICH_MANIFEST);
+    for (bad, fix) in [
+        ("10.213.0.0", "such as `10.213.0.0/16`"),
+        ("10.213.7.9/16", "set it to `10.213.0.0/16`"),
+        ("10.213.0.0/29", "such as `10.213.0.0/16`"),
+    ] {
+        let out = fx
+            .cmd()
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .env("CLAUDE_BOTTLE_ADDRESS_POOL", bad)
+            .env("CB_TEST_SECRET", "x")
+            .env("CB_TEST_OTHER", "y")
+            .args(["start", "reviewer", "--dry-run"])
+            .output()
+            .unwrap();
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(
+            stderr.contains(&format!("`CLAUDE_BOTTLE_ADDRESS_POOL` is `{bad}`")),
+            "{stderr}"
+        );
+        assert!(stderr.contains(fix), "{stderr}");
+        assert!(!stderr.contains("nonexistent"), "{stderr}");
+    }
+}
+
+#[test]
 fn help_lists_the_claude_code_version_variable_with_its_default() {
     let fx = Fixture::new(RICH_MANIFEST);
     let out = fx.cmd().arg("--help").output().unwrap();

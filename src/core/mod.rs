@@ -10,4 +10,5 @@ pub mod pipelock;
 pub mod provision;
 pub mod slug;
 pub mod spec;
+pub mod subnet;
 pub mod work_home;

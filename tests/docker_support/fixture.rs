@@ -90,6 +90,7 @@ impl Fixture {
             .env_remove("CLAUDE_BOTTLE_OAUTH_TOKEN")
             .env_remove("CLAUDE_BOTTLE_CONTAINER_HOME")
             .env_remove("CLAUDE_BOTTLE_CLAUDE_CODE_VERSION")
+            .env_remove("CLAUDE_BOTTLE_ADDRESS_POOL")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }

@@ -107,6 +107,16 @@ pub(crate) enum LaunchError {
         exit_code: i64,
         logs: String,
     },
+    #[error(transparent)]
+    Addresses(#[from] super::plan::AddressesExhausted),
+    #[error(
+        "could not give network `{network}` a subnet: {attempts} were taken by other networks as they were tried, the last with `{detail}`"
+    )]
+    AddressesContended {
+        network: String,
+        attempts: u32,
+        detail: String,
+    },
     #[error("interrupted")]
     Cancelled,
     #[error("the launch task failed: {0}")]
@@ -122,6 +132,11 @@ impl Diagnostic for LaunchError {
             Self::Provision(e) => return e.hints(),
             Self::ProxyPull(e) => return e.hints(),
             Self::Archive(e) => return e.hints(),
+            Self::Addresses(e) => return e.hints(),
+            Self::AddressesContended { .. } => format!(
+                "many bottles or networks are being made at once; try again, or set `{}` to a range of its own",
+                crate::core::subnet::ADDRESS_POOL_ENV
+            ),
             Self::NoFreeName { .. } | Self::Release(_) => {
                 "run `claude-bottle cleanup` to remove bottles left behind".to_owned()
             }

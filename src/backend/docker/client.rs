@@ -127,6 +127,16 @@ pub(crate) struct NetworkSpec {
     /// Driver options, e.g. `com.docker.network.bridge.inhibit_ipv4`.
     pub options: BTreeMap<String, String>,
     pub labels: Labels,
+    /// The IPv4 subnet and its gateway, chosen by the tool; none leaves
+    /// the choice to the daemon's default address pools.
+    pub ipam: Option<Ipam>,
+}
+
+/// An explicit IPAM configuration: one IPv4 subnet (CIDR) and its gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ipam {
+    pub subnet: String,
+    pub gateway: String,
 }
 
 /// A container to create. `Debug` shows env names only.
@@ -208,6 +218,8 @@ pub(crate) struct NetworkInfo {
     pub labels: Labels,
     /// When the daemon made it (RFC 3339, as the daemon writes it).
     pub created: String,
+    /// Its IPAM subnets (CIDR), IPv4 and IPv6.
+    pub subnets: Vec<String>,
 }
 
 /// A sort key for the daemon's RFC 3339 timestamps, whose fractions have
@@ -248,9 +260,6 @@ pub(crate) struct DaemonInfo {
     pub runtimes: Vec<String>,
     /// `DockerRootDir`, on the daemon's host.
     pub root_dir: Option<String>,
-    /// `DefaultAddressPools` as (base CIDR, prefix length); empty when the
-    /// daemon does not report them (it then uses its built-in pools).
-    pub address_pools: Vec<(String, u8)>,
 }
 
 /// Filters for `list_*`: every `key=value` label must match.
@@ -601,6 +610,13 @@ fn network_info(network: bollard::models::Network) -> NetworkInfo {
         name: network.name.unwrap_or_default(),
         labels: to_labels(network.labels),
         created: network.created.unwrap_or_default(),
+        subnets: network
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.subnet)
+            .collect(),
     }
 }
 
@@ -803,27 +819,12 @@ impl Engine for BollardEngine {
             api_version: version.api_version.unwrap_or_default(),
             runtimes,
             root_dir: info.docker_root_dir.filter(|d| !d.is_empty()),
-            address_pools: info
-                .default_address_pools
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|p| Some((p.base?, u8::try_from(p.size?).ok()?)))
-                .collect(),
         })
     }
 
     async fn network_subnets(&self) -> Result<Vec<String>, EngineError> {
-        let found = self
-            .docker
-            .list_networks(None::<ListNetworksOptions>)
-            .await
-            .map_err(|e| classify("list networks", e))?;
-        Ok(found
-            .into_iter()
-            .filter_map(|n| n.ipam?.config)
-            .flatten()
-            .filter_map(|c| c.subnet)
-            .collect())
+        let all = self.list_networks(LabelFilter::new()).await?;
+        Ok(all.into_iter().flat_map(|n| n.subnets).collect())
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
@@ -879,6 +880,14 @@ impl Engine for BollardEngine {
                     .collect(),
             ),
             labels: Some(to_hash_map(&spec.labels)),
+            ipam: spec.ipam.as_ref().map(|ipam| bollard::models::Ipam {
+                config: Some(vec![bollard::models::IpamConfig {
+                    subnet: Some(ipam.subnet.clone()),
+                    gateway: Some(ipam.gateway.clone()),
+                    ..bollard::models::IpamConfig::default()
+                }]),
+                ..bollard::models::Ipam::default()
+            }),
             ..NetworkCreateRequest::default()
         };
         let created = self

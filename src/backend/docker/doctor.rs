@@ -8,14 +8,13 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ipnet::Ipv4Net;
-
 use super::client::{ContainerSpec, DaemonInfo, Engine, EngineError, Labels};
 use super::endpoint::docker_command;
 use super::image::DEFAULT_CLAUDE_CODE_VERSION;
 use super::names::{LABEL_HOST, LABEL_MANAGED, LABEL_PID, LABEL_ROLE, this_host};
 use super::plan::{CLAUDE_CODE_VERSION_ENV, RUNSC, runsc_fix};
 use crate::backend::Check;
+use crate::core::subnet::{self, AddressPool};
 use crate::diagnostic::Diagnostic;
 
 /// How long one query to the daemon may take.
@@ -31,7 +30,7 @@ const FEW_BOTTLES: usize = 5;
 /// Less free disk than this is a warning.
 const LOW_DISK: u64 = 5 << 30;
 /// Networks per bottle.
-const NETWORKS_PER_BOTTLE: usize = 2;
+const NETWORKS_PER_BOTTLE: u64 = 2;
 
 pub(crate) const NEEDS_ENGINE: &str = "needs the engine";
 
@@ -47,6 +46,11 @@ pub(crate) struct Inputs {
     pub claude_code_version: Result<String, (String, Vec<String>)>,
     /// Bottles with an image of their own, by bottle name.
     pub bottle_images: Vec<(String, String)>,
+    /// The range bottles' networks come from, or why
+    /// `CLAUDE_BOTTLE_ADDRESS_POOL` is refused (message, hints).
+    pub address_pool: Result<AddressPool, (String, Vec<String>)>,
+    /// The host's IPv4 routes, which no bottle's subnet may overlap.
+    pub host_routes: Vec<ipnet::Ipv4Net>,
 }
 
 /// What was found on this host, outside the daemon.
@@ -80,7 +84,7 @@ pub(crate) async fn checks<E: Engine>(
             out.push(engine_check(engine.endpoint(), info));
             out.push(dns_check(info));
             out.push(runsc_check(*engine, info, inputs).await);
-            out.push(address_check(*engine, info).await);
+            out.push(address_check(*engine, inputs).await);
             out.extend(image_checks(*engine, inputs).await);
         }
         Err((message, hints)) => {
@@ -309,47 +313,14 @@ async fn trial<E: Engine>(engine: &E, image: &str, runtime: &str) -> Result<(), 
     result
 }
 
-/// Docker's built-in pools (20.10): 172.17-31.0.0/16 as /16s, 192.168.0.0/16 as /20s.
-fn default_pools() -> Vec<(String, u8)> {
-    (17..=31)
-        .map(|n| (format!("172.{n}.0.0/16"), 16))
-        .chain(std::iter::once(("192.168.0.0/16".to_owned(), 20)))
-        .collect()
-}
-
-/// Free subnets of `pools`, none overlapping a network in `used`; and all.
-pub(crate) fn free_subnets(pools: &[(String, u8)], used: &[String]) -> (usize, usize) {
-    let used: Vec<Ipv4Net> = used.iter().filter_map(|s| s.parse().ok()).collect();
-    let mut total = 0;
-    let mut free = 0;
-    for (base, size) in pools {
-        let Ok(base) = base.parse::<Ipv4Net>() else {
-            continue;
-        };
-        let Ok(subnets) = base.subnets(*size) else {
-            continue;
-        };
-        for subnet in subnets {
-            total += 1;
-            if !used
-                .iter()
-                .any(|u| u.contains(&subnet.network()) || subnet.contains(&u.network()))
-            {
-                free += 1;
-            }
+async fn address_check<E: Engine>(engine: &E, inputs: &Inputs) -> Check {
+    let pool = match &inputs.address_pool {
+        Ok(pool) => *pool,
+        Err((message, hints)) => {
+            let mut check = Check::fail("address-space", message.clone());
+            check.hints = hints.clone();
+            return check;
         }
-    }
-    (free, total)
-}
-
-async fn address_check<E: Engine>(engine: &E, info: &DaemonInfo) -> Check {
-    let (pools, whose) = if info.address_pools.is_empty() {
-        (default_pools(), "the daemon's built-in address pools")
-    } else {
-        (
-            info.address_pools.clone(),
-            "the daemon's DefaultAddressPools",
-        )
     };
     let used = match bounded("list networks", engine.network_subnets()).await {
         Ok(used) => used,
@@ -359,14 +330,20 @@ async fn address_check<E: Engine>(engine: &E, info: &DaemonInfo) -> Check {
             return check;
         }
     };
-    let (free, total) = free_subnets(&pools, &used);
+    let mut taken = subnet::ipv4_subnets(used.iter().map(String::as_str));
+    taken.extend(inputs.host_routes.iter().copied());
+    let (free, total) = pool.free(&taken);
     let bottles = free / NETWORKS_PER_BOTTLE;
     let detail = format!(
-        "room for {bottles} more bottles: {free} of {total} subnets free in {whose} (a bottle uses {NETWORKS_PER_BOTTLE})"
+        "room for {bottles} more bottles: {free} of {total} /{} subnets free in `{pool}` (`{}`; a bottle uses {NETWORKS_PER_BOTTLE})",
+        subnet::SUBNET_PREFIX,
+        subnet::ADDRESS_POOL_ENV
     );
-    if bottles < FEW_BOTTLES {
-        Check::warn("address-space", detail)
-            .hint("remove unused networks (`docker network prune`, `claude-bottle cleanup`), or give the daemon more `default-address-pools` in daemon.json")
+    if bottles < FEW_BOTTLES as u64 {
+        Check::warn("address-space", detail).hint(format!(
+            "remove bottles left behind (`claude-bottle cleanup`), or set `{}` to a wider range no network of yours uses",
+            subnet::ADDRESS_POOL_ENV
+        ))
     } else {
         Check::ok("address-space", detail)
     }
@@ -542,6 +519,8 @@ mod tests {
             built_in_tag: TAG.to_owned(),
             claude_code_version: Ok(DEFAULT_CLAUDE_CODE_VERSION.to_owned()),
             bottle_images: Vec::new(),
+            address_pool: Ok(AddressPool::default()),
+            host_routes: Vec::new(),
         }
     }
 
@@ -552,7 +531,6 @@ mod tests {
             api_version: "1.41".to_owned(),
             runtimes: Vec::new(),
             root_dir: Some("/var/lib/docker".to_owned()),
-            address_pools: Vec::new(),
         }
     }
 
@@ -697,44 +675,49 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn nearly_full_pools_warn() {
+    async fn a_nearly_full_address_pool_warns_counting_networks_and_host_routes() {
         let engine = engine("20.10.24", &["runc"], &[]);
-        {
-            let mut state = engine.state();
-            state.daemon.as_mut().unwrap().address_pools = vec![("10.10.0.0/22".to_owned(), 24)];
-            state.subnets = vec![
-                "10.10.0.0/24".to_owned(),
-                "10.10.1.0/24".to_owned(),
-                "fd00::/64".to_owned(),
-            ];
-        }
-        let checks = run(&engine, &inputs()).await;
+        engine.state().subnets = vec![
+            "10.10.0.0/27".to_owned(),
+            "172.17.0.0/16".to_owned(),
+            "fd00::/64".to_owned(),
+        ];
+        let inputs = Inputs {
+            address_pool: Ok("10.10.0.0/25".parse().unwrap()),
+            host_routes: vec!["10.10.0.96/27".parse().unwrap()],
+            ..inputs()
+        };
+        let checks = run(&engine, &inputs).await;
         let space = find(&checks, "address-space");
         assert_eq!(space.status, CheckStatus::Warn);
+        assert_eq!(
+            space.detail,
+            "room for 2 more bottles: 4 of 8 /28 subnets free in `10.10.0.0/25` (`CLAUDE_BOTTLE_ADDRESS_POOL`; a bottle uses 2)"
+        );
+        assert!(space.hints[0].contains("wider range"), "{:?}", space.hints);
+    }
+
+    #[tokio::test]
+    async fn the_default_address_pool_has_room_and_a_refused_setting_fails() {
+        let engine = engine("20.10.24", &["runc"], &[]);
+        let checks = run(&engine, &inputs()).await;
+        let space = find(&checks, "address-space");
+        assert_eq!(space.status, CheckStatus::Ok);
         assert!(
-            space.detail.starts_with(
-                "room for 1 more bottles: 2 of 4 subnets free in the daemon's DefaultAddressPools"
-            ),
+            space.detail.starts_with("room for 2048 more bottles"),
             "{}",
             space.detail
         );
-        assert_eq!(space.hints.len(), 1);
-    }
-
-    #[test]
-    fn the_built_in_pools_have_31_subnets_less_those_in_use() {
-        assert_eq!(free_subnets(&default_pools(), &[]), (31, 31));
-        let used = [
-            "172.17.0.0/16".to_owned(),
-            "192.168.16.0/24".to_owned(),
-            "10.0.0.0/8".to_owned(),
-        ];
-        assert_eq!(free_subnets(&default_pools(), &used), (29, 31));
-        // A network wider than a pool's subnets takes all it covers.
-        assert_eq!(
-            free_subnets(&default_pools(), &["172.16.0.0/12".to_owned()]),
-            (16, 31)
-        );
+        let refused =
+            crate::core::subnet::AddressPool::from_setting(Some("10.0.0.0/30")).unwrap_err();
+        let inputs = Inputs {
+            address_pool: Err((refused.to_string(), refused.hints())),
+            ..inputs()
+        };
+        let checks = run(&engine, &inputs).await;
+        let space = find(&checks, "address-space");
+        assert_eq!(space.status, CheckStatus::Fail);
+        assert!(space.detail.contains("too small"), "{}", space.detail);
     }
 
     #[tokio::test]

@@ -127,6 +127,7 @@ pub(crate) struct FakeNetwork {
     pub name: String,
     pub labels: Labels,
     pub created: String,
+    pub subnet: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -179,11 +180,15 @@ pub(crate) struct FakeState {
     /// What successive `exec_to_file` calls print on stdout; none left is
     /// an empty output.
     pub stdout_replies: VecDeque<Vec<u8>>,
+    /// The next this many network creations with an explicit subnet find
+    /// it just taken by a "concurrent session"'s network, as a real daemon
+    /// does when two sessions pick the same subnet at once.
+    pub stolen_subnets: u32,
 }
 
 impl FakeState {
     /// Adds a network, created after every earlier one; its ID.
-    fn insert_network(&mut self, name: &str, labels: Labels) -> String {
+    fn insert_network(&mut self, name: &str, labels: Labels, subnet: Option<String>) -> String {
         self.next_id += 1;
         let id = format!("n{:04}", self.next_id);
         let created = created_at(self.next_id);
@@ -193,9 +198,23 @@ impl FakeState {
                 name: name.to_owned(),
                 labels,
                 created,
+                subnet,
             },
         );
         id
+    }
+
+    /// Whether `subnet` overlaps a network's, as the daemon's IPAM checks.
+    fn subnet_taken(&self, subnet: &str) -> bool {
+        let Ok(wanted) = subnet.parse::<ipnet::Ipv4Net>() else {
+            return false;
+        };
+        self.networks
+            .values()
+            .filter_map(|n| n.subnet.as_deref())
+            .chain(self.subnets.iter().map(String::as_str))
+            .filter_map(|s| s.parse::<ipnet::Ipv4Net>().ok())
+            .any(|n| n.contains(&wanted.network()) || wanted.contains(&n.network()))
     }
 }
 
@@ -216,6 +235,7 @@ fn network_info((id, network): (&String, &FakeNetwork)) -> NetworkInfo {
         name: network.name.clone(),
         labels: network.labels.clone(),
         created: network.created.clone(),
+        subnets: network.subnet.iter().cloned().collect(),
     }
 }
 
@@ -312,7 +332,13 @@ impl FakeEngine {
     }
 
     pub fn add_foreign_network(&self, name: &str, labels: Labels) -> String {
-        self.state().insert_network(name, labels)
+        self.state().insert_network(name, labels, None)
+    }
+
+    /// A network of someone else's on `subnet`.
+    pub fn add_foreign_network_on(&self, name: &str, subnet: &str) -> String {
+        self.state()
+            .insert_network(name, Labels::new(), Some(subnet.to_owned()))
     }
 
     fn record(&self, call: Call) {
@@ -430,7 +456,13 @@ impl Engine for FakeEngine {
 
     async fn network_subnets(&self) -> Result<Vec<String>, EngineError> {
         self.record(Call::NetworkSubnets);
-        Ok(self.state().subnets.clone())
+        let state = self.state();
+        Ok(state
+            .subnets
+            .iter()
+            .cloned()
+            .chain(state.networks.values().filter_map(|n| n.subnet.clone()))
+            .collect())
     }
 
     async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
@@ -488,9 +520,23 @@ impl Engine for FakeEngine {
         }
         if state.racing_names.remove(&spec.name) {
             // The twin was made first; both creations pass the duplicate check.
-            state.insert_network(&spec.name, Labels::new());
+            state.insert_network(&spec.name, Labels::new(), None);
         }
-        let id = state.insert_network(&spec.name, spec.labels.clone());
+        let subnet = spec.ipam.as_ref().map(|i| i.subnet.clone());
+        if let Some(subnet) = &subnet {
+            if state.stolen_subnets > 0 {
+                state.stolen_subnets -= 1;
+                state.insert_network("another-session", Labels::new(), Some(subnet.clone()));
+            }
+            if state.subnet_taken(subnet) {
+                return Err(EngineError::new(
+                    ErrorKind::Other,
+                    format!("create network `{}`", spec.name),
+                    "Error response from daemon: Pool overlaps with other one on this address space",
+                ));
+            }
+        }
+        let id = state.insert_network(&spec.name, spec.labels.clone(), subnet);
         if state.lose_create_replies {
             return Err(Self::lost_reply("create network"));
         }

@@ -116,6 +116,13 @@ impl DockerBackend {
                     "Claude Code version in the built-in image (default: {DEFAULT_CLAUDE_CODE_VERSION})"
                 ),
             ),
+            (
+                crate::core::subnet::ADDRESS_POOL_ENV,
+                format!(
+                    "IPv4 range for the bottles' networks (default: {})",
+                    crate::core::subnet::DEFAULT_ADDRESS_POOL
+                ),
+            ),
             ("DOCKER_HOST", "Docker daemon to use".to_owned()),
         ]
     }
@@ -274,6 +281,9 @@ impl Backend for DockerBackend {
             built_in_tag,
             claude_code_version: claude_code_version.map_err(|e| (e.to_string(), e.hints())),
             bottle_images: request.bottle_images.clone(),
+            address_pool: crate::core::subnet::AddressPool::from_env()
+                .map_err(|e| (e.to_string(), e.hints())),
+            host_routes: crate::core::subnet::read_host_routes(),
         };
         let engine = self.engine().await.map_err(|e| (e.message, e.hints));
         let endpoint = engine

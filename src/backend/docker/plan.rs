@@ -5,8 +5,10 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use ipnet::Ipv4Net;
+
 use super::agent_env::{self, AgentEnvError};
-use super::client::{Engine, EngineError, LabelFilter};
+use super::client::{Engine, EngineError, LabelFilter, NetworkInfo};
 use super::image::{DEFAULT_CLAUDE_CODE_VERSION, is_claude_code_version};
 use super::names::{Names, Owner, new_session_id};
 use crate::backend::BackendError;
@@ -16,6 +18,7 @@ use crate::core::pipelock::{self, PipelockConfigError};
 use crate::core::provision::{self, ProvisionError, ProvisionSet};
 use crate::core::slug::slugify;
 use crate::core::spec::BottleSpec;
+use crate::core::subnet::{self, ADDRESS_POOL_ENV, AddressPool, AddressPoolError};
 use crate::diagnostic::Diagnostic;
 use crate::printer::Printer;
 
@@ -33,6 +36,10 @@ pub(crate) struct Settings {
     /// The Claude Code version the built-in agent image is built with: the
     /// pin, or a valid `CLAUDE_BOTTLE_CLAUDE_CODE_VERSION`.
     pub claude_code_version: String,
+    /// The range the bottle's networks are carved from.
+    pub address_pool: AddressPool,
+    /// The host's IPv4 routes: address space the user already uses.
+    pub host_routes: Vec<Ipv4Net>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +51,8 @@ pub(crate) enum SettingsError {
         /// The value as set, escaped for the terminal.
         value: String,
     },
+    #[error(transparent)]
+    AddressPool(#[from] AddressPoolError),
 }
 
 impl Diagnostic for SettingsError {
@@ -52,6 +61,7 @@ impl Diagnostic for SettingsError {
             Self::ClaudeCodeVersion { .. } => vec![format!(
                 "set it to a published version of `@anthropic-ai/claude-code`, or unset it to use the pinned {DEFAULT_CLAUDE_CODE_VERSION}"
             )],
+            Self::AddressPool(e) => e.hints(),
         }
     }
 }
@@ -71,6 +81,8 @@ impl Settings {
             container_home: non_empty_env(provision::CONTAINER_HOME_ENV)
                 .unwrap_or_else(|| provision::DEFAULT_CONTAINER_HOME.to_owned()),
             claude_code_version: claude_code_version_from_env()?,
+            address_pool: AddressPool::from_env()?,
+            host_routes: subnet::read_host_routes(),
         })
     }
 }
@@ -192,6 +204,76 @@ pub(crate) struct SessionPlan {
     pub pipelock_yaml: String,
     pub provision: ProvisionSet,
     pub container_home: String,
+    pub addresses: Addresses,
+}
+
+/// Where the session's two networks go: a first choice made against every
+/// network and host route known at `prepare`, and what a second choice
+/// needs when a concurrent session takes one first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Addresses {
+    pub pool: AddressPool,
+    pub internal: Ipv4Net,
+    pub egress: Ipv4Net,
+    pub host_routes: Vec<Ipv4Net>,
+    /// Where this session's search of the pool starts (from its ID).
+    pub seed: u64,
+}
+
+impl Addresses {
+    /// Two free subnets of `pool`, none overlapping `networks`' or `host_routes`.
+    pub fn choose(
+        pool: AddressPool,
+        networks: &[NetworkInfo],
+        host_routes: Vec<Ipv4Net>,
+        seed: u64,
+    ) -> Result<Self, AddressesExhausted> {
+        let mut taken = subnet::ipv4_subnets(
+            networks
+                .iter()
+                .flat_map(|n| n.subnets.iter().map(String::as_str)),
+        );
+        taken.extend(host_routes.iter().copied());
+        match pool.choose(&taken, 2, seed).as_deref() {
+            Some(&[internal, egress]) => Ok(Self {
+                pool,
+                internal,
+                egress,
+                host_routes,
+                seed,
+            }),
+            _ => Err(AddressesExhausted { pool }),
+        }
+    }
+}
+
+/// The pool has no two free subnets left.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no free subnet for the bottle's networks in `{pool}` (`{ADDRESS_POOL_ENV}`): the networks on the daemon and the host's routes use it up"
+)]
+pub(crate) struct AddressesExhausted {
+    pub pool: AddressPool,
+}
+
+impl Diagnostic for AddressesExhausted {
+    fn hints(&self) -> Vec<String> {
+        vec![
+            "remove bottles left behind with `claude-bottle cleanup`".to_owned(),
+            format!(
+                "or set `{ADDRESS_POOL_ENV}` to a wider range no network of yours uses (each bottle takes two /{} subnets)",
+                subnet::SUBNET_PREFIX
+            ),
+        ]
+    }
+}
+
+/// The start of a session's search of the pool, from its random ID.
+pub(crate) fn address_seed(session: &str) -> u64 {
+    session
+        .get(..16)
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or(0)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +288,8 @@ pub(crate) enum PrepareError {
     Provision(#[from] ProvisionError),
     #[error(transparent)]
     AgentEnv(#[from] AgentEnvError),
+    #[error(transparent)]
+    Addresses(#[from] AddressesExhausted),
     #[error("image `{image}` of bottle `{bottle}` is not present locally")]
     BottleImageMissing { image: String, bottle: String },
     #[error("no free name for agent `{agent}`: `{first}` up to suffix -{max} are all taken")]
@@ -230,6 +314,7 @@ impl Diagnostic for PrepareError {
             Self::Pipelock(e) => return e.hints(),
             Self::Provision(e) => return e.hints(),
             Self::AgentEnv(e) => return e.hints(),
+            Self::Addresses(e) => return e.hints(),
             Self::BottleImageMissing { image, bottle } => format!(
                 "build or pull it first (`docker pull {image}`), or remove `image` from bottle `{bottle}` to use the built-in agent image"
             ),
@@ -309,10 +394,11 @@ pub(crate) async fn prepare<E: Engine>(
     };
     let proxy_image_present = proxy_image_present?;
 
+    let networks = networks?;
     let taken: BTreeSet<String> = containers?
         .into_iter()
         .map(|c| c.name)
-        .chain(networks?.into_iter().map(|n| n.name))
+        .chain(networks.iter().map(|n| n.name.clone()))
         .collect();
     let slug = slugify(&spec.agent_name);
     let pinned = spec.pinned_name.as_deref();
@@ -339,6 +425,12 @@ pub(crate) async fn prepare<E: Engine>(
 
     let provision = provision::build(&spec, &names.proxy, &settings.container_home)?;
     let owner = Owner::of_this_process(new_session_id(), &spec);
+    let addresses = Addresses::choose(
+        settings.address_pool,
+        &networks,
+        settings.host_routes.clone(),
+        address_seed(&owner.session),
+    )?;
     Ok(SessionPlan {
         spec,
         owner,
@@ -352,6 +444,7 @@ pub(crate) async fn prepare<E: Engine>(
         pipelock_yaml,
         provision,
         container_home: settings.container_home.clone(),
+        addresses,
     })
 }
 

@@ -10,12 +10,17 @@ use std::time::Duration;
 use super::client::{Engine, EngineError};
 use super::ledger::Created;
 
-/// How long one removal call may take before it counts as failed.
-pub(crate) const REMOVE_CALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one removal call may take before it counts as failed. The
+/// daemon removes networks one at a time (each rewrites its firewall
+/// rules), so with 50 bottles ending at once on a busy two-core host a
+/// network removal waited in line for more than 20 s: the bound is for a
+/// daemon that stopped answering, not for one that is busy.
+pub(crate) const REMOVE_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// A network lists a force-removed container's endpoint for a moment on some
 /// daemons: this many short retries absorb that.
-const ACTIVE_ENDPOINT_RETRIES: u32 = 10;
-const ACTIVE_ENDPOINT_PAUSE: Duration = Duration::from_millis(100);
+/// Short pauses: this is on the way from Claude's exit to the prompt.
+const ACTIVE_ENDPOINT_RETRIES: u32 = 50;
+const ACTIVE_ENDPOINT_PAUSE: Duration = Duration::from_millis(20);
 
 /// What one [`remove`] did.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -2,7 +2,9 @@
 //! the two network specs. Plain data from the plan; nothing here calls the
 //! daemon.
 
-use super::client::{ContainerSpec, NetworkSpec};
+use ipnet::Ipv4Net;
+
+use super::client::{ContainerSpec, Ipam, NetworkSpec};
 use super::names::{Names, Role};
 use super::plan::SessionPlan;
 use crate::core::pipelock::LISTEN_PORT;
@@ -20,23 +22,42 @@ pub(crate) const AGENT_DNS: &str = "127.0.0.1";
 /// bridge: with it, an internal network has no layer-3 path to the host.
 pub(crate) const INHIBIT_IPV4: &str = "com.docker.network.bridge.inhibit_ipv4";
 
-/// The internal network: `--internal`, and no host address on its bridge.
-pub(crate) fn internal_network_spec(plan: &SessionPlan, names: &Names) -> NetworkSpec {
+/// The internal network on `subnet`: `--internal`, and no host address on
+/// its bridge.
+pub(crate) fn internal_network_spec(
+    plan: &SessionPlan,
+    names: &Names,
+    subnet: Ipv4Net,
+) -> NetworkSpec {
     NetworkSpec {
         name: names.internal_network.clone(),
         internal: true,
         options: [(INHIBIT_IPV4.to_owned(), "true".to_owned())].into(),
         labels: plan.owner.labels(Role::Network),
+        ipam: Some(ipam(subnet)),
     }
 }
 
-/// The egress network: the proxy's way out.
-pub(crate) fn egress_network_spec(plan: &SessionPlan, names: &Names) -> NetworkSpec {
+/// The egress network on `subnet`: the proxy's way out.
+pub(crate) fn egress_network_spec(
+    plan: &SessionPlan,
+    names: &Names,
+    subnet: Ipv4Net,
+) -> NetworkSpec {
     NetworkSpec {
         name: names.egress_network.clone(),
         internal: false,
         options: Default::default(),
         labels: plan.owner.labels(Role::Network),
+        ipam: Some(ipam(subnet)),
+    }
+}
+
+/// An explicit subnet and gateway: Docker and Podman both take them as given.
+pub(crate) fn ipam(subnet: Ipv4Net) -> Ipam {
+    Ipam {
+        subnet: subnet.to_string(),
+        gateway: crate::core::subnet::gateway(&subnet).to_string(),
     }
 }
 

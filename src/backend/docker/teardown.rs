@@ -1,6 +1,17 @@
 //! Teardown of one session: what its ledger holds and anything carrying its
 //! session label (a creation whose reply never arrived), through the one
 //! removal routine.
+//!
+//! This is the time between Claude's exit and the prompt. The tool waits
+//! for it instead of handing the removal to a detached process: that would
+//! give the prompt back a few hundred milliseconds sooner, and every
+//! resource is labelled, so `cleanup` would still find what a killed
+//! remover left. But the bottle would outlive the command: a `start` right
+//! after would find its names taken and move to suffix `-2`, `list` would
+//! show a bottle on its way out, and a removal that failed could no longer
+//! turn the exit status into an error. So the wait is made short instead:
+//! containers go at once (force, no graceful stop: the session is over),
+//! the label listing overlaps their removal, then the networks go at once.
 
 use super::client::{Engine, EngineError, LabelFilter};
 use super::ledger::{Created, SharedLedger};
@@ -34,6 +45,11 @@ pub(crate) struct Keep {
 /// Removes every resource of `session`, containers first, but `keep`: that
 /// one is taken off the session's networks (and stopped, if so), and stays.
 /// Idempotent.
+///
+/// The ledger's containers are removed while the daemon is asked for
+/// anything else carrying the session's label (a creation whose reply never
+/// arrived): that listing is a round trip the user would otherwise wait for
+/// before the first removal, after Claude has exited.
 pub(crate) async fn teardown<E: Engine>(
     engine: &E,
     ledger: &SharedLedger,
@@ -43,31 +59,39 @@ pub(crate) async fn teardown<E: Engine>(
     let (mut containers, mut networks) = ledger.snapshot();
     // Newest first: the agent goes before the proxy it talks to.
     containers.reverse();
+    let kept_id = keep.map(|k| k.container.id.as_str());
+    if let Some(id) = kept_id {
+        containers.retain(|c| c.id != id);
+        ledger.forget_container(id);
+    }
     let mut failures = Vec::new();
-    let (found_containers, found_networks) = labelled(engine, session).await;
+    let ((found_containers, found_networks), known) =
+        futures_util::join!(labelled(engine, session), remove(engine, &containers, &[]));
+    let mut late = Vec::new();
     match found_containers {
-        Ok(found) => add_missing(&mut containers, found),
+        Ok(found) => add_missing(&mut late, found, &containers),
         Err(e) => failures.push(e.to_string()),
     }
     match found_networks {
-        Ok(found) => add_missing(&mut networks, found),
+        Ok(found) => add_missing(&mut networks, found, &[]),
         Err(e) => failures.push(e.to_string()),
     }
     if let Some(kept) = keep {
-        containers.retain(|c| c.id != kept.container.id);
-        ledger.forget_container(&kept.container.id);
+        late.retain(|c| c.id != kept.container.id);
         if let Err(e) = set_aside(engine, kept, &networks).await {
             failures.push(e.to_string());
         }
     }
-    let removal = remove(engine, &containers, &networks).await;
-    for c in &removal.containers {
-        ledger.forget_container(&c.id);
+    let rest = remove(engine, &late, &networks).await;
+    for removal in [known, rest] {
+        for c in &removal.containers {
+            ledger.forget_container(&c.id);
+        }
+        for n in &removal.networks {
+            ledger.forget_network(&n.id);
+        }
+        failures.extend(removal.failures);
     }
-    for n in &removal.networks {
-        ledger.forget_network(&n.id);
-    }
-    failures.extend(removal.failures);
     if failures.is_empty() {
         Ok(())
     } else {
@@ -136,9 +160,10 @@ async fn bounded_list<T>(
     Ok(listed.into_iter().map(created).collect())
 }
 
-fn add_missing(known: &mut Vec<Created>, found: Vec<Created>) {
+/// Adds to `known` each of `found` that is neither in it nor in `handled`.
+fn add_missing(known: &mut Vec<Created>, found: Vec<Created>, handled: &[Created]) {
     for resource in found {
-        if !known.iter().any(|k| k.id == resource.id) {
+        if !known.iter().chain(handled).any(|k| k.id == resource.id) {
             known.push(resource);
         }
     }

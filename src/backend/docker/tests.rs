@@ -32,6 +32,8 @@ fn settings() -> Settings {
         proxy_image: PROXY_IMAGE.into(),
         container_home: "/home/node".into(),
         claude_code_version: CLAUDE_CODE.into(),
+        address_pool: Default::default(),
+        host_routes: Vec::new(),
     }
 }
 
@@ -1056,6 +1058,153 @@ async fn a_network_made_twice_at_once_stays_with_the_older_session() {
     assert!(state.networks.values().all(|n| n.labels.is_empty()));
 }
 
+fn subnets(specs: &[super::client::NetworkSpec]) -> Vec<String> {
+    specs
+        .iter()
+        .map(|n| {
+            n.ipam
+                .as_ref()
+                .map(|i| i.subnet.clone())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_network_gets_a_subnet_of_its_own_from_the_pool_with_its_gateway() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut session = started(&engine, spec("reviewer", home.path())).await;
+    let networks = engine.created_networks();
+    let addresses = &session.plan().addresses;
+    assert_eq!(
+        subnets(&networks),
+        [addresses.internal.to_string(), addresses.egress.to_string()]
+    );
+    assert_ne!(addresses.internal, addresses.egress);
+    let pool: ipnet::Ipv4Net = crate::core::subnet::DEFAULT_ADDRESS_POOL.parse().unwrap();
+    for network in &networks {
+        let ipam = network.ipam.as_ref().unwrap();
+        let subnet: ipnet::Ipv4Net = ipam.subnet.parse().unwrap();
+        assert!(pool.contains(&subnet), "{subnet} outside {pool}");
+        assert_eq!(subnet.prefix_len(), 28);
+        assert_eq!(
+            ipam.gateway,
+            std::net::Ipv4Addr::from_bits(subnet.network().to_bits() + 1).to_string()
+        );
+    }
+    session.close().await.unwrap();
+    assert_nothing_left(&engine);
+}
+
+#[tokio::test]
+async fn prepare_avoids_every_network_and_host_route_and_says_when_the_pool_is_full() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    // Four /28s in the pool: someone's /27 covers two, a host route one.
+    engine.add_foreign_network_on("someones-lan", "10.9.0.0/27");
+    let settings = Settings {
+        address_pool: "10.9.0.0/26".parse().unwrap(),
+        host_routes: vec!["10.9.0.48/30".parse().unwrap()],
+        ..settings()
+    };
+    let err = prepare_with(&engine, spec("reviewer", home.path()), &settings)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no free subnet for the bottle's networks in `10.9.0.0/26` (`CLAUDE_BOTTLE_ADDRESS_POOL`): the networks on the daemon and the host's routes use it up"
+    );
+    assert!(
+        err.hints()[0].contains("claude-bottle cleanup"),
+        "{:?}",
+        err.hints()
+    );
+    assert!(err.hints()[1].contains("wider range"), "{:?}", err.hints());
+    assert!(engine.state().containers.is_empty());
+
+    let settings = Settings {
+        host_routes: vec!["192.168.1.0/24".parse().unwrap()],
+        ..settings
+    };
+    let plan = prepare_with(&engine, spec("reviewer", home.path()), &settings)
+        .await
+        .unwrap();
+    let mut chosen = [
+        plan.addresses.internal.to_string(),
+        plan.addresses.egress.to_string(),
+    ];
+    chosen.sort();
+    assert_eq!(chosen, ["10.9.0.32/28", "10.9.0.48/28"]);
+}
+
+#[tokio::test]
+async fn a_subnet_taken_meanwhile_is_chosen_again_from_a_fresh_list() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
+    engine.state().calls.clear();
+    // A concurrent session gets the planned internal subnet first.
+    engine.state().stolen_subnets = 1;
+    session.start().await.unwrap();
+    let networks = engine.created_networks();
+    let tried = subnets(&networks);
+    assert_eq!(
+        networks.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+        [
+            "claude-bottle-internal-reviewer",
+            "claude-bottle-internal-reviewer",
+            "claude-bottle-egress-reviewer"
+        ]
+    );
+    assert_eq!(tried[0], session.plan().addresses.internal.to_string());
+    assert_ne!(tried[1], tried[0]);
+    assert_ne!(tried[1], tried[2]);
+    // The second choice was made against the daemon's networks as they were then.
+    assert!(
+        engine
+            .state()
+            .calls
+            .iter()
+            .any(|c| matches!(c, Call::ListNetworks(f) if f.is_empty()))
+    );
+    session.close().await.unwrap();
+    let state = engine.state();
+    let left: Vec<_> = state.networks.values().map(|n| n.name.clone()).collect();
+    assert_eq!(left, ["another-session"]);
+}
+
+#[tokio::test]
+async fn a_subnet_taken_again_and_again_is_a_clear_error_after_bounded_tries() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
+    engine.state().calls.clear();
+    engine.state().stolen_subnets = 1000;
+    let err = session.start().await.unwrap_err();
+    assert!(
+        err.message.starts_with(&format!(
+            "could not give network `claude-bottle-internal-reviewer` a subnet: {} were taken",
+            super::network_create::ADDRESS_ATTEMPTS
+        )),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.hints[0].contains("CLAUDE_BOTTLE_ADDRESS_POOL"),
+        "{:?}",
+        err.hints
+    );
+    assert_eq!(
+        engine.created_networks().len(),
+        super::network_create::ADDRESS_ATTEMPTS as usize
+    );
+    session.close().await.unwrap();
+    let state = engine.state();
+    assert!(state.networks.values().all(|n| n.name == "another-session"));
+    assert!(state.containers.is_empty());
+}
+
 #[test]
 fn daemon_timestamps_sort_by_time_despite_cut_zeros() {
     use super::client::created_key;
@@ -1505,7 +1654,7 @@ async fn a_daemon_that_stops_answering_cannot_hold_teardown_forever() {
     );
     assert!(
         err.message
-            .contains("could not remove container `claude-bottle-reviewer`: no answer within 20 s"),
+            .contains("could not remove container `claude-bottle-reviewer`: no answer within 60 s"),
         "{}",
         err.message
     );
@@ -1669,7 +1818,10 @@ async fn a_kept_agent_is_stopped_and_taken_off_its_network_while_the_rest_goes()
     engine.state().calls.clear();
     session.close().await.unwrap();
     let mutations = engine.mutations();
-    assert_eq!(mutations[0], "stop claude-bottle-reviewer");
+    let at = |m: &str| mutations.iter().position(|x| x == m);
+    let stop = at("stop claude-bottle-reviewer").expect("the kept agent is stopped");
+    let network = at("remove_network claude-bottle-internal-reviewer").expect("its network goes");
+    assert!(stop < network, "{mutations:?}");
     assert!(
         mutations.contains(
             &"disconnect claude-bottle-internal-reviewer claude-bottle-reviewer".to_owned()
