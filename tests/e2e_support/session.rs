@@ -52,7 +52,7 @@ use crate::docker_support::daemon::{docker_ok, remove_resources};
 use crate::docker_support::lock::{CLEANUP_LOCK, FileLock};
 use crate::docker_support::sessions::{containers_with, networks_with};
 
-pub use crate::docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE};
+pub use crate::docker_support::sessions::{AGENT_IMAGE, FENCE_IMAGE, PIPELOCK_STANDIN_IMAGE};
 pub const HTTP_IMAGE: &str = "claude-bottle-test/http:current";
 pub const SSHD_IMAGE: &str = "claude-bottle-test/sshd:current";
 pub const DNS_IMAGE: &str = "claude-bottle-test/dns:current";
@@ -168,7 +168,8 @@ impl SessionDirs {
             .env("HOME", self.home())
             .env("TMPDIR", self.tmp())
             .env("NO_COLOR", "1")
-            .env("CLAUDE_BOTTLE_PIPELOCK_IMAGE", PIPELOCK_STANDIN_IMAGE);
+            .env("CLAUDE_BOTTLE_PIPELOCK_IMAGE", PIPELOCK_STANDIN_IMAGE)
+            .env("CLAUDE_BOTTLE_FENCE_IMAGE", FENCE_IMAGE);
         if let Some(host) = std::env::var_os("DOCKER_HOST") {
             command.env("DOCKER_HOST", host);
         }

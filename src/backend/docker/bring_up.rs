@@ -107,6 +107,16 @@ pub(crate) enum LaunchError {
         exit_code: i64,
         logs: String,
     },
+    #[error(
+        "could not fence the network of the agent container `{agent}`: the fence `{name}` ({image}) failed: {detail}{logs}"
+    )]
+    FenceFailed {
+        name: String,
+        agent: String,
+        image: String,
+        detail: String,
+        logs: String,
+    },
     #[error("interrupted")]
     Cancelled,
     #[error("the launch task failed: {0}")]
@@ -137,6 +147,7 @@ impl Diagnostic for LaunchError {
             Self::RuntimeFailed { runtime, .. } => format!(
                 "the daemon lists `{runtime}` among its runtimes but it does not run containers; fix or unregister it in the daemon's config (`docker info` shows the runtimes)"
             ),
+            Self::FenceFailed { image, .. } => super::fence::fence_hint(image),
             Self::AgentExited { .. } => {
                 "the image must provide `sleep` (a Debian-based image does)".to_owned()
             }
@@ -285,6 +296,8 @@ impl<E: Engine> BringUp<E> {
         tracing::debug!("proxy `{}` ready in {:?}", names.proxy, clock.elapsed());
         self.start_agent(names, &agent_id).await?;
         tracing::debug!("agent `{}` started in {:?}", names.agent, clock.elapsed());
+        self.fence_agent(names, &agent_id, &proxy_address).await?;
+        tracing::debug!("agent `{}` fenced in {:?}", names.agent, clock.elapsed());
         Ok(Started {
             names: names.clone(),
             agent_id,

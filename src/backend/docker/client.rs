@@ -132,7 +132,8 @@ pub(crate) struct ContainerSpec {
     pub working_dir: Option<String>,
     pub env: Vec<EnvPair>,
     pub labels: Labels,
-    /// The one network it is created on.
+    /// The one network it is created on, or `container:<id>` to share that
+    /// container's network namespace (see [`ContainerSpec::shares_network`]).
     pub network: String,
     pub extra_hosts: Vec<String>,
     pub dns: Vec<String>,
@@ -140,7 +141,18 @@ pub(crate) struct ContainerSpec {
     pub init: bool,
     pub security_opt: Vec<String>,
     pub cap_drop: Vec<String>,
+    pub cap_add: Vec<String>,
     pub pids_limit: Option<i64>,
+}
+
+/// The `network` of a container that joins another's network namespace.
+pub(crate) const SHARED_NETWORK_PREFIX: &str = "container:";
+
+impl ContainerSpec {
+    /// Whether it joins another container's network namespace instead of a network.
+    pub fn shares_network(&self) -> bool {
+        self.network.starts_with(SHARED_NETWORK_PREFIX)
+    }
 }
 
 impl fmt::Debug for ContainerSpec {
@@ -161,6 +173,7 @@ impl fmt::Debug for ContainerSpec {
             .field("init", &self.init)
             .field("security_opt", &self.security_opt)
             .field("cap_drop", &self.cap_drop)
+            .field("cap_add", &self.cap_add)
             .field("pids_limit", &self.pids_limit)
             .finish()
     }
@@ -302,6 +315,8 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
         &self,
         id: &str,
     ) -> impl Future<Output = Result<ContainerStatus, EngineError>> + Send;
+    /// Waits until the container stops; its exit code.
+    fn wait_container(&self, id: &str) -> impl Future<Output = Result<i64, EngineError>> + Send;
     /// The last `lines` lines of the container's stdout and stderr.
     fn logs_tail(
         &self,
@@ -532,10 +547,12 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             init: Some(spec.init),
             security_opt: non_empty(&spec.security_opt),
             cap_drop: non_empty(&spec.cap_drop),
+            cap_add: non_empty(&spec.cap_add),
             pids_limit: spec.pids_limit,
             ..HostConfig::default()
         }),
-        networking_config: Some(NetworkingConfig {
+        // A container in another's network namespace has no endpoint of its own.
+        networking_config: (!spec.shares_network()).then(|| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 spec.network.clone(),
                 EndpointSettings::default(),
@@ -878,6 +895,24 @@ impl Engine for BollardEngine {
         })
     }
 
+    async fn wait_container(&self, id: &str) -> Result<i64, EngineError> {
+        let operation = format!("wait for container `{id}`");
+        let mut waits = self
+            .docker
+            .wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
+        match waits.next().await {
+            Some(Ok(reply)) => Ok(reply.status_code),
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(classify(&operation, e)),
+            None => Err(EngineError::new(
+                ErrorKind::Other,
+                operation,
+                "the daemon closed the wait without an exit code",
+            )),
+        }
+    }
+
     async fn logs_tail(&self, id: &str, lines: u32) -> Result<String, EngineError> {
         let options = LogsOptions {
             stdout: true,
@@ -1133,6 +1168,7 @@ mod tests {
             init: false,
             security_opt: vec![],
             cap_drop: vec![],
+            cap_add: vec![],
             pids_limit: None,
         };
         let debug = format!("{spec:?}");

@@ -251,6 +251,7 @@ async fn trial<E: Engine>(engine: &E, image: &str, runtime: &str) -> Result<(), 
         init: false,
         security_opt: Vec::new(),
         cap_drop: Vec::new(),
+        cap_add: Vec::new(),
         pids_limit: None,
     };
     // The ID once created; by name when the reply never came.

@@ -34,6 +34,7 @@ pub(crate) enum Call {
         container: String,
     },
     Start(String),
+    Wait(String),
     Inspect(String),
     Logs(String),
     Exec {
@@ -68,6 +69,7 @@ impl Call {
             } => format!("upload {container} {path}"),
             Self::Connect { network, container } => format!("connect {network} {container}"),
             Self::Start(c) => format!("start {c}"),
+            Self::Wait(c) => format!("wait {c}"),
             Self::Inspect(c) => format!("inspect {c}"),
             Self::Logs(c) => format!("logs {c}"),
             Self::Exec { container, cmd } => format!("exec {container} {}", cmd.join(" ")),
@@ -91,6 +93,8 @@ pub(crate) struct FakeContainer {
     pub created: i64,
     /// Its command is `true`: it exits 0 as soon as it starts.
     pub exits_at_once: bool,
+    /// A fence: it exits as soon as it starts, with this code and output.
+    pub fence: Option<(i64, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +148,8 @@ pub(crate) struct FakeState {
     pub daemon: Option<DaemonInfo>,
     /// Subnets of networks other than the fake's own.
     pub subnets: Vec<String>,
+    /// The fence's exit code and output instead of a fence that works.
+    pub fence_outcome: Option<(i64, String)>,
 }
 
 impl FakeState {
@@ -224,6 +230,7 @@ impl FakeEngine {
                         | Call::ImageExists(_)
                         | Call::Inspect(_)
                         | Call::Logs(_)
+                        | Call::Wait(_)
                         | Call::Exec { .. }
                         | Call::ListContainers(_)
                         | Call::ListNetworks(_)
@@ -271,6 +278,7 @@ impl FakeEngine {
                 networks: vec![],
                 created: 1_000,
                 exits_at_once: false,
+                fence: None,
             },
         );
         id
@@ -348,6 +356,17 @@ impl FakeEngine {
         }
         state.next_id += 1;
         let id = format!("c{:04}", state.next_id);
+        let is_fence = spec
+            .labels
+            .get(super::names::LABEL_ROLE)
+            .map(String::as_str)
+            == Some("fence");
+        let fence = is_fence.then(|| {
+            state
+                .fence_outcome
+                .clone()
+                .unwrap_or_else(|| (0, working_fence_output(spec)))
+        });
         state.containers.insert(
             id.clone(),
             FakeContainer {
@@ -358,6 +377,7 @@ impl FakeEngine {
                 networks: vec![spec.network.clone()],
                 created: 2_000,
                 exits_at_once: spec.entrypoint.as_deref() == Some(&["true".to_owned()][..]),
+                fence,
             },
         );
         if state.lose_create_replies {
@@ -365,6 +385,19 @@ impl FakeEngine {
         }
         Ok(id)
     }
+}
+
+/// What a fence that works prints, for the proxy address its command names.
+fn working_fence_output(spec: &ContainerSpec) -> String {
+    let proxy = spec
+        .entrypoint
+        .as_deref()
+        .and_then(|command| command.get(4))
+        .cloned()
+        .unwrap_or_default();
+    format!(
+        "fence: ipv6\n-P OUTPUT DROP\n-A OUTPUT -o lo -j ACCEPT\nfence: ipv4\n-P OUTPUT DROP\n-A OUTPUT -o lo -j ACCEPT\n-A OUTPUT -d {proxy}/32 -p tcp -m tcp --dport 8888 -j ACCEPT\n"
+    )
 }
 
 /// The daemon address the fake reports; no CLI ever runs against it.
@@ -571,7 +604,7 @@ impl Engine for FakeEngine {
             ));
         }
         let is_proxy = c.labels.get(super::names::LABEL_ROLE).map(String::as_str) == Some("proxy");
-        c.state = if (proxy_exits && is_proxy) || c.exits_at_once {
+        c.state = if (proxy_exits && is_proxy) || c.exits_at_once || c.fence.is_some() {
             "exited".into()
         } else {
             "running".into()
@@ -594,7 +627,11 @@ impl Engine for FakeEngine {
         }
         Ok(ContainerStatus {
             running: c.state == "running",
-            exit_code: (c.state == "exited").then_some(if c.exits_at_once { 0 } else { 1 }),
+            exit_code: (c.state == "exited").then_some(match &c.fence {
+                Some((code, _)) => *code,
+                None if c.exits_at_once => 0,
+                None => 1,
+            }),
             state: c.state.clone(),
             error: None,
             addresses,
@@ -602,10 +639,36 @@ impl Engine for FakeEngine {
         })
     }
 
+    async fn wait_container(&self, id: &str) -> Result<i64, EngineError> {
+        let mut state = self.state();
+        let name = Self::container_name(&state, id);
+        state.calls.push(Call::Wait(name));
+        match state.containers.get(id) {
+            Some(FakeContainer {
+                fence: Some((code, _)),
+                ..
+            }) => Ok(*code),
+            Some(c) if c.state == "exited" => Ok(if c.exits_at_once { 0 } else { 1 }),
+            Some(_) => Err(EngineError::new(
+                ErrorKind::Other,
+                "wait for container",
+                "the fake's containers that run never stop by themselves",
+            )),
+            None => Err(Self::not_found("wait for container", id)),
+        }
+    }
+
     async fn logs_tail(&self, id: &str, _lines: u32) -> Result<String, EngineError> {
         let mut state = self.state();
         let name = Self::container_name(&state, id);
         state.calls.push(Call::Logs(name));
+        if let Some(FakeContainer {
+            fence: Some((_, output)),
+            ..
+        }) = state.containers.get(id)
+        {
+            return Ok(output.clone());
+        }
         Ok(state.logs.clone())
     }
 
