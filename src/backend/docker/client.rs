@@ -240,7 +240,8 @@ pub(crate) struct DaemonInfo {
     /// The engine's own version (Podman's, for Podman).
     pub version: String,
     pub api_version: String,
-    /// Names of the registered runtimes.
+    /// Names of the runtimes a container can be given (`HostConfig.Runtime`):
+    /// the registered ones on Docker, none on Podman.
     pub runtimes: Vec<String>,
     /// `DockerRootDir`, on the daemon's host.
     pub root_dir: Option<String>,
@@ -264,7 +265,7 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
     fn daemon_info(&self) -> impl Future<Output = Result<DaemonInfo, EngineError>> + Send;
     /// The IPv4 and IPv6 subnets of every network the daemon has.
     fn network_subnets(&self) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
-    /// Names of the runtimes registered with the daemon.
+    /// Names of the runtimes a container can be given (see [`DaemonInfo::runtimes`]).
     fn runtimes(&self) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
     /// Builds the built-in agent image with Claude Code
@@ -676,14 +677,7 @@ impl Engine for BollardEngine {
     }
 
     async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
-        let info = self
-            .docker
-            .info()
-            .await
-            .map_err(|e| classify("read the daemon's info", e))?;
-        let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
-        names.sort();
-        Ok(names)
+        Ok(self.daemon_info().await?.runtimes)
     }
 
     async fn daemon_info(&self) -> Result<DaemonInfo, EngineError> {
@@ -701,7 +695,14 @@ impl Engine for BollardEngine {
             .components
             .as_ref()
             .and_then(|c| c.iter().find(|c| c.name == "Podman Engine"));
-        let mut runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        // Podman's Docker API lists every runtime Podman knows of, installed
+        // or not, and ignores a container's `HostConfig.Runtime`: every
+        // container runs under its default runtime, so none can be chosen.
+        let mut runtimes: Vec<String> = if podman.is_some() {
+            Vec::new()
+        } else {
+            info.runtimes.unwrap_or_default().into_keys().collect()
+        };
         runtimes.sort();
         Ok(DaemonInfo {
             podman: podman.is_some(),

@@ -190,6 +190,13 @@ async fn trial_image<E: Engine>(engine: &E, inputs: &Inputs) -> Option<String> {
 }
 
 async fn runsc_check<E: Engine>(engine: &E, info: &DaemonInfo, inputs: &Inputs) -> Check {
+    if info.podman {
+        return Check::warn(
+            "runsc",
+            "Podman's Docker API runs every container under Podman's default runtime; agents run there, with the host kernel exposed to them",
+        )
+        .hint("to run agents under gVisor, use Docker with `runsc` registered: https://gvisor.dev/docs/user_guide/install/");
+    }
     if !info.runtimes.iter().any(|r| r == RUNSC) {
         return Check::warn(
             "runsc",
