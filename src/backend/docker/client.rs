@@ -237,6 +237,9 @@ pub(crate) struct ExecOutput {
 pub(crate) struct DaemonInfo {
     /// Podman's `/version` lists a component named `Podman Engine`.
     pub podman: bool,
+    /// The engine runs as an unprivileged user (Podman's `/info` says
+    /// `name=rootless` among its security options).
+    pub rootless: bool,
     /// The engine's own version (Podman's, for Podman).
     pub version: String,
     pub api_version: String,
@@ -369,6 +372,9 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
 pub(crate) struct BollardEngine {
     docker: Docker,
     endpoint: String,
+    /// The daemon is Podman's Docker-compatible service: the few requests
+    /// whose answers differ are shaped for it (see `list_containers`).
+    podman: bool,
 }
 
 impl fmt::Debug for BollardEngine {
@@ -394,12 +400,22 @@ impl BollardEngine {
             .negotiate_version()
             .await
             .map_err(|e| classify("read its version", e))?;
+        let version = docker
+            .version()
+            .await
+            .map_err(|e| classify("read its version", e))?;
+        let podman = is_podman(&version);
         tracing::debug!(
             endpoint = %endpoint,
             api = %docker.client_version(),
+            podman,
             "connected to the Docker daemon"
         );
-        Ok(Self { docker, endpoint })
+        Ok(Self {
+            docker,
+            endpoint,
+            podman,
+        })
     }
 }
 
@@ -437,6 +453,16 @@ fn ask_for_duplicate_check(request: bollard::BollardRequest) -> bollard::Bollard
         parts,
         http_body_util::Either::Left(http_body_util::Full::new(patched)),
     )
+}
+
+/// The component of `/version` that names Podman.
+const PODMAN_COMPONENT: &str = "Podman Engine";
+
+fn is_podman(version: &bollard::models::SystemVersion) -> bool {
+    version
+        .components
+        .as_ref()
+        .is_some_and(|c| c.iter().any(|c| c.name == PODMAN_COMPONENT))
 }
 
 /// Maps a bollard error onto the kinds callers distinguish.
@@ -511,6 +537,13 @@ fn network_info(network: bollard::models::Network) -> NetworkInfo {
         created: network.created.unwrap_or_default(),
     }
 }
+
+/// The states Podman's Docker API lists containers in, asked for by name.
+/// Podman also reports a container that exited but is not cleaned up yet as
+/// `stopped`, a state the Docker API does not have and the client cannot
+/// read (the whole list would fail); it becomes `exited` a moment later.
+/// Podman refuses the Docker states it does not have (`restarting`, `dead`).
+const PODMAN_LISTED_STATES: [&str; 5] = ["created", "running", "paused", "exited", "removing"];
 
 fn label_filters(filter: &LabelFilter) -> HashMap<String, Vec<String>> {
     let labels = filter.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -694,7 +727,7 @@ impl Engine for BollardEngine {
         let podman = version
             .components
             .as_ref()
-            .and_then(|c| c.iter().find(|c| c.name == "Podman Engine"));
+            .and_then(|c| c.iter().find(|c| c.name == PODMAN_COMPONENT));
         // Podman's Docker API lists every runtime Podman knows of, installed
         // or not, and ignores a container's `HostConfig.Runtime`: every
         // container runs under its default runtime, so none can be chosen.
@@ -711,6 +744,12 @@ impl Engine for BollardEngine {
                 .or(version.version)
                 .unwrap_or_default(),
             api_version: version.api_version.unwrap_or_default(),
+            rootless: info
+                .security_options
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|o| o.split(',').any(|part| part == "name=rootless")),
             runtimes,
             root_dir: info.docker_root_dir.filter(|d| !d.is_empty()),
             address_pools: info
@@ -971,9 +1010,16 @@ impl Engine for BollardEngine {
         &self,
         filter: LabelFilter,
     ) -> Result<Vec<ContainerInfo>, EngineError> {
+        let mut filters = label_filters(&filter);
+        if self.podman {
+            filters.insert(
+                "status".to_owned(),
+                PODMAN_LISTED_STATES.map(str::to_owned).to_vec(),
+            );
+        }
         let options = ListContainersOptions {
             all: true,
-            filters: Some(label_filters(&filter)),
+            filters: Some(filters),
             ..ListContainersOptions::default()
         };
         let found = self
