@@ -38,8 +38,10 @@ else
 fi
 
 if docker image inspect claude-bottle-test/agent:current >/dev/null 2>&1 \
-    && docker image inspect claude-bottle-test/pipelock-standin:current >/dev/null 2>&1; then
+    && docker image inspect claude-bottle-test/pipelock-standin:current >/dev/null 2>&1 \
+    && docker image inspect claude-bottle-test/fence:current >/dev/null 2>&1; then
     export CLAUDE_BOTTLE_PIPELOCK_IMAGE=claude-bottle-test/pipelock-standin:current
+    export CLAUDE_BOTTLE_FENCE_IMAGE=claude-bottle-test/fence:current
     session="$bin --manifest $scratch/manifest.json start bench --yes -- --stub-exit 0"
     if command -v hyperfine >/dev/null 2>&1; then
         hyperfine --warmup 1 --runs 10 -N "$session"

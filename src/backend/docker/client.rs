@@ -237,8 +237,8 @@ pub(crate) struct ExecOutput {
 pub(crate) struct DaemonInfo {
     /// Podman's `/version` lists a component named `Podman Engine`.
     pub podman: bool,
-    /// The engine runs as an unprivileged user (Podman's `/info` says
-    /// `name=rootless` among its security options).
+    /// Podman runs as an unprivileged user (its storage is not under
+    /// `/var/lib`).
     pub rootless: bool,
     /// The engine's own version (Podman's, for Podman).
     pub version: String,
@@ -744,12 +744,14 @@ impl Engine for BollardEngine {
                 .or(version.version)
                 .unwrap_or_default(),
             api_version: version.api_version.unwrap_or_default(),
-            rootless: info
-                .security_options
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .any(|o| o.split(',').any(|part| part == "name=rootless")),
+            // Podman's Docker API does not say whether it runs rootless; its
+            // storage root does: /var/lib/containers for root, a home
+            // directory for a user.
+            rootless: podman.is_some()
+                && info
+                    .docker_root_dir
+                    .as_deref()
+                    .is_some_and(|dir| !dir.starts_with("/var/lib/")),
             runtimes,
             root_dir: info.docker_root_dir.filter(|d| !d.is_empty()),
             address_pools: info
