@@ -538,12 +538,108 @@ fn network_info(network: bollard::models::Network) -> NetworkInfo {
     }
 }
 
-/// The states Podman's Docker API lists containers in, asked for by name.
-/// Podman also reports a container that exited but is not cleaned up yet as
-/// `stopped`, a state the Docker API does not have and the client cannot
-/// read (the whole list would fail); it becomes `exited` a moment later.
-/// Podman refuses the Docker states it does not have (`restarting`, `dead`).
-const PODMAN_LISTED_STATES: [&str; 5] = ["created", "running", "paused", "exited", "removing"];
+/// `GET /containers/json` of Podman's Docker API, read without bollard.
+/// Podman reports a container that exited but is not cleaned up yet as
+/// `stopped`, a state the Docker API does not have: bollard refuses the
+/// whole list then, and a filter on the state cannot leave it out (Podman's
+/// `exited` matches it). So the list is read here, the state as text.
+async fn podman_list_containers(
+    endpoint: &str,
+    filters: &HashMap<String, Vec<String>>,
+) -> Result<Vec<ContainerInfo>, EngineError> {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::TokioIo;
+
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Listed {
+        id: String,
+        #[serde(default)]
+        names: Vec<String>,
+        #[serde(default)]
+        state: String,
+        #[serde(default)]
+        created: i64,
+        #[serde(default)]
+        labels: Option<HashMap<String, String>>,
+    }
+
+    let operation = "list containers";
+    let fail = |kind, detail: String| EngineError::new(kind, operation, detail);
+    let filters =
+        serde_json::to_string(filters).map_err(|e| fail(ErrorKind::Other, e.to_string()))?;
+    let query: String =
+        percent_encoding::utf8_percent_encode(&filters, percent_encoding::NON_ALPHANUMERIC)
+            .collect();
+    let request = http::Request::get(format!("/v1.41/containers/json?all=1&filters={query}"))
+        .header(http::header::HOST, "podman")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| fail(ErrorKind::Other, e.to_string()))?;
+    let unreachable = |e: std::io::Error| fail(ErrorKind::Unreachable, e.to_string());
+    let response = if let Some(path) = endpoint.strip_prefix("unix://") {
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(unreachable)?;
+        send(TokioIo::new(stream), request).await
+    } else {
+        let address = endpoint
+            .strip_prefix("tcp://")
+            .or_else(|| endpoint.strip_prefix("http://"))
+            .unwrap_or(endpoint);
+        let stream = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(unreachable)?;
+        send(TokioIo::new(stream), request).await
+    }
+    .map_err(|e| fail(ErrorKind::Unreachable, error_chain(&e)))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| fail(ErrorKind::Unreachable, error_chain(&e)))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(fail(
+            ErrorKind::Other,
+            format!("{status}: {}", String::from_utf8_lossy(&body).trim()),
+        ));
+    }
+    let listed: Vec<Listed> =
+        serde_json::from_slice(&body).map_err(|e| fail(ErrorKind::Other, e.to_string()))?;
+    Ok(listed
+        .into_iter()
+        .map(|c| ContainerInfo {
+            id: c.id,
+            name: c
+                .names
+                .into_iter()
+                .next()
+                .map(|n| n.trim_start_matches('/').to_owned())
+                .unwrap_or_default(),
+            state: if c.state == "stopped" {
+                "exited".to_owned()
+            } else {
+                c.state
+            },
+            created: c.created,
+            labels: to_labels(c.labels),
+        })
+        .collect())
+}
+
+/// One HTTP/1 request on a fresh connection.
+async fn send<T>(
+    io: T,
+    request: http::Request<http_body_util::Empty<bytes::Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, hyper::Error>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(connection);
+    sender.send_request(request).await
+}
 
 fn label_filters(filter: &LabelFilter) -> HashMap<String, Vec<String>> {
     let labels = filter.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -1012,16 +1108,12 @@ impl Engine for BollardEngine {
         &self,
         filter: LabelFilter,
     ) -> Result<Vec<ContainerInfo>, EngineError> {
-        let mut filters = label_filters(&filter);
         if self.podman {
-            filters.insert(
-                "status".to_owned(),
-                PODMAN_LISTED_STATES.map(str::to_owned).to_vec(),
-            );
+            return podman_list_containers(&self.endpoint, &label_filters(&filter)).await;
         }
         let options = ListContainersOptions {
             all: true,
-            filters: Some(filters),
+            filters: Some(label_filters(&filter)),
             ..ListContainersOptions::default()
         };
         let found = self
@@ -1197,6 +1289,43 @@ mod tests {
             bytes::Bytes::from_static(b"{\"Image\":\"x\"}"),
         );
         assert_eq!(&bytes[..], b"{\"Image\":\"x\"}");
+    }
+
+    #[tokio::test]
+    async fn podmans_list_is_read_with_its_stopped_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("podman.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let body = r#"[{"Id":"a1","Names":["/claude-bottle-fence-x"],"State":"stopped","Created":7,"Labels":{"claude-bottle.managed":"true"}},{"Id":"b2","Names":["/claude-bottle-x"],"State":"running","Created":8,"Labels":null}]"#;
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 4096];
+            let n = stream.read(&mut request).await.unwrap();
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(reply.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&request[..n]).into_owned()
+        });
+        let filters = label_filters(&vec![("claude-bottle.managed".into(), "true".into())]);
+        let listed = podman_list_containers(&format!("unix://{}", socket.display()), &filters)
+            .await
+            .unwrap();
+        let request = server.await.unwrap();
+        assert!(
+            request.starts_with("GET /v1.41/containers/json?all=1&filters=%7B%22label%22"),
+            "{request}"
+        );
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].name, "claude-bottle-fence-x");
+        assert_eq!(listed[0].state, "exited");
+        assert_eq!(listed[0].labels["claude-bottle.managed"], "true");
+        assert_eq!(listed[1].state, "running");
+        assert!(listed[1].labels.is_empty());
+        // bollard's own type refuses that list whole.
+        assert!(serde_json::from_str::<Vec<bollard::models::ContainerSummary>>(body).is_err());
     }
 
     #[test]
