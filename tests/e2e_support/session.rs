@@ -496,7 +496,14 @@ impl Session {
     /// cannot do is possible from there.
     pub fn control_on_egress(&mut self, name: &str, extra: &[&str], cmd: &[&str]) -> Output {
         let full_name = format!("{}-ctl-{name}", self.agent);
-        let mut args: Vec<String> = vec!["--network".into(), self.egress_network.clone()];
+        // Unprivileged ICMP sockets for the controls' pings, as Docker allows
+        // by default and Podman's Docker API does not.
+        let mut args: Vec<String> = vec![
+            "--network".into(),
+            self.egress_network.clone(),
+            "--sysctl".into(),
+            "net.ipv4.ping_group_range=0 2147483647".into(),
+        ];
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         args.push(AGENT_IMAGE.into());
         args.extend(cmd.iter().map(|a| (*a).to_owned()));
