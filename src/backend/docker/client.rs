@@ -153,6 +153,12 @@ impl ContainerSpec {
     pub fn shares_network(&self) -> bool {
         self.network.starts_with(SHARED_NETWORK_PREFIX)
     }
+
+    /// Whether it gets an endpoint on a network: not in another container's
+    /// namespace, nor with no network (Podman refuses an endpoint for `none`).
+    fn has_endpoint(&self) -> bool {
+        !self.shares_network() && self.network != "none"
+    }
 }
 
 impl fmt::Debug for ContainerSpec {
@@ -681,8 +687,7 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             pids_limit: spec.pids_limit,
             ..HostConfig::default()
         }),
-        // A container in another's network namespace has no endpoint of its own.
-        networking_config: (!spec.shares_network()).then(|| NetworkingConfig {
+        networking_config: spec.has_endpoint().then(|| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 spec.network.clone(),
                 EndpointSettings::default(),
@@ -1289,6 +1294,43 @@ mod tests {
             bytes::Bytes::from_static(b"{\"Image\":\"x\"}"),
         );
         assert_eq!(&bytes[..], b"{\"Image\":\"x\"}");
+    }
+
+    #[test]
+    fn only_a_container_on_a_network_gets_an_endpoint() {
+        let spec = |network: &str| ContainerSpec {
+            name: "c".into(),
+            image: "i".into(),
+            user: None,
+            entrypoint: None,
+            cmd: None,
+            working_dir: None,
+            env: vec![],
+            labels: Labels::new(),
+            network: network.into(),
+            extra_hosts: vec![],
+            dns: vec![],
+            runtime: None,
+            init: false,
+            security_opt: vec![],
+            cap_drop: vec![],
+            cap_add: vec!["NET_ADMIN".into()],
+            pids_limit: None,
+        };
+        let on_network = create_body(&spec("net1"));
+        let endpoints = on_network
+            .networking_config
+            .unwrap()
+            .endpoints_config
+            .unwrap();
+        assert!(endpoints.contains_key("net1"));
+        for mode in ["container:abc", "none"] {
+            let body = create_body(&spec(mode));
+            assert!(body.networking_config.is_none(), "{mode}");
+            let host = body.host_config.unwrap();
+            assert_eq!(host.network_mode.as_deref(), Some(mode));
+            assert_eq!(host.cap_add.unwrap(), ["NET_ADMIN"]);
+        }
     }
 
     #[tokio::test]
