@@ -283,23 +283,12 @@ async fn trial<E: Engine>(
             .start_container(&created)
             .await
             .map_err(|e| e.to_string())?;
-        loop {
-            let status = engine
-                .inspect_container(&created)
-                .await
-                .map_err(|e| e.to_string())?;
-            if !status.running && status.state != "created" {
-                return match (status.exit_code, status.error) {
-                    (Some(0), _) => Ok(()),
-                    (_, Some(error)) => Err(error),
-                    (code, None) => Err(format!(
-                        "`true` ended {} with exit code {}",
-                        status.state,
-                        code.map_or_else(|| "unknown".to_owned(), |c| c.to_string())
-                    )),
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        // Waited for, not inspected: Podman's inspect of a container that
+        // just exited says `stopped`, which the client cannot read.
+        match engine.wait_container(&created).await {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(format!("`true` exited with code {code}")),
+            Err(e) => Err(e.to_string()),
         }
     })
     .await;
