@@ -34,10 +34,14 @@ pub(crate) const FENCE_TIMEOUT: Duration = Duration::from_secs(30);
 const FENCE_LOG_LINES: u32 = 40;
 
 /// The rules, then what the kernel holds, for [`verify`]. `$1` is the
-/// proxy's address, `$2` its port. IPv6 gets no way out at all; a kernel
-/// without IPv6 needs no rule for it.
+/// proxy's address, `$2` its port. The agent may answer a connection made
+/// to it (by a container of its network): a packet it sends to start one of
+/// its own is dropped before the kernel tracks it, so `ESTABLISHED` only
+/// ever admits answers. IPv6 gets no way out at all; a kernel without IPv6
+/// needs no rule for it.
 const SCRIPT: &str = r#"set -eu
 iptables -w -A OUTPUT -o lo -j ACCEPT
+iptables -w -A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 iptables -w -A OUTPUT -d "$1" -p tcp --dport "$2" -j ACCEPT
 iptables -w -P OUTPUT DROP
 iptables -w -P FORWARD DROP
@@ -93,10 +97,12 @@ pub(crate) fn verify(output: &str, proxy_address: &str) -> Option<String> {
             seen.0 = true;
         } else if let Some(rule) = line.strip_prefix("-A OUTPUT ") {
             let loopback = rule == "-o lo -j ACCEPT";
+            let answers =
+                family == 4 && rule == "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT";
             let proxy = family == 4
                 && rule.ends_with("-j ACCEPT")
                 && proxy_rule.iter().all(|part| rule.contains(part.as_str()));
-            if !(loopback || proxy) {
+            if !(loopback || answers || proxy) {
                 return Some(format!("an unexpected rule `{line}`"));
             }
             seen.1 += 1;
@@ -196,7 +202,7 @@ pub(crate) fn fence_hint(image: &str) -> String {
 mod tests {
     use super::*;
 
-    const GOOD: &str = "fence: ipv6\n-P OUTPUT DROP\n-A OUTPUT -o lo -j ACCEPT\nfence: ipv4\n-P OUTPUT DROP\n-A OUTPUT -o lo -j ACCEPT\n-A OUTPUT -d 10.89.0.2/32 -p tcp -m tcp --dport 8888 -j ACCEPT\n";
+    const GOOD: &str = "fence: ipv6\n-P OUTPUT DROP\n-A OUTPUT -o lo -j ACCEPT\nfence: ipv4\n-P OUTPUT DROP\n-A OUTPUT -o lo -j ACCEPT\n-A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-A OUTPUT -d 10.89.0.2/32 -p tcp -m tcp --dport 8888 -j ACCEPT\n";
 
     #[test]
     fn rules_in_place_pass() {
@@ -218,6 +224,9 @@ mod tests {
         assert!(verify(GOOD, "10.89.0.3").is_some());
         let extra = format!("{GOOD}-A OUTPUT -d 10.89.0.1/32 -j ACCEPT\n");
         assert!(verify(&extra, "10.89.0.2").is_some());
+        // New connections of its own are not answers.
+        let new = format!("{GOOD}-A OUTPUT -m conntrack --ctstate NEW -j ACCEPT\n");
+        assert!(verify(&new, "10.89.0.2").is_some());
         let v6_proxy = GOOD.replace(
             "fence: ipv6\n-P OUTPUT DROP\n",
             "fence: ipv6\n-P OUTPUT DROP\n-A OUTPUT -d fe80::1/128 -p tcp -m tcp --dport 8888 -j ACCEPT\n",
