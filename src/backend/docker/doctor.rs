@@ -403,6 +403,19 @@ fn facts_of_host() -> PodmanHostFacts {
             ));
         }
     }
+    // slirp4netns opens it as the user; some hosts leave it to root alone.
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .is_err()
+    {
+        missing.push((
+            "read and write access to `/dev/net/tun`".to_owned(),
+            "give every user access to it, its usual mode: `chmod 0666 /dev/net/tun` (as root)"
+                .to_owned(),
+        ));
+    }
     if !on_path("slirp4netns") && !on_path("pasta") {
         missing.push((
             "`slirp4netns` or `pasta`".to_owned(),
