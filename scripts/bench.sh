@@ -21,8 +21,9 @@ cwd_mb=${BENCH_CWD_MB:-200}
 cwd_files=${BENCH_CWD_FILES:-20000}
 agent_image=claude-bottle-test/agent:current
 proxy_image=claude-bottle-test/pipelock-standin:current
+fence_image=claude-bottle-test/fence:current
 
-for image in "$agent_image" "$proxy_image"; do
+for image in "$agent_image" "$proxy_image" "$fence_image"; do
     if ! docker image inspect "$image" >/dev/null 2>&1; then
         echo "bench: image \`$image\` absent; build the test images first (scripts/build-test-images.sh)" >&2
         exit 2
@@ -42,6 +43,7 @@ cleanup() {
 }
 trap cleanup EXIT
 export CLAUDE_BOTTLE_PIPELOCK_IMAGE=$proxy_image
+export CLAUDE_BOTTLE_FENCE_IMAGE=$fence_image
 export HOME=$scratch/home
 mkdir -p "$HOME"
 

@@ -8,6 +8,7 @@
 #   claude-bottle-test/http              HTTP server on :80 that names the Host it was asked for
 #   claude-bottle-test/sshd              sshd on :22 serving /srv/git/repo.git for user git
 #   claude-bottle-test/dns               dnsmasq on :53 logging every query
+#   claude-bottle-test/fence             sh and iptables: the fence image of the tests (CLAUDE_BOTTLE_FENCE_IMAGE)
 #   claude-bottle-test/pipelock-standin  the pipelock test double (built with cargo)
 #
 # Every tag is content-addressed (a hash of the image's inputs), so a rerun with
@@ -173,6 +174,7 @@ start_build agent "$images_dir/agent"
 start_build http "$images_dir/http"
 start_build sshd "$images_dir/sshd"
 start_build dns "$images_dir/dns"
+start_build fence "$images_dir/fence"
 
 # --- the pipelock stand-in ---------------------------------------------------
 
@@ -213,6 +215,7 @@ finish_build agent CLAUDE_BOTTLE_TEST_AGENT_IMAGE
 finish_build http CLAUDE_BOTTLE_TEST_HTTP_IMAGE
 finish_build sshd CLAUDE_BOTTLE_TEST_SSHD_IMAGE
 finish_build dns CLAUDE_BOTTLE_TEST_DNS_IMAGE
+finish_build fence CLAUDE_BOTTLE_TEST_FENCE_IMAGE
 if [[ $standin == yes ]]; then
     finish_build pipelock-standin CLAUDE_BOTTLE_TEST_PIPELOCK_IMAGE
 fi

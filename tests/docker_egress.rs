@@ -961,6 +961,10 @@ fn allow_save_refuses_a_session_of_the_embedded_default_manifest() {
             .env(
                 "CLAUDE_BOTTLE_PIPELOCK_IMAGE",
                 e2e_support::session::PIPELOCK_STANDIN_IMAGE,
+            )
+            .env(
+                "CLAUDE_BOTTLE_FENCE_IMAGE",
+                e2e_support::session::FENCE_IMAGE,
             );
         if let Some(host) = std::env::var_os("DOCKER_HOST") {
             command.env("DOCKER_HOST", host);

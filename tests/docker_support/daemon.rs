@@ -46,6 +46,21 @@ pub fn docker_lines(args: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Whether the daemon is Podman's Docker-compatible service (its `/version`
+/// lists a component named `Podman Engine`).
+#[allow(
+    dead_code,
+    reason = "only the binaries whose checks differ on Podman ask"
+)]
+pub fn is_podman() -> bool {
+    let out = docker(&[
+        "version",
+        "--format",
+        "{{range .Server.Components}}{{.Name}};{{end}}",
+    ]);
+    String::from_utf8_lossy(&out.stdout).contains("Podman Engine")
+}
+
 pub fn image_exists(image: &str) -> bool {
     docker(&["image", "inspect", image]).status.success()
 }

@@ -14,7 +14,8 @@ use serde_json::Value;
 use super::daemon::remove_resources;
 use super::lock::SessionLocks;
 use super::sessions::{
-    AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE, containers_with, networks_with, sweep_stale_agents,
+    AGENT_IMAGE, FENCE_IMAGE, PIPELOCK_STANDIN_IMAGE, containers_with, networks_with,
+    sweep_stale_agents,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_claude-bottle");
@@ -23,7 +24,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_claude-bottle");
 /// stand-in images; panics otherwise, see `daemon::require`), then sweeps the
 /// stale resources of the suite's agents, named `<agent_prefix>...`.
 pub fn require(suite: &str, agent_prefix: &str) {
-    super::daemon::require(suite, &[AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE]);
+    super::daemon::require(suite, &[AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE, FENCE_IMAGE]);
     sweep_stale_agents(agent_prefix);
 }
 
@@ -86,6 +87,7 @@ impl Fixture {
             .env("HOME", self.dir.path().join("home"))
             .env("TMPDIR", self.scratch_root())
             .env("NO_COLOR", "1")
+            .env("CLAUDE_BOTTLE_FENCE_IMAGE", FENCE_IMAGE)
             .env_remove("CLAUDE_BOTTLE_BACKEND")
             .env_remove("CLAUDE_BOTTLE_OAUTH_TOKEN")
             .env_remove("CLAUDE_BOTTLE_CONTAINER_HOME")

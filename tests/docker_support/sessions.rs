@@ -9,6 +9,9 @@ use super::daemon::{docker_lines, pid_alive, remove_resources};
 pub const AGENT_IMAGE: &str = "claude-bottle-test/agent:current";
 /// The pipelock stand-in, selected with `CLAUDE_BOTTLE_PIPELOCK_IMAGE`.
 pub const PIPELOCK_STANDIN_IMAGE: &str = "claude-bottle-test/pipelock-standin:current";
+/// The fence image of the tests (`sh`, `iptables`), selected with
+/// `CLAUDE_BOTTLE_FENCE_IMAGE`: the built-in one needs a registry to build.
+pub const FENCE_IMAGE: &str = "claude-bottle-test/fence:current";
 
 /// A claude-bottle container or network on the daemon, as its labels tell.
 pub struct Managed {

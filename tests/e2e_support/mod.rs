@@ -13,7 +13,9 @@ pub mod runtime;
 pub mod session;
 pub mod stub;
 
-use session::{AGENT_IMAGE, DNS_IMAGE, HTTP_IMAGE, PIPELOCK_STANDIN_IMAGE, SSHD_IMAGE};
+use session::{
+    AGENT_IMAGE, DNS_IMAGE, FENCE_IMAGE, HTTP_IMAGE, PIPELOCK_STANDIN_IMAGE, SSHD_IMAGE,
+};
 
 /// Requires what the suite needs: the daemon and every test image (panics
 /// otherwise, see `docker_support::daemon::require`).
@@ -26,6 +28,7 @@ pub fn require() {
             SSHD_IMAGE,
             DNS_IMAGE,
             PIPELOCK_STANDIN_IMAGE,
+            FENCE_IMAGE,
         ],
     );
 }

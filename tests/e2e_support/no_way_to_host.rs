@@ -17,14 +17,22 @@ use super::runtime::registered_runtimes;
 use super::session::{AGENT_IMAGE, Session, SessionDirs, SessionSpec, TestHost};
 use crate::docker_support::daemon::docker_ok;
 
-/// For each target address: one line `REACHED <ip> <body>` or `BLOCKED <ip>`.
-/// Each attempt is bounded (3 s connect, 4 s total).
+/// For each target address, twice: by the routing table, and on `eth0`
+/// whatever the routes say (`curl --interface` binds the socket to the
+/// device, which an unprivileged process may do, and the kernel then sends
+/// on-link): one line `REACHED <ip> <body>` or `BLOCKED <ip>` each, the
+/// second attempt's address written `<ip>%eth0`. Each attempt is bounded
+/// (3 s connect, 4 s total).
 const SWEEP: &str = r#"for ip in $TARGETS; do
-  if body=$(curl --noproxy '*' -sS --connect-timeout 3 -m 4 "http://$ip:$PORT/" 2>/dev/null); then
-    echo "REACHED $ip $body"
-  else
-    echo "BLOCKED $ip"
-  fi
+  for via in route eth0; do
+    label=$ip; bind=
+    if [ "$via" = eth0 ]; then label="$ip%eth0"; bind="--interface eth0"; fi
+    if body=$(curl $bind --noproxy '*' -sS --connect-timeout 3 -m 4 "http://$ip:$PORT/" 2>/dev/null); then
+      echo "REACHED $label $body"
+    else
+      echo "BLOCKED $label"
+    fi
+  done
 done"#;
 
 const NO_PROXY_ENV: &str =
@@ -133,11 +141,16 @@ pub fn assert_no_way_to_host(tag: &str, expected_runtime: &str) {
     );
     let control_out = String::from_utf8_lossy(&control.stdout).into_owned();
     let control_sweep = parse_sweep(&control_out);
+    // By the routes or on the device: Docker routes an internal network's
+    // containers through its gateway, Podman gives them the subnet alone.
     for target in &control_targets {
+        let bound = format!("{target}%eth0");
         assert!(
-            control_sweep.iter().any(|(ip, reached, body)| ip == target
-                && *reached
-                && body.contains(&listener.token)),
+            control_sweep
+                .iter()
+                .any(|(ip, reached, body)| (ip == target || *ip == bound)
+                    && *reached
+                    && body.contains(&listener.token)),
             "CONTROL: a container on a plain --internal network should reach the host listener at {target} \
              (gateway {control_gateway}, docker0 {docker0_ip}, {uplink} {uplink_ip}) -- without this the \
              agent's result proves nothing\n{control_out}\n{}",
@@ -187,7 +200,14 @@ pub fn assert_no_way_to_host(tag: &str, expected_runtime: &str) {
     let outcome = session.finish();
     let report = &outcome.report;
 
-    assert_eq!(runtime, expected_runtime, "the agent container's runtime");
+    // Podman's Docker API reports every container's runtime as `oci`: the
+    // default runtime, the only one its containers can have.
+    let reported = if crate::docker_support::daemon::is_podman() && expected_runtime == "runc" {
+        "oci"
+    } else {
+        expected_runtime
+    };
+    assert_eq!(runtime, reported, "the agent container's runtime");
     assert_eq!(
         runsc_registered,
         expected_runtime == "runsc",
@@ -221,8 +241,8 @@ pub fn assert_no_way_to_host(tag: &str, expected_runtime: &str) {
     let agent_sweep = parse_sweep(&sweep.stdout);
     assert_eq!(
         agent_sweep.len(),
-        targets.len(),
-        "one verdict per target {targets:?}\n{sweep}"
+        2 * targets.len(),
+        "two verdicts per target {targets:?}\n{sweep}"
     );
     let reached: Vec<&(String, bool, String)> = agent_sweep.iter().filter(|(_, r, _)| *r).collect();
     assert!(

@@ -30,8 +30,13 @@ const DOCKERD_PID: &str = "/var/run/docker.pid";
 /// the bottle's networks, routes and firewall rules apply as under runc.
 pub const GVISOR_RUNTIME_ARGS: [&str; 1] = ["--network=host"];
 
-/// The runtimes the daemon has registered, by name.
+/// The runtimes the daemon has registered, by name: those a container can
+/// be given. Podman's Docker API lists every runtime it knows of and
+/// ignores the one a container asks for, so none on Podman.
 pub fn registered_runtimes() -> Vec<String> {
+    if crate::docker_support::daemon::is_podman() {
+        return Vec::new();
+    }
     let json = docker_ok(&["info", "--format", "{{json .Runtimes}}"]);
     let value: serde_json::Value = serde_json::from_str(&json).expect("docker info runtimes JSON");
     value

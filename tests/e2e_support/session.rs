@@ -52,7 +52,7 @@ use crate::docker_support::daemon::{docker_ok, remove_resources};
 use crate::docker_support::lock::SessionLocks;
 use crate::docker_support::sessions::{containers_with, networks_with};
 
-pub use crate::docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE};
+pub use crate::docker_support::sessions::{AGENT_IMAGE, FENCE_IMAGE, PIPELOCK_STANDIN_IMAGE};
 pub const HTTP_IMAGE: &str = "claude-bottle-test/http:current";
 pub const SSHD_IMAGE: &str = "claude-bottle-test/sshd:current";
 pub const DNS_IMAGE: &str = "claude-bottle-test/dns:current";
@@ -170,7 +170,8 @@ impl SessionDirs {
             .env("HOME", self.home())
             .env("TMPDIR", self.tmp())
             .env("NO_COLOR", "1")
-            .env("CLAUDE_BOTTLE_PIPELOCK_IMAGE", PIPELOCK_STANDIN_IMAGE);
+            .env("CLAUDE_BOTTLE_PIPELOCK_IMAGE", PIPELOCK_STANDIN_IMAGE)
+            .env("CLAUDE_BOTTLE_FENCE_IMAGE", FENCE_IMAGE);
         if let Some(host) = std::env::var_os("DOCKER_HOST") {
             command.env("DOCKER_HOST", host);
         }
@@ -519,7 +520,14 @@ impl Session {
     /// cannot do is possible from there.
     pub fn control_on_egress(&mut self, name: &str, extra: &[&str], cmd: &[&str]) -> Output {
         let full_name = format!("{}-ctl-{name}", self.agent);
-        let mut args: Vec<String> = vec!["--network".into(), self.egress_network.clone()];
+        // Unprivileged ICMP sockets for the controls' pings, as Docker allows
+        // by default and Podman's Docker API does not.
+        let mut args: Vec<String> = vec![
+            "--network".into(),
+            self.egress_network.clone(),
+            "--sysctl".into(),
+            "net.ipv4.ping_group_range=0 2147483647".into(),
+        ];
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         args.push(AGENT_IMAGE.into());
         args.extend(cmd.iter().map(|a| (*a).to_owned()));

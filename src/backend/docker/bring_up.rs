@@ -117,6 +117,16 @@ pub(crate) enum LaunchError {
         attempts: u32,
         detail: String,
     },
+    #[error(
+        "could not fence the network of the agent container `{agent}`: the fence `{name}` ({image}) failed: {detail}{logs}"
+    )]
+    FenceFailed {
+        name: String,
+        agent: String,
+        image: String,
+        detail: String,
+        logs: String,
+    },
     #[error("interrupted")]
     Cancelled,
     #[error("the launch task failed: {0}")]
@@ -158,6 +168,7 @@ impl Diagnostic for LaunchError {
                 let fix = (runtime == RUNSC).then(|| runsc_fix(detail)).flatten();
                 return fix.into_iter().chain([general]).collect();
             }
+            Self::FenceFailed { image, .. } => super::fence::fence_hint(image),
             Self::AgentExited { .. } => {
                 "the image must provide `sleep` (a Debian-based image does)".to_owned()
             }
@@ -296,6 +307,8 @@ impl<E: Engine> BringUp<E> {
         tracing::debug!("proxy `{}` ready in {:?}", names.proxy, clock.elapsed());
         self.start_agent(names, &agent_id).await?;
         tracing::debug!("agent `{}` started in {:?}", names.agent, clock.elapsed());
+        self.fence_agent(names, &agent_id, &proxy_address).await?;
+        tracing::debug!("agent `{}` fenced in {:?}", names.agent, clock.elapsed());
         Ok(Started {
             names: names.clone(),
             agent_id,

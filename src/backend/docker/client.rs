@@ -151,7 +151,8 @@ pub(crate) struct ContainerSpec {
     pub working_dir: Option<String>,
     pub env: Vec<EnvPair>,
     pub labels: Labels,
-    /// The one network it is created on.
+    /// The one network it is created on, or `container:<id>` to share that
+    /// container's network namespace (see [`ContainerSpec::shares_network`]).
     pub network: String,
     pub extra_hosts: Vec<String>,
     pub dns: Vec<String>,
@@ -159,7 +160,24 @@ pub(crate) struct ContainerSpec {
     pub init: bool,
     pub security_opt: Vec<String>,
     pub cap_drop: Vec<String>,
+    pub cap_add: Vec<String>,
     pub pids_limit: Option<i64>,
+}
+
+/// The `network` of a container that joins another's network namespace.
+pub(crate) const SHARED_NETWORK_PREFIX: &str = "container:";
+
+impl ContainerSpec {
+    /// Whether it joins another container's network namespace instead of a network.
+    pub fn shares_network(&self) -> bool {
+        self.network.starts_with(SHARED_NETWORK_PREFIX)
+    }
+
+    /// Whether it gets an endpoint on a network: not in another container's
+    /// namespace, nor with no network (Podman refuses an endpoint for `none`).
+    fn has_endpoint(&self) -> bool {
+        !self.shares_network() && self.network != "none"
+    }
 }
 
 impl fmt::Debug for ContainerSpec {
@@ -180,6 +198,7 @@ impl fmt::Debug for ContainerSpec {
             .field("init", &self.init)
             .field("security_opt", &self.security_opt)
             .field("cap_drop", &self.cap_drop)
+            .field("cap_add", &self.cap_add)
             .field("pids_limit", &self.pids_limit)
             .finish()
     }
@@ -253,10 +272,14 @@ pub(crate) struct ExecCapture {
 pub(crate) struct DaemonInfo {
     /// Podman's `/version` lists a component named `Podman Engine`.
     pub podman: bool,
+    /// Podman runs as an unprivileged user (its storage is not under
+    /// `/var/lib`).
+    pub rootless: bool,
     /// The engine's own version (Podman's, for Podman).
     pub version: String,
     pub api_version: String,
-    /// Names of the registered runtimes.
+    /// Names of the runtimes a container can be given (`HostConfig.Runtime`):
+    /// the registered ones on Docker, none on Podman.
     pub runtimes: Vec<String>,
     /// `DockerRootDir`, on the daemon's host.
     pub root_dir: Option<String>,
@@ -277,7 +300,7 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
     fn daemon_info(&self) -> impl Future<Output = Result<DaemonInfo, EngineError>> + Send;
     /// The IPv4 and IPv6 subnets of every network the daemon has.
     fn network_subnets(&self) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
-    /// Names of the runtimes registered with the daemon.
+    /// Names of the runtimes a container can be given (see [`DaemonInfo::runtimes`]).
     fn runtimes(&self) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
     /// Builds the built-in agent image with Claude Code
@@ -329,6 +352,8 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
         &self,
         id: &str,
     ) -> impl Future<Output = Result<ContainerStatus, EngineError>> + Send;
+    /// Waits until the container stops; its exit code.
+    fn wait_container(&self, id: &str) -> impl Future<Output = Result<i64, EngineError>> + Send;
     /// The last `lines` lines of the container's stdout and stderr.
     fn logs_tail(
         &self,
@@ -415,6 +440,9 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
 pub(crate) struct BollardEngine {
     docker: Docker,
     endpoint: String,
+    /// The daemon is Podman's Docker-compatible service: the few requests
+    /// whose answers differ are shaped for it (see `list_containers`).
+    podman: bool,
 }
 
 impl fmt::Debug for BollardEngine {
@@ -440,12 +468,22 @@ impl BollardEngine {
             .negotiate_version()
             .await
             .map_err(|e| classify("read its version", e))?;
+        let version = docker
+            .version()
+            .await
+            .map_err(|e| classify("read its version", e))?;
+        let podman = is_podman(&version);
         tracing::debug!(
             endpoint = %endpoint,
             api = %docker.client_version(),
+            podman,
             "connected to the Docker daemon"
         );
-        Ok(Self { docker, endpoint })
+        Ok(Self {
+            docker,
+            endpoint,
+            podman,
+        })
     }
 }
 
@@ -540,6 +578,16 @@ fn ask_for_duplicate_check(request: bollard::BollardRequest) -> bollard::Bollard
     )
 }
 
+/// The component of `/version` that names Podman.
+const PODMAN_COMPONENT: &str = "Podman Engine";
+
+fn is_podman(version: &bollard::models::SystemVersion) -> bool {
+    version
+        .components
+        .as_ref()
+        .is_some_and(|c| c.iter().any(|c| c.name == PODMAN_COMPONENT))
+}
+
 /// Maps a bollard error onto the kinds callers distinguish.
 fn classify(operation: &str, error: BollardError) -> EngineError {
     let (kind, detail) = match &error {
@@ -620,6 +668,109 @@ fn network_info(network: bollard::models::Network) -> NetworkInfo {
     }
 }
 
+/// `GET /containers/json` of Podman's Docker API, read without bollard.
+/// Podman reports a container that exited but is not cleaned up yet as
+/// `stopped`, a state the Docker API does not have: bollard refuses the
+/// whole list then, and a filter on the state cannot leave it out (Podman's
+/// `exited` matches it). So the list is read here, the state as text.
+async fn podman_list_containers(
+    endpoint: &str,
+    filters: &HashMap<String, Vec<String>>,
+) -> Result<Vec<ContainerInfo>, EngineError> {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::TokioIo;
+
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Listed {
+        id: String,
+        #[serde(default)]
+        names: Vec<String>,
+        #[serde(default)]
+        state: String,
+        #[serde(default)]
+        created: i64,
+        #[serde(default)]
+        labels: Option<HashMap<String, String>>,
+    }
+
+    let operation = "list containers";
+    let fail = |kind, detail: String| EngineError::new(kind, operation, detail);
+    let filters =
+        serde_json::to_string(filters).map_err(|e| fail(ErrorKind::Other, e.to_string()))?;
+    let query: String =
+        percent_encoding::utf8_percent_encode(&filters, percent_encoding::NON_ALPHANUMERIC)
+            .collect();
+    let request = http::Request::get(format!("/v1.41/containers/json?all=1&filters={query}"))
+        .header(http::header::HOST, "podman")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| fail(ErrorKind::Other, e.to_string()))?;
+    let unreachable = |e: std::io::Error| fail(ErrorKind::Unreachable, e.to_string());
+    let response = if let Some(path) = endpoint.strip_prefix("unix://") {
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(unreachable)?;
+        send(TokioIo::new(stream), request).await
+    } else {
+        let address = endpoint
+            .strip_prefix("tcp://")
+            .or_else(|| endpoint.strip_prefix("http://"))
+            .unwrap_or(endpoint);
+        let stream = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(unreachable)?;
+        send(TokioIo::new(stream), request).await
+    }
+    .map_err(|e| fail(ErrorKind::Unreachable, error_chain(&e)))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| fail(ErrorKind::Unreachable, error_chain(&e)))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(fail(
+            ErrorKind::Other,
+            format!("{status}: {}", String::from_utf8_lossy(&body).trim()),
+        ));
+    }
+    let listed: Vec<Listed> =
+        serde_json::from_slice(&body).map_err(|e| fail(ErrorKind::Other, e.to_string()))?;
+    Ok(listed
+        .into_iter()
+        .map(|c| ContainerInfo {
+            id: c.id,
+            name: c
+                .names
+                .into_iter()
+                .next()
+                .map(|n| n.trim_start_matches('/').to_owned())
+                .unwrap_or_default(),
+            state: if c.state == "stopped" {
+                "exited".to_owned()
+            } else {
+                c.state
+            },
+            created: c.created,
+            labels: to_labels(c.labels),
+        })
+        .collect())
+}
+
+/// One HTTP/1 request on a fresh connection.
+async fn send<T>(
+    io: T,
+    request: http::Request<http_body_util::Empty<bytes::Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, hyper::Error>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(connection);
+    sender.send_request(request).await
+}
+
 fn label_filters(filter: &LabelFilter) -> HashMap<String, Vec<String>> {
     let labels = filter.iter().map(|(k, v)| format!("{k}={v}")).collect();
     HashMap::from([("label".to_owned(), labels)])
@@ -656,10 +807,11 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             init: Some(spec.init),
             security_opt: non_empty(&spec.security_opt),
             cap_drop: non_empty(&spec.cap_drop),
+            cap_add: non_empty(&spec.cap_add),
             pids_limit: spec.pids_limit,
             ..HostConfig::default()
         }),
-        networking_config: Some(NetworkingConfig {
+        networking_config: spec.has_endpoint().then(|| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 spec.network.clone(),
                 EndpointSettings::default(),
@@ -783,14 +935,7 @@ impl Engine for BollardEngine {
     }
 
     async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
-        let info = self
-            .docker
-            .info()
-            .await
-            .map_err(|e| classify("read the daemon's info", e))?;
-        let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
-        names.sort();
-        Ok(names)
+        Ok(self.daemon_info().await?.runtimes)
     }
 
     async fn daemon_info(&self) -> Result<DaemonInfo, EngineError> {
@@ -807,8 +952,15 @@ impl Engine for BollardEngine {
         let podman = version
             .components
             .as_ref()
-            .and_then(|c| c.iter().find(|c| c.name == "Podman Engine"));
-        let mut runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+            .and_then(|c| c.iter().find(|c| c.name == PODMAN_COMPONENT));
+        // Podman's Docker API lists every runtime Podman knows of, installed
+        // or not, and ignores a container's `HostConfig.Runtime`: every
+        // container runs under its default runtime, so none can be chosen.
+        let mut runtimes: Vec<String> = if podman.is_some() {
+            Vec::new()
+        } else {
+            info.runtimes.unwrap_or_default().into_keys().collect()
+        };
         runtimes.sort();
         Ok(DaemonInfo {
             podman: podman.is_some(),
@@ -817,6 +969,14 @@ impl Engine for BollardEngine {
                 .or(version.version)
                 .unwrap_or_default(),
             api_version: version.api_version.unwrap_or_default(),
+            // Podman's Docker API does not say whether it runs rootless; its
+            // storage root does: /var/lib/containers for root, a home
+            // directory for a user.
+            rootless: podman.is_some()
+                && info
+                    .docker_root_dir
+                    .as_deref()
+                    .is_some_and(|dir| !dir.starts_with("/var/lib/")),
             runtimes,
             root_dir: info.docker_root_dir.filter(|d| !d.is_empty()),
         })
@@ -991,6 +1151,24 @@ impl Engine for BollardEngine {
         })
     }
 
+    async fn wait_container(&self, id: &str) -> Result<i64, EngineError> {
+        let operation = format!("wait for container `{id}`");
+        let mut waits = self
+            .docker
+            .wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
+        match waits.next().await {
+            Some(Ok(reply)) => Ok(reply.status_code),
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(classify(&operation, e)),
+            None => Err(EngineError::new(
+                ErrorKind::Other,
+                operation,
+                "the daemon closed the wait without an exit code",
+            )),
+        }
+    }
+
     async fn logs_tail(&self, id: &str, lines: u32) -> Result<String, EngineError> {
         let options = LogsOptions {
             stdout: true,
@@ -1048,6 +1226,9 @@ impl Engine for BollardEngine {
         &self,
         filter: LabelFilter,
     ) -> Result<Vec<ContainerInfo>, EngineError> {
+        if self.podman {
+            return podman_list_containers(&self.endpoint, &label_filters(&filter)).await;
+        }
         let options = ListContainersOptions {
             all: true,
             filters: Some(label_filters(&filter)),
@@ -1329,6 +1510,80 @@ mod tests {
     }
 
     #[test]
+    fn only_a_container_on_a_network_gets_an_endpoint() {
+        let spec = |network: &str| ContainerSpec {
+            name: "c".into(),
+            image: "i".into(),
+            user: None,
+            entrypoint: None,
+            cmd: None,
+            working_dir: None,
+            env: vec![],
+            labels: Labels::new(),
+            network: network.into(),
+            extra_hosts: vec![],
+            dns: vec![],
+            runtime: None,
+            init: false,
+            security_opt: vec![],
+            cap_drop: vec![],
+            cap_add: vec!["NET_ADMIN".into()],
+            pids_limit: None,
+        };
+        let on_network = create_body(&spec("net1"));
+        let endpoints = on_network
+            .networking_config
+            .unwrap()
+            .endpoints_config
+            .unwrap();
+        assert!(endpoints.contains_key("net1"));
+        for mode in ["container:abc", "none"] {
+            let body = create_body(&spec(mode));
+            assert!(body.networking_config.is_none(), "{mode}");
+            let host = body.host_config.unwrap();
+            assert_eq!(host.network_mode.as_deref(), Some(mode));
+            assert_eq!(host.cap_add.unwrap(), ["NET_ADMIN"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn podmans_list_is_read_with_its_stopped_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("podman.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let body = r#"[{"Id":"a1","Names":["/claude-bottle-fence-x"],"State":"stopped","Created":7,"Labels":{"claude-bottle.managed":"true"}},{"Id":"b2","Names":["/claude-bottle-x"],"State":"running","Created":8,"Labels":null}]"#;
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 4096];
+            let n = stream.read(&mut request).await.unwrap();
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(reply.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&request[..n]).into_owned()
+        });
+        let filters = label_filters(&vec![("claude-bottle.managed".into(), "true".into())]);
+        let listed = podman_list_containers(&format!("unix://{}", socket.display()), &filters)
+            .await
+            .unwrap();
+        let request = server.await.unwrap();
+        assert!(
+            request.starts_with("GET /v1.41/containers/json?all=1&filters=%7B%22label%22"),
+            "{request}"
+        );
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].name, "claude-bottle-fence-x");
+        assert_eq!(listed[0].state, "exited");
+        assert_eq!(listed[0].labels["claude-bottle.managed"], "true");
+        assert_eq!(listed[1].state, "running");
+        assert!(listed[1].labels.is_empty());
+        // bollard's own type refuses that list whole.
+        assert!(serde_json::from_str::<Vec<bollard::models::ContainerSummary>>(body).is_err());
+    }
+
+    #[test]
     fn container_spec_debug_hides_env_values() {
         let spec = ContainerSpec {
             name: "c".into(),
@@ -1346,6 +1601,7 @@ mod tests {
             init: false,
             security_opt: vec![],
             cap_drop: vec![],
+            cap_add: vec![],
             pids_limit: None,
         };
         let debug = format!("{spec:?}");

@@ -84,6 +84,10 @@ pub(crate) async fn checks<E: Engine>(
             out.push(engine_check(engine.endpoint(), info));
             out.push(dns_check(info));
             out.push(runsc_check(*engine, info, inputs).await);
+            if info.podman {
+                out.push(podman_container_check(*engine, inputs).await);
+                out.push(podman_host_check(info, &facts_of_host()));
+            }
             out.push(address_check(*engine, inputs).await);
             out.extend(image_checks(*engine, inputs).await);
         }
@@ -194,6 +198,13 @@ async fn trial_image<E: Engine>(engine: &E, inputs: &Inputs) -> Option<String> {
 }
 
 async fn runsc_check<E: Engine>(engine: &E, info: &DaemonInfo, inputs: &Inputs) -> Check {
+    if info.podman {
+        return Check::warn(
+            "runsc",
+            "Podman's Docker API runs every container under Podman's default runtime; agents run there, with the host kernel exposed to them",
+        )
+        .hint("to run agents under gVisor, use Docker with `runsc` registered: https://gvisor.dev/docs/user_guide/install/");
+    }
     if !info.runtimes.iter().any(|r| r == RUNSC) {
         return Check::warn(
             "runsc",
@@ -212,7 +223,7 @@ async fn runsc_check<E: Engine>(engine: &E, info: &DaemonInfo, inputs: &Inputs) 
         .hint("run `claude-bottle doctor` again after a first `claude-bottle start`");
     };
     let clock = Instant::now();
-    match trial(engine, &image, RUNSC).await {
+    match trial(engine, &image, Some(RUNSC), false).await {
         Ok(()) => Check::ok(
             "runsc",
             format!(
@@ -234,9 +245,15 @@ async fn runsc_check<E: Engine>(engine: &E, info: &DaemonInfo, inputs: &Inputs) 
     }
 }
 
-/// Runs `true` in a container of `image` under `runtime`, without a
-/// network, and removes it whatever happens.
-async fn trial<E: Engine>(engine: &E, image: &str, runtime: &str) -> Result<(), String> {
+/// Runs `true` in a container of `image` under `runtime` (the default when
+/// none), with an init process when `init`, without a network, and removes
+/// it whatever happens.
+async fn trial<E: Engine>(
+    engine: &E,
+    image: &str,
+    runtime: Option<&str>,
+    init: bool,
+) -> Result<(), String> {
     let name = format!("claude-bottle-doctor-{}", std::process::id());
     let spec = ContainerSpec {
         name: name.clone(),
@@ -257,10 +274,11 @@ async fn trial<E: Engine>(engine: &E, image: &str, runtime: &str) -> Result<(), 
         network: "none".to_owned(),
         extra_hosts: Vec::new(),
         dns: Vec::new(),
-        runtime: Some(runtime.to_owned()),
-        init: false,
+        runtime: runtime.map(str::to_owned),
+        init,
         security_opt: Vec::new(),
         cap_drop: Vec::new(),
+        cap_add: Vec::new(),
         pids_limit: None,
     };
     // The ID once created; by name when the reply never came.
@@ -275,23 +293,12 @@ async fn trial<E: Engine>(engine: &E, image: &str, runtime: &str) -> Result<(), 
             .start_container(&created)
             .await
             .map_err(|e| e.to_string())?;
-        loop {
-            let status = engine
-                .inspect_container(&created)
-                .await
-                .map_err(|e| e.to_string())?;
-            if !status.running && status.state != "created" {
-                return match (status.exit_code, status.error) {
-                    (Some(0), _) => Ok(()),
-                    (_, Some(error)) => Err(error),
-                    (code, None) => Err(format!(
-                        "`true` ended {} with exit code {}",
-                        status.state,
-                        code.map_or_else(|| "unknown".to_owned(), |c| c.to_string())
-                    )),
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        // Waited for, not inspected: Podman's inspect of a container that
+        // just exited says `stopped`, which the client cannot read.
+        match engine.wait_container(&created).await {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(format!("`true` exited with code {code}")),
+            Err(e) => Err(e.to_string()),
         }
     })
     .await;
@@ -312,6 +319,169 @@ async fn trial<E: Engine>(engine: &E, image: &str, runtime: &str) -> Result<(), 
     }
     result
 }
+
+/// A container as a bottle's agent is run (an init process, the engine's
+/// limits), tried on Podman: rootful Podman fails it out of the box where
+/// `catatonit` is missing or the host refuses Podman's default limits.
+async fn podman_container_check<E: Engine>(engine: &E, inputs: &Inputs) -> Check {
+    let Some(image) = trial_image(engine, inputs).await else {
+        return Check::warn(
+            "podman-containers",
+            "not tried: no agent image is present to try a container with",
+        )
+        .hint("run `claude-bottle doctor` again after a first `claude-bottle start`");
+    };
+    match trial(engine, &image, None, true).await {
+        Ok(()) => Check::ok(
+            "podman-containers",
+            format!("a container of `{image}` with an init process ran"),
+        ),
+        Err(why) => {
+            let check = Check::fail(
+                "podman-containers",
+                format!("a container with an init process could not run: {why}"),
+            );
+            match podman_fix(&why) {
+                Some(hint) => check.hint(hint),
+                None => check,
+            }
+        }
+    }
+}
+
+/// The host change a failed Podman container asks for, by its error.
+pub(crate) fn podman_fix(error: &str) -> Option<String> {
+    if error.contains("catatonit") || error.contains("container-init binary not found") {
+        return Some("install `catatonit` (`apt-get install catatonit`): Podman runs it as a container's init process, and apt leaves it out where Docker's `tini` is installed".to_owned());
+    }
+    if error.contains("setting rlimit") {
+        let limit = |flag: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", &format!("ulimit -H{flag}")])
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .filter(|v| !v.is_empty() && v != "unlimited")
+        };
+        let nofile = limit("n").unwrap_or_else(|| "N".to_owned());
+        let nproc = limit("u").unwrap_or_else(|| "M".to_owned());
+        return Some(format!(
+            "rootful Podman asks for 1048576 open files and processes, which this host refuses: under `[containers]` in /etc/containers/containers.conf (or a file in /etc/containers/containers.conf.d/) set `default_ulimits = [\"nofile={nofile}:{nofile}\", \"nproc={nproc}:{nproc}\"]`, no higher than the host's hard limits (`ulimit -Hn`, `ulimit -Hu`; processes also no higher than `kernel.pid_max`)"
+        ));
+    }
+    None
+}
+
+/// What of this host matters to Podman, read where it can be read without
+/// privileges.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct PodmanHostFacts {
+    /// Docker's daemon socket exists here: its iptables rules are the host's.
+    pub docker_here: bool,
+    /// Missing rootless prerequisites, each with its fix.
+    pub rootless_missing: Vec<(String, String)>,
+}
+
+fn facts_of_host() -> PodmanHostFacts {
+    let on_path = |program: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+    };
+    let user = std::env::var("USER").unwrap_or_default();
+    let uid = nix::unistd::getuid().to_string();
+    let has_range = |file: &str| {
+        std::fs::read_to_string(file).is_ok_and(|text| {
+            text.lines().any(|l| {
+                l.split(':')
+                    .next()
+                    .is_some_and(|who| who == user || who == uid)
+            })
+        })
+    };
+    let mut missing = Vec::new();
+    if !on_path("newuidmap") || !on_path("newgidmap") {
+        missing.push((
+            "`newuidmap`/`newgidmap`".to_owned(),
+            "install `uidmap` (`apt-get install uidmap`)".to_owned(),
+        ));
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        if !has_range(file) {
+            missing.push((
+                format!("a range for `{user}` in `{file}`"),
+                format!("add one, e.g. `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}`"),
+            ));
+        }
+    }
+    // slirp4netns opens it as the user; some hosts leave it to root alone.
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .is_err()
+    {
+        missing.push((
+            "read and write access to `/dev/net/tun`".to_owned(),
+            "give every user access to it, its usual mode: `chmod 0666 /dev/net/tun` (as root)"
+                .to_owned(),
+        ));
+    }
+    if !on_path("slirp4netns") && !on_path("pasta") {
+        missing.push((
+            "`slirp4netns` or `pasta`".to_owned(),
+            "install `slirp4netns` (`apt-get install slirp4netns`)".to_owned(),
+        ));
+    }
+    PodmanHostFacts {
+        docker_here: std::path::Path::new("/var/run/docker.sock").exists(),
+        rootless_missing: missing,
+    }
+}
+
+/// The host changes Podman needs beyond a container that runs: rootful,
+/// beside Docker, the FORWARD rule its internal networks need; rootless,
+/// the user namespace and network helpers.
+pub(crate) fn podman_host_check(info: &DaemonInfo, facts: &PodmanHostFacts) -> Check {
+    if info.rootless {
+        if facts.rootless_missing.is_empty() {
+            return Check::ok(
+                "podman-host",
+                "rootless: newuidmap, subordinate ids and a network helper are in place",
+            );
+        }
+        let what: Vec<&str> = facts
+            .rootless_missing
+            .iter()
+            .map(|(w, _)| w.as_str())
+            .collect();
+        let mut check = Check::fail(
+            "podman-host",
+            format!("rootless Podman needs {}", what.join(", ")),
+        );
+        check.hints = facts
+            .rootless_missing
+            .iter()
+            .map(|(_, fix)| fix.clone())
+            .collect();
+        return check;
+    }
+    if facts.docker_here {
+        return Check::warn(
+            "podman-host",
+            "rootful Podman beside Docker: Docker's iptables set the FORWARD policy to DROP, and netavark adds no rule that lets two containers of one internal network (an agent and its proxy) talk",
+        )
+        .hint(format!("unless it is there already, add the rule (as root): `{PODMAN_FORWARD_RULE}`"));
+    }
+    Check::ok(
+        "podman-host",
+        "rootful Podman, without Docker's iptables rules beside it",
+    )
+}
+
+/// The narrowest rule that lets a podman bridge forward frames between its
+/// own ports when Docker's FORWARD policy is DROP.
+pub(crate) const PODMAN_FORWARD_RULE: &str =
+    "iptables -I DOCKER-USER -i podman+ -o podman+ -m physdev --physdev-is-bridged -j ACCEPT";
 
 async fn address_check<E: Engine>(engine: &E, inputs: &Inputs) -> Check {
     let pool = match &inputs.address_pool {
@@ -527,6 +697,7 @@ mod tests {
     fn daemon(version: &str) -> DaemonInfo {
         DaemonInfo {
             podman: false,
+            rootless: false,
             version: version.to_owned(),
             api_version: "1.41".to_owned(),
             runtimes: Vec::new(),
@@ -585,6 +756,81 @@ mod tests {
                 .detail
                 .contains("not Podman's")
         );
+        // Podman's API chooses no runtime per container: runsc is not claimed.
+        let runsc = find(&checks, "runsc");
+        assert_eq!(runsc.status, CheckStatus::Warn, "{runsc:?}");
+        assert!(
+            runsc.detail.contains("Podman's default runtime"),
+            "{runsc:?}"
+        );
+        assert!(checks.iter().any(|c| c.name == "podman-containers"));
+        assert!(checks.iter().any(|c| c.name == "podman-host"));
+    }
+
+    #[tokio::test]
+    async fn on_podman_a_container_with_an_init_is_tried_and_its_failure_names_the_fix() {
+        let podman = engine("4.3.1", &[], &[TAG]);
+        podman.state().daemon.as_mut().unwrap().podman = true;
+        let checks = run(&podman, &inputs()).await;
+        let containers = find(&checks, "podman-containers");
+        assert_eq!(containers.status, CheckStatus::Ok, "{containers:?}");
+        let created = podman.created_containers();
+        assert_eq!(created.len(), 1);
+        assert!(created[0].init);
+        assert_eq!(created[0].runtime, None);
+        assert!(podman.state().containers.is_empty(), "the trial is removed");
+
+        let catatonit =
+            podman_fix("crun: container-init binary not found: /usr/libexec/podman/catatonit")
+                .unwrap();
+        assert!(
+            catatonit.contains("apt-get install catatonit"),
+            "{catatonit}"
+        );
+        let ulimits = podman_fix(
+            "runc create failed: error setting rlimits for ready process: error setting rlimit type 7: operation not permitted",
+        )
+        .unwrap();
+        assert!(
+            ulimits.contains("default_ulimits = [\"nofile="),
+            "{ulimits}"
+        );
+        assert!(ulimits.contains("containers.conf"), "{ulimits}");
+        assert_eq!(podman_fix("no such image"), None);
+    }
+
+    #[test]
+    fn the_podman_host_check_names_each_host_change() {
+        let mut info = daemon("4.3.1");
+        info.podman = true;
+        let beside_docker = PodmanHostFacts {
+            docker_here: true,
+            rootless_missing: Vec::new(),
+        };
+        let check = podman_host_check(&info, &beside_docker);
+        assert_eq!(check.status, CheckStatus::Warn);
+        assert_eq!(
+            check.hints,
+            [format!(
+                "unless it is there already, add the rule (as root): `{PODMAN_FORWARD_RULE}`"
+            )]
+        );
+        let alone = PodmanHostFacts::default();
+        assert_eq!(podman_host_check(&info, &alone).status, CheckStatus::Ok);
+
+        info.rootless = true;
+        let missing = PodmanHostFacts {
+            docker_here: true,
+            rootless_missing: vec![(
+                "a range for `dev` in `/etc/subuid`".to_owned(),
+                "add one".to_owned(),
+            )],
+        };
+        let check = podman_host_check(&info, &missing);
+        assert_eq!(check.status, CheckStatus::Fail);
+        assert!(check.detail.contains("/etc/subuid"), "{check:?}");
+        assert_eq!(check.hints, ["add one"]);
+        assert_eq!(podman_host_check(&info, &alone).status, CheckStatus::Ok);
     }
 
     #[tokio::test]

@@ -34,6 +34,7 @@ pub(crate) enum Call {
         container: String,
     },
     Start(String),
+    Wait(String),
     Inspect(String),
     Logs(String),
     Exec {
@@ -81,6 +82,7 @@ impl Call {
             } => format!("upload {container} {path}"),
             Self::Connect { network, container } => format!("connect {network} {container}"),
             Self::Start(c) => format!("start {c}"),
+            Self::Wait(c) => format!("wait {c}"),
             Self::Inspect(c) => format!("inspect {c}"),
             Self::Logs(c) => format!("logs {c}"),
             Self::Exec { container, cmd } => format!("exec {container} {}", cmd.join(" ")),
@@ -120,6 +122,8 @@ pub(crate) struct FakeContainer {
     pub created: i64,
     /// Its command is `true`: it exits 0 as soon as it starts.
     pub exits_at_once: bool,
+    /// A fence: it exits as soon as it starts, with this code and output.
+    pub fence: Option<(i64, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +188,8 @@ pub(crate) struct FakeState {
     /// it just taken by a "concurrent session"'s network, as a real daemon
     /// does when two sessions pick the same subnet at once.
     pub stolen_subnets: u32,
+    /// The fence's exit code and output instead of a fence that works.
+    pub fence_outcome: Option<(i64, String)>,
 }
 
 impl FakeState {
@@ -279,6 +285,7 @@ impl FakeEngine {
                         | Call::ImageExists(_)
                         | Call::Inspect(_)
                         | Call::Logs(_)
+                        | Call::Wait(_)
                         | Call::Exec { .. }
                         | Call::ListContainers(_)
                         | Call::ListNetworks(_)
@@ -326,6 +333,7 @@ impl FakeEngine {
                 networks: vec![],
                 created: 1_000,
                 exits_at_once: false,
+                fence: None,
             },
         );
         id
@@ -409,6 +417,17 @@ impl FakeEngine {
         }
         state.next_id += 1;
         let id = format!("c{:04}", state.next_id);
+        let is_fence = spec
+            .labels
+            .get(super::names::LABEL_ROLE)
+            .map(String::as_str)
+            == Some("fence");
+        let fence = is_fence.then(|| {
+            state
+                .fence_outcome
+                .clone()
+                .unwrap_or_else(|| (0, working_fence_output(spec)))
+        });
         state.containers.insert(
             id.clone(),
             FakeContainer {
@@ -419,6 +438,7 @@ impl FakeEngine {
                 networks: vec![spec.network.clone()],
                 created: 2_000,
                 exits_at_once: spec.entrypoint.as_deref() == Some(&["true".to_owned()][..]),
+                fence,
             },
         );
         if state.lose_create_replies {
@@ -426,6 +446,19 @@ impl FakeEngine {
         }
         Ok(id)
     }
+}
+
+/// What a fence that works prints, for the proxy address its command names.
+fn working_fence_output(spec: &ContainerSpec) -> String {
+    let proxy = spec
+        .entrypoint
+        .as_deref()
+        .and_then(|command| command.get(4))
+        .cloned()
+        .unwrap_or_default();
+    format!(
+        "fence: ipv6\n-P OUTPUT DROP\n-A OUTPUT -o lo -j ACCEPT\nfence: ipv4\n-P OUTPUT DROP\n-A OUTPUT -o lo -j ACCEPT\n-A OUTPUT -d {proxy}/32 -p tcp -m tcp --dport 8888 -j ACCEPT\n"
+    )
 }
 
 /// The daemon address the fake reports; no CLI ever runs against it.
@@ -662,7 +695,7 @@ impl Engine for FakeEngine {
             ));
         }
         let is_proxy = c.labels.get(super::names::LABEL_ROLE).map(String::as_str) == Some("proxy");
-        c.state = if (proxy_exits && is_proxy) || c.exits_at_once {
+        c.state = if (proxy_exits && is_proxy) || c.exits_at_once || c.fence.is_some() {
             "exited".into()
         } else {
             "running".into()
@@ -685,7 +718,11 @@ impl Engine for FakeEngine {
         }
         Ok(ContainerStatus {
             running: c.state == "running",
-            exit_code: (c.state == "exited").then_some(if c.exits_at_once { 0 } else { 1 }),
+            exit_code: (c.state == "exited").then_some(match &c.fence {
+                Some((code, _)) => *code,
+                None if c.exits_at_once => 0,
+                None => 1,
+            }),
             state: c.state.clone(),
             error: None,
             addresses,
@@ -693,10 +730,36 @@ impl Engine for FakeEngine {
         })
     }
 
+    async fn wait_container(&self, id: &str) -> Result<i64, EngineError> {
+        let mut state = self.state();
+        let name = Self::container_name(&state, id);
+        state.calls.push(Call::Wait(name));
+        match state.containers.get(id) {
+            Some(FakeContainer {
+                fence: Some((code, _)),
+                ..
+            }) => Ok(*code),
+            Some(c) if c.state == "exited" => Ok(if c.exits_at_once { 0 } else { 1 }),
+            Some(_) => Err(EngineError::new(
+                ErrorKind::Other,
+                "wait for container",
+                "the fake's containers that run never stop by themselves",
+            )),
+            None => Err(Self::not_found("wait for container", id)),
+        }
+    }
+
     async fn logs_tail(&self, id: &str, _lines: u32) -> Result<String, EngineError> {
         let mut state = self.state();
         let name = Self::container_name(&state, id);
         state.calls.push(Call::Logs(name));
+        if let Some(FakeContainer {
+            fence: Some((_, output)),
+            ..
+        }) = state.containers.get(id)
+        {
+            return Ok(output.clone());
+        }
         Ok(state.logs.clone())
     }
 

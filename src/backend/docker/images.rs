@@ -12,8 +12,30 @@ impl<E: Engine> BringUp<E> {
     /// The agent image is built and the proxy image pulled at once: neither
     /// needs the other. The first failure drops the other step.
     pub(super) async fn ensure_images(&self) -> Result<(), LaunchError> {
-        futures_util::try_join!(self.ensure_agent_image(), self.ensure_proxy_image())?;
+        futures_util::try_join!(
+            self.ensure_agent_image(),
+            self.ensure_proxy_image(),
+            self.ensure_fence_image()
+        )?;
         Ok(())
+    }
+
+    /// Builds the built-in image when only the fence needs it (the bottle
+    /// runs its own image); when the agent runs it too, `ensure_agent_image`
+    /// builds it.
+    async fn ensure_fence_image(&self) -> Result<(), LaunchError> {
+        let Some(claude_code_version) = &self.plan.fence_image_build else {
+            return Ok(());
+        };
+        self.check_cancelled()?;
+        let tag = &self.plan.fence_image;
+        if self.engine.image_exists(tag).await? {
+            return Ok(());
+        }
+        tokio::select! {
+            built = self.engine.build_image(tag, claude_code_version, &self.printer) => Ok(built?),
+            () = self.cancelled() => Err(LaunchError::Cancelled),
+        }
     }
 
     async fn ensure_agent_image(&self) -> Result<(), LaunchError> {

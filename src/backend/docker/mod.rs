@@ -8,6 +8,7 @@
 //!   `images`, `network_create`, `proxy_start` and `agent_start`;
 //! - `specs`: what each container and network is made of;
 //! - `exec_claude`: the `docker exec` that runs Claude;
+//! - `fence`: the agent's network namespace closed to all but its proxy;
 //! - `teardown`: removing one session; `remove`: the one removal routine,
 //!   which `cleanup` uses too;
 //! - `list`, `cleanup`: `list` and `cleanup` by label;
@@ -31,6 +32,7 @@ mod client;
 pub(crate) mod doctor;
 mod endpoint;
 mod exec_claude;
+mod fence;
 mod find;
 pub mod image;
 mod images;
@@ -72,7 +74,7 @@ use crate::printer::Printer;
 use client::{BollardEngine, Engine};
 pub use endpoint::docker_endpoint;
 use image::DEFAULT_CLAUDE_CODE_VERSION;
-use plan::{CLAUDE_CODE_VERSION_ENV, DEFAULT_PIPELOCK_IMAGE, PIPELOCK_IMAGE_ENV};
+use plan::{CLAUDE_CODE_VERSION_ENV, DEFAULT_PIPELOCK_IMAGE, FENCE_IMAGE_ENV, PIPELOCK_IMAGE_ENV};
 
 pub(crate) const CONTAINER: ResourceKind = ResourceKind {
     one: "container",
@@ -122,6 +124,10 @@ impl DockerBackend {
                     "IPv4 range for the bottles' networks (default: {})",
                     crate::core::subnet::DEFAULT_ADDRESS_POOL
                 ),
+            ),
+            (
+                FENCE_IMAGE_ENV,
+                "image of the network fence, with `sh`, `iptables` and `ip6tables` (default: the built-in agent image)".to_owned(),
             ),
             ("DOCKER_HOST", "Docker daemon to use".to_owned()),
         ]

@@ -24,6 +24,8 @@ pub(crate) const MAX_SUFFIX: u32 = 99;
 pub(crate) enum Role {
     Agent,
     Proxy,
+    /// The short-lived container that fences the agent's network namespace.
+    Fence,
     Network,
 }
 
@@ -32,6 +34,7 @@ impl Role {
         match self {
             Self::Agent => "agent",
             Self::Proxy => "proxy",
+            Self::Fence => "fence",
             Self::Network => "network",
         }
     }
@@ -144,6 +147,7 @@ pub(crate) struct Names {
     pub suffix: u32,
     pub agent: String,
     pub proxy: String,
+    pub fence: String,
     pub internal_network: String,
     pub egress_network: String,
     pub pinned: bool,
@@ -161,6 +165,7 @@ impl Names {
             suffix,
             agent: pinned.map_or_else(|| format!("claude-bottle-{slug}{tail}"), str::to_owned),
             proxy: format!("claude-bottle-pipelock-{slug}{tail}"),
+            fence: format!("claude-bottle-fence-{slug}{tail}"),
             internal_network: format!("claude-bottle-internal-{slug}{tail}"),
             egress_network: format!("claude-bottle-egress-{slug}{tail}"),
             pinned: pinned.is_some(),
@@ -177,6 +182,7 @@ impl Names {
                 let agent_free = names.pinned || !taken.contains(&names.agent);
                 agent_free
                     && !taken.contains(&names.proxy)
+                    && !taken.contains(&names.fence)
                     && !taken.contains(&names.internal_network)
                     && !taken.contains(&names.egress_network)
             })
@@ -192,6 +198,7 @@ mod tests {
         let first = Names::new("rev", 1, None);
         assert_eq!(first.agent, "claude-bottle-rev");
         assert_eq!(first.proxy, "claude-bottle-pipelock-rev");
+        assert_eq!(first.fence, "claude-bottle-fence-rev");
         assert_eq!(first.internal_network, "claude-bottle-internal-rev");
         assert_eq!(first.egress_network, "claude-bottle-egress-rev");
         let third = Names::new("rev", 3, None);

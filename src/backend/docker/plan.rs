@@ -25,6 +25,9 @@ use crate::printer::Printer;
 pub(crate) const PIPELOCK_IMAGE_ENV: &str = "CLAUDE_BOTTLE_PIPELOCK_IMAGE";
 pub(crate) const DEFAULT_PIPELOCK_IMAGE: &str = "ghcr.io/luckypipewrench/pipelock:2.3.0";
 pub(crate) const RUNSC: &str = "runsc";
+/// The image the fence runs instead of the built-in agent image; it must
+/// provide `sh`, `iptables` and `ip6tables`.
+pub(crate) const FENCE_IMAGE_ENV: &str = "CLAUDE_BOTTLE_FENCE_IMAGE";
 /// The Claude Code version of the built-in agent image, instead of the pin.
 pub(crate) const CLAUDE_CODE_VERSION_ENV: &str = "CLAUDE_BOTTLE_CLAUDE_CODE_VERSION";
 
@@ -40,6 +43,8 @@ pub(crate) struct Settings {
     pub address_pool: AddressPool,
     /// The host's IPv4 routes: address space the user already uses.
     pub host_routes: Vec<Ipv4Net>,
+    /// `CLAUDE_BOTTLE_FENCE_IMAGE`; none means the built-in agent image.
+    pub fence_image: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +88,7 @@ impl Settings {
             claude_code_version: claude_code_version_from_env()?,
             address_pool: AddressPool::from_env()?,
             host_routes: subnet::read_host_routes(),
+            fence_image: non_empty_env(FENCE_IMAGE_ENV),
         })
     }
 }
@@ -199,6 +205,13 @@ pub(crate) struct SessionPlan {
     pub proxy_image: String,
     /// When absent, the bring-up pulls it (a fresh machine never has it).
     pub proxy_image_present: bool,
+    /// What the fence runs (`specs::fence_container_spec`): the built-in
+    /// agent image, which ships `iptables`, unless `CLAUDE_BOTTLE_FENCE_IMAGE`
+    /// names another.
+    pub fence_image: String,
+    /// The Claude Code version to build the built-in image with when only
+    /// the fence needs it (the bottle runs an image of its own) and it is absent.
+    pub fence_image_build: Option<String>,
     pub runtime: Runtime,
     pub policy: EgressPolicy,
     pub pipelock_yaml: String,
@@ -292,6 +305,8 @@ pub(crate) enum PrepareError {
     Addresses(#[from] AddressesExhausted),
     #[error("image `{image}` of bottle `{bottle}` is not present locally")]
     BottleImageMissing { image: String, bottle: String },
+    #[error("the fence image `{image}` (`{FENCE_IMAGE_ENV}`) is not present locally")]
+    FenceImageMissing { image: String },
     #[error("no free name for agent `{agent}`: `{first}` up to suffix -{max} are all taken")]
     NoFreeName {
         agent: String,
@@ -317,6 +332,9 @@ impl Diagnostic for PrepareError {
             Self::Addresses(e) => return e.hints(),
             Self::BottleImageMissing { image, bottle } => format!(
                 "build or pull it first (`docker pull {image}`), or remove `image` from bottle `{bottle}` to use the built-in agent image"
+            ),
+            Self::FenceImageMissing { image } => format!(
+                "build or pull it first (`docker pull {image}`): it must provide `sh`, `iptables` and `ip6tables`; or unset `{FENCE_IMAGE_ENV}` to use the built-in agent image"
             ),
             Self::NoFreeName { .. } => {
                 "run `claude-bottle cleanup` to remove bottles left behind".to_owned()
@@ -366,10 +384,22 @@ pub(crate) async fn prepare<E: Engine>(
         .clone()
         .unwrap_or_else(|| built_in_tag.clone());
     let all = LabelFilter::new();
-    let (runtimes, agent_image_present, proxy_image_present, containers, networks) = futures_util::join!(
+    let fence_image = settings
+        .fence_image
+        .clone()
+        .unwrap_or_else(|| built_in_tag.clone());
+    let (
+        runtimes,
+        agent_image_present,
+        proxy_image_present,
+        fence_image_present,
+        containers,
+        networks,
+    ) = futures_util::join!(
         engine.runtimes(),
         engine.image_exists(&agent_image),
         engine.image_exists(&settings.proxy_image),
+        engine.image_exists(&fence_image),
         engine.list_containers(all.clone()),
         engine.list_networks(all),
     );
@@ -393,6 +423,14 @@ pub(crate) async fn prepare<E: Engine>(
         },
     };
     let proxy_image_present = proxy_image_present?;
+    let fence_image_present = fence_image_present?;
+    if !fence_image_present && settings.fence_image.is_some() {
+        return Err(PrepareError::FenceImageMissing { image: fence_image });
+    }
+    // The built-in image, absent: built for the agent anyway, or for the fence alone.
+    let fence_image_build = (!fence_image_present
+        && !matches!(image, AgentImageChoice::BuiltIn { .. }))
+    .then(|| settings.claude_code_version.clone());
 
     let networks = networks?;
     let taken: BTreeSet<String> = containers?
@@ -439,6 +477,8 @@ pub(crate) async fn prepare<E: Engine>(
         image,
         proxy_image: settings.proxy_image.clone(),
         proxy_image_present,
+        fence_image,
+        fence_image_build,
         runtime,
         policy,
         pipelock_yaml,
@@ -503,6 +543,16 @@ impl fmt::Display for SessionPlan {
             f,
             "proxy",
             &format!("{} ({}{pulled})", self.names.proxy, self.proxy_image),
+        )?;
+        let built = if self.fence_image_build.is_some() {
+            ", will be built"
+        } else {
+            ""
+        };
+        line(
+            f,
+            "fence",
+            &format!("{} ({}{built})", self.names.fence, self.fence_image),
         )?;
         line(
             f,

@@ -4,7 +4,7 @@
 
 use ipnet::Ipv4Net;
 
-use super::client::{ContainerSpec, Ipam, NetworkSpec};
+use super::client::{ContainerSpec, Ipam, NetworkSpec, SHARED_NETWORK_PREFIX};
 use super::names::{Names, Role};
 use super::plan::SessionPlan;
 use crate::core::pipelock::LISTEN_PORT;
@@ -91,6 +91,7 @@ pub(crate) fn proxy_container_spec(
         init: false,
         security_opt: vec!["no-new-privileges".to_owned()],
         cap_drop: vec!["ALL".to_owned()],
+        cap_add: Vec::new(),
         pids_limit: Some(PIDS_LIMIT),
     }
 }
@@ -125,6 +126,38 @@ pub(crate) fn agent_container_spec(
         init: true,
         security_opt: vec!["no-new-privileges".to_owned()],
         cap_drop: vec!["ALL".to_owned()],
+        cap_add: Vec::new(),
+        pids_limit: Some(PIDS_LIMIT),
+    }
+}
+
+/// The fence: a one-shot container in the agent's network namespace, run
+/// by the default runtime (under runsc the namespace is the host kernel's,
+/// so rules set from outside the sandbox hold), as root with `NET_ADMIN` and
+/// nothing else, that leaves the agent one way out: its proxy's port.
+pub(crate) fn fence_container_spec(
+    plan: &SessionPlan,
+    names: &Names,
+    agent_id: &str,
+    proxy_address: &str,
+) -> ContainerSpec {
+    ContainerSpec {
+        name: names.fence.clone(),
+        image: plan.fence_image.clone(),
+        user: Some("0:0".to_owned()),
+        entrypoint: Some(super::fence::command(proxy_address)),
+        cmd: None,
+        working_dir: None,
+        env: Vec::new(),
+        labels: plan.owner.labels(Role::Fence),
+        network: format!("{SHARED_NETWORK_PREFIX}{agent_id}"),
+        extra_hosts: Vec::new(),
+        dns: Vec::new(),
+        runtime: None,
+        init: false,
+        security_opt: vec!["no-new-privileges".to_owned()],
+        cap_drop: vec!["ALL".to_owned()],
+        cap_add: vec!["NET_ADMIN".to_owned()],
         pids_limit: Some(PIDS_LIMIT),
     }
 }

@@ -34,6 +34,7 @@ fn settings() -> Settings {
         claude_code_version: CLAUDE_CODE.into(),
         address_pool: Default::default(),
         host_routes: Vec::new(),
+        fence_image: None,
     }
 }
 
@@ -689,6 +690,9 @@ async fn launch_follows_the_order_of_the_spec() {
             "create_container claude-bottle-reviewer",
             "upload claude-bottle-reviewer /",
             "start claude-bottle-reviewer",
+            "create_container claude-bottle-fence-reviewer",
+            "start claude-bottle-fence-reviewer",
+            "remove_container claude-bottle-fence-reviewer",
         ]
     );
     let started = session.started().unwrap();
@@ -1013,6 +1017,9 @@ async fn a_name_taken_during_launch_moves_every_name_to_the_next_suffix() {
             "create_container claude-bottle-reviewer-2",
             "upload claude-bottle-reviewer-2 /",
             "start claude-bottle-reviewer-2",
+            "create_container claude-bottle-fence-reviewer-2",
+            "start claude-bottle-fence-reviewer-2",
+            "remove_container claude-bottle-fence-reviewer-2",
         ]
     );
     // The agent's proxy settings follow the new name.
@@ -1882,6 +1889,61 @@ async fn the_work_is_listed_then_bundled_and_copied_out_of_the_agent() {
 }
 
 #[tokio::test]
+async fn the_fence_joins_the_started_agent_with_net_admin_alone_and_goes_before_start_returns() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    engine.state().runtimes = vec!["runc".into(), "runsc".into()];
+    let mut session = started(&engine, spec("reviewer", home.path())).await;
+    let started = session.started().unwrap().clone();
+    let specs = engine.created_containers();
+    let fence = container(&specs, "claude-bottle-fence-reviewer");
+    assert_eq!(fence.network, format!("container:{}", started.agent_id));
+    assert!(fence.shares_network());
+    assert_eq!(fence.cap_drop, ["ALL"]);
+    assert_eq!(fence.cap_add, ["NET_ADMIN"]);
+    assert_eq!(fence.security_opt, ["no-new-privileges"]);
+    assert_eq!(fence.user.as_deref(), Some("0:0"));
+    // The agent runs under runsc; the fence's rules must be the host kernel's.
+    assert_eq!(
+        container(&specs, "claude-bottle-reviewer")
+            .runtime
+            .as_deref(),
+        Some("runsc")
+    );
+    assert_eq!(fence.runtime, None);
+    assert_eq!(fence.labels[LABEL_ROLE], "fence");
+    assert_eq!(fence.image, BUILT_IN);
+    // Its command names the proxy's address on the internal network.
+    let agent = container(&specs, "claude-bottle-reviewer");
+    let proxy_address = agent.extra_hosts[0].split_once(':').unwrap().1;
+    assert_eq!(
+        fence.entrypoint.as_ref().unwrap()[4..],
+        [proxy_address.to_owned(), "8888".to_owned()]
+    );
+    // The fence was waited for and is gone; the agent runs.
+    let ops = engine.ops();
+    let position = |op: &str| ops.iter().position(|o| o == op).unwrap();
+    assert!(
+        position("start claude-bottle-reviewer") < position("start claude-bottle-fence-reviewer")
+    );
+    assert!(
+        position("wait claude-bottle-fence-reviewer")
+            < position("remove_container claude-bottle-fence-reviewer")
+    );
+    let left: Vec<String> = engine
+        .state()
+        .containers
+        .values()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(
+        left,
+        ["claude-bottle-pipelock-reviewer", "claude-bottle-reviewer"]
+    );
+    session.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_listing_the_bottle_garbled_or_a_git_that_failed_is_an_error() {
     use super::client::ExecCapture;
     let home = tempfile::tempdir().unwrap();
@@ -1914,4 +1976,66 @@ async fn a_listing_the_bottle_garbled_or_a_git_that_failed_is_an_error() {
         "{failed}"
     );
     assert_eq!(session.work_listing().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_fence_that_fails_or_cannot_show_its_rules_fails_the_start_and_leaves_nothing() {
+    for (outcome, expected) in [
+        (
+            (1, "sh: 1: iptables: not found\n".to_owned()),
+            "it exited with code 1",
+        ),
+        (
+            (0, "fence: ipv4\n-P OUTPUT ACCEPT\n".to_owned()),
+            "its rules are not in place: the policy `-P OUTPUT ACCEPT`",
+        ),
+    ] {
+        let home = tempfile::tempdir().unwrap();
+        let engine = engine();
+        engine.state().fence_outcome = Some(outcome);
+        let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
+        let err = session.start().await.unwrap_err();
+        assert!(
+            err.message.starts_with(
+                "could not fence the network of the agent container `claude-bottle-reviewer`: the fence `claude-bottle-fence-reviewer`"
+            ) && err.message.contains(expected),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.hints
+                .iter()
+                .any(|h| h.contains("`CLAUDE_BOTTLE_FENCE_IMAGE`")),
+            "{:?}",
+            err.hints
+        );
+        session.close().await.unwrap();
+        let state = engine.state();
+        assert!(state.containers.is_empty(), "{:?}", state.containers);
+        assert!(state.networks.is_empty(), "{:?}", state.networks);
+    }
+}
+
+#[tokio::test]
+async fn a_fence_image_of_the_environment_must_be_present_before_anything_is_made() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let settings = Settings {
+        fence_image: Some("example/fence:1".into()),
+        ..settings()
+    };
+    let err = prepare_with(&engine, spec("reviewer", home.path()), &settings)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the fence image `example/fence:1` (`CLAUDE_BOTTLE_FENCE_IMAGE`) is not present locally"
+    );
+    assert!(engine.mutations().is_empty(), "{:?}", engine.mutations());
+    engine.state().images.insert("example/fence:1".into());
+    let plan = prepare_with(&engine, spec("reviewer", home.path()), &settings)
+        .await
+        .unwrap();
+    assert_eq!(plan.fence_image, "example/fence:1");
+    assert_eq!(plan.fence_image_build, None);
 }
