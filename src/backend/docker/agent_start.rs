@@ -8,13 +8,13 @@ use super::specs::agent_container_spec;
 
 impl<E: Engine> BringUp<E> {
     /// Creates the agent container on the internal network only and
-    /// provisions it; returns its ID.
+    /// provisions it with `archive` (none for a warm bottle); returns its ID.
     pub(super) async fn create_agent(
         &self,
         names: &Names,
         internal_id: &str,
         proxy_address: &str,
-        archive: Vec<u8>,
+        archive: Option<Vec<u8>>,
     ) -> Result<String, Attempt> {
         let spec = agent_container_spec(&self.plan, names, internal_id, proxy_address);
         let id = match self.create_container(&spec).await {
@@ -25,8 +25,10 @@ impl<E: Engine> BringUp<E> {
             }
             other => other?,
         };
-        self.check_cancelled()?;
-        self.engine.upload_archive(&id, "/", archive).await?;
+        if let Some(archive) = archive {
+            self.check_cancelled()?;
+            self.engine.upload_archive(&id, "/", archive).await?;
+        }
         Ok(id)
     }
 

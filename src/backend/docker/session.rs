@@ -70,7 +70,6 @@ impl<E: Engine> Session<E> {
         self.ledger.lock()
     }
 
-    #[cfg(test)]
     pub fn started(&self) -> Option<&Started> {
         self.started.as_ref()
     }
@@ -150,13 +149,14 @@ impl<E: Engine> Session<E> {
             }
         }
         let clock = Instant::now();
-        let session = &self.plan.owner.session;
-        let mut torn_down = teardown(&self.engine, &self.ledger, session).await;
+        let session = self.ledger.session_label(&self.plan.owner.session);
+        let mut torn_down = teardown(&self.engine, &self.ledger, &session).await;
         if aborted && torn_down.is_ok() {
             // A creation the daemon was still working on when the task was
             // aborted can land after the sweep: give it time, sweep again.
             tokio::time::sleep(self.timeouts.late_creation).await;
-            torn_down = teardown(&self.engine, &self.ledger, session).await;
+            let session = self.ledger.session_label(&self.plan.owner.session);
+            torn_down = teardown(&self.engine, &self.ledger, &session).await;
         }
         torn_down.map_err(|e| BackendError::from_failure(&e))?;
         tracing::debug!("torn down in {:?}", clock.elapsed());
@@ -175,6 +175,12 @@ impl<E: Engine> Session<E> {
             .try_collect()
             .await
             .map_err(|e| BackendError::from_failure(&e))
+    }
+
+    /// Leaves the bottle up for good: a warm bottle `prewarm` made is for a
+    /// later session to claim. `Drop` then removes nothing.
+    pub fn keep(&mut self) {
+        self.closed = true;
     }
 
     /// Gives up on teardown: `Drop` then removes nothing.
@@ -201,7 +207,7 @@ impl<E: Engine> Drop for Session<E> {
         }
         let engine = self.engine.clone();
         let ledger = self.ledger.clone();
-        let session = self.plan.owner.session.clone();
+        let session = self.ledger.session_label(&self.plan.owner.session);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("claude-bottle-teardown".into())

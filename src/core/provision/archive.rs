@@ -66,13 +66,15 @@ pub fn tar_archive(set: &ProvisionSet) -> Result<Vec<u8>, ArchiveError> {
     write_archive(set, Ownership::AGENT, Vec::new())
 }
 
-/// The proxy's config file at `dest`, readable by the proxy's user.
-pub(crate) fn proxy_config_archive(dest: &str, yaml: &str) -> Result<Vec<u8>, ArchiveError> {
+/// One file at `dest` holding `text`, owned by root and readable by all: the
+/// proxy's config, or the owner record of a claimed warm bottle, which the
+/// agent's user must not be able to change.
+pub(crate) fn root_file_archive(dest: &str, text: &str) -> Result<Vec<u8>, ArchiveError> {
     let set = ProvisionSet {
         items: vec![Item {
             dest: dest.to_owned(),
             mode: 0o644,
-            source: Source::Bytes(yaml.as_bytes().to_vec()),
+            source: Source::Bytes(text.as_bytes().to_vec()),
         }],
         dirs: Vec::new(),
         prompt_file: None,

@@ -1,0 +1,120 @@
+//! Bring-up step: claiming a warm bottle that fits the plan, then
+//! provisioning it with what a cold bottle gets before it starts.
+//!
+//! The claim is the rename of its agent container from its warm name to its
+//! session name, which the daemon lets only one session do. Nothing of the
+//! bottle is this session's until then, so nothing is recorded before it;
+//! right after it, all four resources go in the ledger, so teardown (or
+//! `Drop`) removes a claimed bottle exactly as it removes a cold one.
+
+use super::bring_up::{BringUp, LaunchError, Started};
+use super::client::{Engine, ErrorKind};
+use super::names::Owner;
+use super::warm::{OWNER_PATH, WarmBottle, owner_record};
+use crate::core::provision::archive::{root_file_archive, tar_archive};
+use crate::core::provision::{self, ProvisionSet};
+
+type Archive = tokio::task::JoinHandle<Result<(ProvisionSet, Vec<u8>), LaunchError>>;
+
+impl<E: Engine> BringUp<E> {
+    /// Claims one of `found` and provisions it; `None` when other sessions
+    /// claimed every one first.
+    pub(super) async fn claim_warm(
+        &self,
+        found: &[WarmBottle],
+    ) -> Result<Option<Started>, LaunchError> {
+        // Sessions starting at once begin at different bottles, so they
+        // rarely contend for the same one.
+        let first = usize::try_from(std::process::id()).unwrap_or(0) % found.len().max(1);
+        let order: Vec<&WarmBottle> = found.iter().cycle().skip(first).take(found.len()).collect();
+        let Some(likely) = order.first() else {
+            return Ok(None);
+        };
+        // Reading the host files overlaps the claim.
+        let mut archive = Some((likely.names.proxy.clone(), self.build_archive(likely)));
+        for bottle in order {
+            self.check_cancelled()?;
+            let warm_name = bottle.warm_name();
+            match self
+                .engine
+                .rename_container(&warm_name, &bottle.names.agent)
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if e.kind == ErrorKind::Unreachable => return Err(e.into()),
+                Err(e) => {
+                    tracing::debug!("warm bottle `{warm_name}` not claimed: {e}");
+                    continue;
+                }
+            }
+            self.ledger.update(|l| {
+                l.claimed = Some(bottle.session.clone());
+                l.containers.extend(bottle.containers.iter().cloned());
+                l.networks.extend(bottle.networks.iter().cloned());
+            });
+            self.printer
+                .status(format_args!("claimed the warm bottle `{warm_name}`"));
+            let archive = match archive.take() {
+                Some((proxy, built)) if proxy == bottle.names.proxy => built,
+                _ => self.build_archive(bottle),
+            };
+            return self.provision_claimed(bottle, archive).await.map(Some);
+        }
+        Ok(None)
+    }
+
+    /// The provisioning of `bottle`: its SSH config names its own proxy.
+    fn build_archive(&self, bottle: &WarmBottle) -> Archive {
+        let plan = std::sync::Arc::clone(&self.plan);
+        let proxy = bottle.names.proxy.clone();
+        tokio::task::spawn_blocking(move || {
+            let set = provision::build(&plan.spec, &proxy, &plan.container_home)?;
+            let tar = tar_archive(&set)?;
+            Ok((set, tar))
+        })
+    }
+
+    /// Gives the claimed bottle its `--name`, the agent's files and the
+    /// record of who owns it now.
+    async fn provision_claimed(
+        &self,
+        bottle: &WarmBottle,
+        archive: Archive,
+    ) -> Result<Started, LaunchError> {
+        let mut names = bottle.names.clone();
+        if let Some(pinned) = &self.plan.spec.pinned_name {
+            self.check_cancelled()?;
+            match self.engine.rename_container(&names.agent, pinned).await {
+                Ok(()) => {}
+                Err(e) if e.kind == ErrorKind::Conflict => {
+                    return Err(LaunchError::PinnedNameTaken {
+                        name: pinned.clone(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+            names.agent = pinned.clone();
+            names.pinned = true;
+        }
+        let owner = Owner {
+            session: bottle.session.clone(),
+            ..self.plan.owner.clone()
+        };
+        let record = root_file_archive(OWNER_PATH, &owner_record(&owner))?;
+        let (set, tar) = archive
+            .await
+            .map_err(|e| LaunchError::Task(e.to_string()))??;
+        self.check_cancelled()?;
+        let (files, owned) = futures_util::join!(
+            self.engine.upload_archive(&bottle.agent_id, "/", tar),
+            self.engine.upload_archive(&bottle.agent_id, "/", record),
+        );
+        files?;
+        owned?;
+        Ok(Started {
+            names,
+            agent_id: bottle.agent_id.clone(),
+            prompt_file: set.prompt_file,
+        })
+    }
+}
