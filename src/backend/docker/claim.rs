@@ -23,16 +23,14 @@ impl<E: Engine> BringUp<E> {
         &self,
         found: &[WarmBottle],
     ) -> Result<Option<Started>, LaunchError> {
-        // Sessions starting at once begin at different bottles, so they
-        // rarely contend for the same one.
-        let first = usize::try_from(std::process::id()).unwrap_or(0) % found.len().max(1);
-        let order: Vec<&WarmBottle> = found.iter().cycle().skip(first).take(found.len()).collect();
-        let Some(likely) = order.first() else {
+        // In the plan's order, so the bottle it shows is the one claimed
+        // unless another session claims it first.
+        let Some(likely) = found.first() else {
             return Ok(None);
         };
         // Reading the host files overlaps the claim.
         let mut archive = Some((likely.names.proxy.clone(), self.build_archive(likely)));
-        for bottle in order {
+        for bottle in found {
             self.check_cancelled()?;
             let warm_name = bottle.warm_name();
             match self

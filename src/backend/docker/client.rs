@@ -19,8 +19,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, KillContainerOptions,
     ListContainersOptions, ListNetworksOptions, LogsOptions, RemoveContainerOptions,
-    RenameContainerOptions,
-    UploadToContainerOptions,
+    RenameContainerOptions, UploadToContainerOptions,
 };
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
@@ -867,7 +866,9 @@ impl Engine for BollardEngine {
     }
 
     async fn rename_container(&self, from: &str, to: &str) -> Result<(), EngineError> {
-        let options = RenameContainerOptions { name: to.to_owned() };
+        let options = RenameContainerOptions {
+            name: to.to_owned(),
+        };
         self.docker
             .rename_container(from, options)
             .await

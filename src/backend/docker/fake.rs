@@ -588,7 +588,11 @@ impl Engine for FakeEngine {
             .find(|(_, c)| c.name == from)
             .map(|(id, _)| id.clone())
         else {
-            return Err(EngineError::new(ErrorKind::NotFound, op, "no such container"));
+            return Err(EngineError::new(
+                ErrorKind::NotFound,
+                op,
+                "no such container",
+            ));
         };
         if state.containers.values().any(|c| c.name == to) {
             return Err(EngineError::new(ErrorKind::Conflict, op, "name in use"));

@@ -56,6 +56,8 @@ mod warm;
 mod fake;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod warm_tests;
 
 use std::fmt;
 

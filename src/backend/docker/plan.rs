@@ -440,14 +440,10 @@ impl fmt::Display for SessionPlan {
         let (names, warm) = match &self.warm {
             WarmChoice::Claim(found) => (
                 &found[0].names,
-                format!(
-                    "yes, `{}`{}",
-                    found[0].warm_name(),
-                    match found.len() {
-                        1 => String::new(),
-                        n => format!(" (or one of {} others that fit)", n - 1),
-                    }
-                ),
+                match found.len() {
+                    1 => format!("yes, `{}`", found[0].warm_name()),
+                    n => format!("yes, `{}` ({n} fit)", found[0].warm_name()),
+                },
             ),
             WarmChoice::NoneFits => (&self.names, "none fits; starting cold".to_owned()),
             WarmChoice::Unavailable(why) => (&self.names, format!("no: {why}")),

@@ -58,7 +58,14 @@ pub(crate) async fn prewarm<E: Engine>(
     printer: &Printer,
 ) -> Result<Vec<String>, BackendError> {
     let agent = spec.agent_name.clone();
-    let mut plan = plan::prepare(engine, spec.clone(), settings, built_in_tag.clone(), printer).await?;
+    let mut plan = plan::prepare(
+        engine,
+        spec.clone(),
+        settings,
+        built_in_tag.clone(),
+        printer,
+    )
+    .await?;
     if plan.fingerprint.is_none() && plan.runtime.name().is_none() {
         // The fingerprint names the images by ID: make them first.
         ensure_images(engine, &plan, printer).await?;
@@ -96,14 +103,15 @@ pub(crate) async fn prewarm<E: Engine>(
         };
         Session::new(engine.clone(), warm, printer.clone())
     });
-    let mut done: Vec<(Session<E>, Result<(), BackendError>)> = futures_util::stream::iter(sessions)
-        .map(|mut session| async move {
-            let started = session.start().await;
-            (session, started)
-        })
-        .buffer_unordered(AT_ONCE)
-        .collect()
-        .await;
+    let mut done: Vec<(Session<E>, Result<(), BackendError>)> =
+        futures_util::stream::iter(sessions)
+            .map(|mut session| async move {
+                let started = session.start().await;
+                (session, started)
+            })
+            .buffer_unordered(AT_ONCE)
+            .collect()
+            .await;
     if let Some(err) = done.iter().find_map(|(_, r)| r.clone().err()) {
         for (session, _) in &mut done {
             if let Err(teardown) = session.close().await {

@@ -42,10 +42,18 @@ const FINGERPRINT_FORMAT: u32 = 1;
 /// and who made it (session, pid) are left out: they differ between two
 /// bottles that are otherwise the same. The specs are taken apart field by
 /// field, so a field added to them must be decided on here.
-pub(crate) fn fingerprint(plan: &SessionPlan, agent_image_id: &str, proxy_image_id: &str) -> String {
+pub(crate) fn fingerprint(
+    plan: &SessionPlan,
+    agent_image_id: &str,
+    proxy_image_id: &str,
+) -> String {
     let names = Names::new(&plan.slug, 1, None);
     let mut text = format!("format {FINGERPRINT_FORMAT}\n");
-    container(&mut text, "agent", &agent_container_spec(plan, &names, "", ""));
+    container(
+        &mut text,
+        "agent",
+        &agent_container_spec(plan, &names, "", ""),
+    );
     container(&mut text, "proxy", &proxy_container_spec(plan, &names, ""));
     network(&mut text, "internal", &internal_network_spec(plan, &names));
     network(&mut text, "egress", &egress_network_spec(plan, &names));
@@ -155,7 +163,9 @@ pub(crate) fn find(
                 labels.get(LABEL_SESSION).map(String::as_str)
             }
             let proxy = containers.iter().find(|c| {
-                c.name == names.proxy && of_session(&c.labels) == Some(session) && c.state == "running"
+                c.name == names.proxy
+                    && of_session(&c.labels) == Some(session)
+                    && c.state == "running"
             })?;
             let network = |name: &str| {
                 networks
