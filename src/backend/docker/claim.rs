@@ -11,10 +11,11 @@ use super::bring_up::{BringUp, LaunchError, Started};
 use super::client::{Engine, ErrorKind};
 use super::names::Owner;
 use super::warm::{OWNER_PATH, WarmBottle, owner_record};
-use crate::core::provision::archive::{root_file_archive, tar_archive};
-use crate::core::provision::{self, ProvisionSet};
+use crate::core::provision;
+use crate::core::provision::archive::tar_archive_with_root_file;
 
-type Archive = tokio::task::JoinHandle<Result<(ProvisionSet, Vec<u8>), LaunchError>>;
+/// The prompt file and the archive to upload, being made.
+type Archive = tokio::task::JoinHandle<Result<(Option<String>, Vec<u8>), LaunchError>>;
 
 impl<E: Engine> BringUp<E> {
     /// Claims one of `found` and provisions it; `None` when other sessions
@@ -61,19 +62,24 @@ impl<E: Engine> BringUp<E> {
         Ok(None)
     }
 
-    /// The provisioning of `bottle`: its SSH config names its own proxy.
+    /// The provisioning of `bottle` (its SSH config names its own proxy),
+    /// with the record of who owns the bottle once it is claimed.
     fn build_archive(&self, bottle: &WarmBottle) -> Archive {
         let plan = std::sync::Arc::clone(&self.plan);
         let proxy = bottle.names.proxy.clone();
+        let owner = Owner {
+            session: bottle.session.clone(),
+            ..self.plan.owner.clone()
+        };
         tokio::task::spawn_blocking(move || {
             let set = provision::build(&plan.spec, &proxy, &plan.container_home)?;
-            let tar = tar_archive(&set)?;
-            Ok((set, tar))
+            let tar = tar_archive_with_root_file(&set, OWNER_PATH, &owner_record(&owner))?;
+            Ok((set.prompt_file, tar))
         })
     }
 
-    /// Gives the claimed bottle its `--name`, the agent's files and the
-    /// record of who owns it now.
+    /// Gives the claimed bottle its `--name`, then the agent's files and
+    /// the record of who owns it now, in one upload.
     async fn provision_claimed(
         &self,
         bottle: &WarmBottle,
@@ -94,25 +100,17 @@ impl<E: Engine> BringUp<E> {
             names.agent = pinned.clone();
             names.pinned = true;
         }
-        let owner = Owner {
-            session: bottle.session.clone(),
-            ..self.plan.owner.clone()
-        };
-        let record = root_file_archive(OWNER_PATH, &owner_record(&owner))?;
-        let (set, tar) = archive
+        let (prompt_file, tar) = archive
             .await
             .map_err(|e| LaunchError::Task(e.to_string()))??;
         self.check_cancelled()?;
-        let (files, owned) = futures_util::join!(
-            self.engine.upload_archive(&bottle.agent_id, "/", tar),
-            self.engine.upload_archive(&bottle.agent_id, "/", record),
-        );
-        files?;
-        owned?;
+        self.engine
+            .upload_archive(&bottle.agent_id, "/", tar)
+            .await?;
         Ok(Started {
             names,
             agent_id: bottle.agent_id.clone(),
-            prompt_file: set.prompt_file,
+            prompt_file,
         })
     }
 }

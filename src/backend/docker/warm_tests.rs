@@ -126,7 +126,6 @@ async fn start_claims_a_warm_bottle_and_provisions_it_as_a_cold_one_is() {
         [
             "rename claude-bottle-reviewer.warm claude-bottle-reviewer",
             "upload claude-bottle-reviewer /",
-            "upload claude-bottle-reviewer /",
         ],
         "nothing is created, built or pulled"
     );
@@ -352,8 +351,14 @@ async fn list_and_cleanup_show_warm_bottles_then_their_claiming_session() {
             .map(|b| b.session_state)
             .unwrap()
     };
-    assert_eq!(state("claude-bottle-reviewer"), SessionState::Running);
-    assert_eq!(state("claude-bottle-reviewer-2.warm"), SessionState::Warm);
+    let claimed_name = claimed.started().unwrap().names.agent.clone();
+    let other = if claimed_name == "claude-bottle-reviewer" {
+        "claude-bottle-reviewer-2.warm"
+    } else {
+        "claude-bottle-reviewer.warm"
+    };
+    assert_eq!(state(&claimed_name), SessionState::Running);
+    assert_eq!(state(other), SessionState::Warm);
 
     // A claimed bottle whose owner has gone is orphaned.
     let agent_id = claimed.started().unwrap().agent_id.clone();
@@ -370,10 +375,7 @@ async fn list_and_cleanup_show_warm_bottles_then_their_claiming_session() {
         .await
         .unwrap();
     let active = super::list::list_active(&engine, 2_100).await.unwrap();
-    let orphan = active
-        .iter()
-        .find(|b| b.name == "claude-bottle-reviewer")
-        .unwrap();
+    let orphan = active.iter().find(|b| b.name == claimed_name).unwrap();
     assert_eq!(orphan.session_state, SessionState::Ended);
     assert!(orphan.orphaned);
 
@@ -390,7 +392,7 @@ async fn list_and_cleanup_show_warm_bottles_then_their_claiming_session() {
     );
     assert!(
         plan.to_string()
-            .contains("claude-bottle-reviewer-2.warm (agent, running, warm, no session yet)")
+            .contains(&format!("{other} (agent, running, warm, no session yet)"))
     );
     super::cleanup::cleanup(&engine, &plan).await.unwrap();
     assert_nothing_left(&engine);

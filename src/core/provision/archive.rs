@@ -63,14 +63,34 @@ impl Ownership {
 
 /// The whole set as one tar archive in memory, owned by the agent's user.
 pub fn tar_archive(set: &ProvisionSet) -> Result<Vec<u8>, ArchiveError> {
-    write_archive(set, Ownership::AGENT, Vec::new())
+    write_archive(&[(set, Ownership::AGENT)], Vec::new())
 }
 
 /// One file at `dest` holding `text`, owned by root and readable by all: the
-/// proxy's config, or the owner record of a claimed warm bottle, which the
-/// agent's user must not be able to change.
+/// proxy's config.
 pub(crate) fn root_file_archive(dest: &str, text: &str) -> Result<Vec<u8>, ArchiveError> {
-    let set = ProvisionSet {
+    write_archive(&[(&root_file(dest, text), Ownership::ROOT)], Vec::new())
+}
+
+/// [`tar_archive`] of `set` with one file more at `dest` holding `text`,
+/// owned by root and readable by all, so the agent's user cannot change it
+/// (the owner record of a claimed warm bottle): one upload for both.
+pub(crate) fn tar_archive_with_root_file(
+    set: &ProvisionSet,
+    dest: &str,
+    text: &str,
+) -> Result<Vec<u8>, ArchiveError> {
+    write_archive(
+        &[
+            (set, Ownership::AGENT),
+            (&root_file(dest, text), Ownership::ROOT),
+        ],
+        Vec::new(),
+    )
+}
+
+fn root_file(dest: &str, text: &str) -> ProvisionSet {
+    ProvisionSet {
         items: vec![Item {
             dest: dest.to_owned(),
             mode: 0o644,
@@ -78,46 +98,50 @@ pub(crate) fn root_file_archive(dest: &str, text: &str) -> Result<Vec<u8>, Archi
         }],
         dirs: Vec::new(),
         prompt_file: None,
-    };
-    write_archive(&set, Ownership::ROOT, Vec::new())
+    }
 }
 
-/// Streams the archive of `set` into `out` and returns it.
-fn write_archive<W: Write>(
-    set: &ProvisionSet,
-    owner: Ownership,
-    out: W,
-) -> Result<W, ArchiveError> {
+/// Streams the archive of each set, with its owner, into `out` and returns it.
+fn write_archive<W: Write>(sets: &[(&ProvisionSet, Ownership)], out: W) -> Result<W, ArchiveError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());
     let mut writer = ArchiveWriter {
         builder: Builder::new(out),
         seen: BTreeSet::new(),
-        owner,
+        owner: Ownership::ROOT,
     };
-
-    let mut dirs: Vec<(PathBuf, u32)> = Vec::with_capacity(set.dirs.len());
-    for (dest, mode) in &set.dirs {
-        dirs.push((archive_path(dest)?, *mode));
-    }
-    // Parents before children, whatever order the set listed them in.
-    dirs.sort_by_key(|(path, _)| path.components().count());
-    for (path, mode) in &dirs {
-        writer.claim(path)?;
-        writer.directory(path, *mode, now)?;
-    }
-
-    for item in &set.items {
-        let path = archive_path(&item.dest)?;
-        writer.claim(&path)?;
-        match &item.source {
-            Source::Bytes(bytes) => writer.file(&path, item.mode, now, bytes)?,
-            Source::HostFile(host) => writer.host_file(&path, item.mode, host)?,
-            Source::HostTree(host) => writer.host_tree(&path, item.mode, host)?,
-        }
+    for (set, owner) in sets {
+        writer.owner = *owner;
+        writer.set(set, now)?;
     }
     writer.builder.into_inner().map_err(ArchiveError::Write)
+}
+
+impl<W: Write> ArchiveWriter<W> {
+    /// The set's directories (parents first), then its items.
+    fn set(&mut self, set: &ProvisionSet, now: u64) -> Result<(), ArchiveError> {
+        let mut dirs: Vec<(PathBuf, u32)> = Vec::with_capacity(set.dirs.len());
+        for (dest, mode) in &set.dirs {
+            dirs.push((archive_path(dest)?, *mode));
+        }
+        // Parents before children, whatever order the set listed them in.
+        dirs.sort_by_key(|(path, _)| path.components().count());
+        for (path, mode) in &dirs {
+            self.claim(path)?;
+            self.directory(path, *mode, now)?;
+        }
+        for item in &set.items {
+            let path = archive_path(&item.dest)?;
+            self.claim(&path)?;
+            match &item.source {
+                Source::Bytes(bytes) => self.file(&path, item.mode, now, bytes)?,
+                Source::HostFile(host) => self.host_file(&path, item.mode, host)?,
+                Source::HostTree(host) => self.host_tree(&path, item.mode, host)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `dest` without its leading `/`, refusing anything that could land outside it.
@@ -421,6 +445,39 @@ mod tests {
         assert!(entries.iter().all(|e| e.uid == 1000 && e.gid == 1000));
         assert_eq!(entries[2].kind, Kind::File(b"be kind".to_vec()));
         assert_eq!(entries[3].kind, Kind::File(b"PRIVATE".to_vec()));
+    }
+
+    #[test]
+    fn a_root_file_after_the_set_is_owned_by_root_and_the_set_by_the_agent() {
+        let set = ProvisionSet {
+            dirs: vec![("/home/node".into(), 0o755)],
+            items: vec![Item {
+                dest: "/home/node/.claude-bottle-prompt.txt".into(),
+                mode: 0o600,
+                source: Source::Bytes(b"be kind".to_vec()),
+            }],
+            prompt_file: None,
+        };
+        let bytes = tar_archive_with_root_file(&set, "/.owner", "pid=1\n").expect("archive");
+        let entries = read_back(&bytes);
+        let owners: Vec<(&str, u64, u64, u32)> = entries
+            .iter()
+            .map(|e| (e.path.as_str(), e.uid, e.gid, e.mode))
+            .collect();
+        assert_eq!(
+            owners,
+            [
+                ("home/node", 1000, 1000, 0o755),
+                ("home/node/.claude-bottle-prompt.txt", 1000, 1000, 0o600),
+                (".owner", 0, 0, 0o644),
+            ]
+        );
+        // A destination in both is refused, as within one set.
+        let clash = tar_archive_with_root_file(&set, "/home/node/.claude-bottle-prompt.txt", "x");
+        assert!(matches!(
+            clash,
+            Err(ArchiveError::DuplicateDestination { .. })
+        ));
     }
 
     #[test]
