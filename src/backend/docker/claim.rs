@@ -5,7 +5,9 @@
 //! session name, which the daemon lets only one session do. Nothing of the
 //! bottle is this session's until then, so nothing is recorded before it;
 //! right after it, all four resources go in the ledger, so teardown (or
-//! `Drop`) removes a claimed bottle exactly as it removes a cold one.
+//! `Drop`) removes a claimed bottle exactly as it removes a cold one. A
+//! rename whose reply never arrives (the session killed meanwhile) leaves a
+//! bottle with no owner record: `list` shows it orphaned, `cleanup` removes it.
 
 use super::bring_up::{BringUp, LaunchError, Started};
 use super::client::{Engine, ErrorKind};
@@ -29,6 +31,7 @@ impl<E: Engine> BringUp<E> {
         let Some(likely) = found.first() else {
             return Ok(None);
         };
+        let clock = std::time::Instant::now();
         // Reading the host files overlaps the claim.
         let mut archive = Some((likely.names.proxy.clone(), self.build_archive(likely)));
         for bottle in found {
@@ -57,7 +60,12 @@ impl<E: Engine> BringUp<E> {
                 Some((proxy, built)) if proxy == bottle.names.proxy => built,
                 _ => self.build_archive(bottle),
             };
-            return self.provision_claimed(bottle, archive).await.map(Some);
+            let started = self.provision_claimed(bottle, archive).await?;
+            tracing::debug!(
+                "claimed and provisioned `{warm_name}` in {:?}",
+                clock.elapsed()
+            );
+            return Ok(Some(started));
         }
         Ok(None)
     }
