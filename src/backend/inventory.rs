@@ -31,13 +31,15 @@ pub struct Resource {
 /// backend can tell from where it runs. A local engine asks whether the
 /// owning process lives; a remote one would ask whether the session's lease
 /// is still renewed. `Unknown` when the owner is out of sight (a session on
-/// another host, a lease that cannot be read).
+/// another host, a lease that cannot be read). `Warm`: made ahead by
+/// `prewarm` and not claimed by any session yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionState {
     Running,
     Ended,
     Unknown,
+    Warm,
 }
 
 impl fmt::Display for SessionState {
@@ -46,6 +48,7 @@ impl fmt::Display for SessionState {
             Self::Running => "session still running",
             Self::Ended => "orphaned",
             Self::Unknown => "session state unknown",
+            Self::Warm => "warm, no session yet",
         })
     }
 }

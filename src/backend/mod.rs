@@ -110,6 +110,14 @@ pub trait Backend {
     /// decides what the bottle is made of. May query the engine, never
     /// changes it.
     fn prepare(&self, spec: BottleSpec) -> impl Future<Output = Result<Self::Plan, BackendError>>;
+    /// Makes `count` warm bottles for `spec`: each whole and running, with
+    /// nothing of a session in it, for a later `start` whose plan fits to
+    /// claim. Returns their names; when one fails, removes them all.
+    fn prewarm(
+        &self,
+        spec: BottleSpec,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<String>, BackendError>>;
     /// Opens a session for `plan`. Creates nothing: see [`BottleHandle::start`].
     fn launch(&self, plan: Self::Plan) -> Self::Bottle;
     /// Every bottle the engine holds, running or left behind, oldest first.

@@ -154,6 +154,12 @@ impl Backend for AnyBackend {
         }
     }
 
+    async fn prewarm(&self, spec: BottleSpec, count: usize) -> Result<Vec<String>, BackendError> {
+        match self {
+            Self::Docker(docker) => docker.prewarm(spec, count).await,
+        }
+    }
+
     fn launch(&self, plan: AnyPlan) -> AnyBottle {
         match (self, plan) {
             (Self::Docker(docker), AnyPlan::Docker(plan)) => AnyBottle::Docker(docker.launch(plan)),

@@ -345,6 +345,13 @@ mod tests {
         ) -> Result<&'static str, BackendError> {
             unreachable!()
         }
+        async fn prewarm(
+            &self,
+            _: crate::core::spec::BottleSpec,
+            _: usize,
+        ) -> Result<Vec<String>, BackendError> {
+            unreachable!()
+        }
         fn launch(&self, _: &'static str) -> NoBottle {
             NoBottle
         }

@@ -63,6 +63,8 @@ pub struct Cli {
 pub enum Command {
     /// Launch a bottle for AGENT, attach to Claude Code in it, and tear it down on exit
     Start(StartArgs),
+    /// Make warm bottles for AGENT ahead of time: a later `start` of it claims one and runs Claude at once
+    Prewarm(PrewarmArgs),
     /// Show the manifest's agents and the bottles that are running
     List(ListArgs),
     /// Remove everything claude-bottle created, running or left behind
@@ -111,6 +113,16 @@ pub struct StartArgs {
     /// Arguments passed to `claude` (after `--`)
     #[arg(last = true, value_name = "CLAUDE_ARGS")]
     pub claude_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PrewarmArgs {
+    /// The agent to make warm bottles for; may be omitted when the manifest has exactly one
+    pub agent: Option<String>,
+
+    /// How many warm bottles to make
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=50))]
+    pub count: u8,
 }
 
 #[derive(Debug, Args)]

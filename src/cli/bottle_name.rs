@@ -3,14 +3,14 @@
 //! bottle runs.
 
 use super::Error;
-use crate::backend::ActiveBottle;
+use crate::backend::{ActiveBottle, SessionState};
 
 /// The running bottle `query` names among `active`.
 pub(crate) fn resolve<'a>(
     active: &'a [ActiveBottle],
     query: Option<&str>,
 ) -> Result<&'a ActiveBottle, Error> {
-    let running: Vec<&ActiveBottle> = active.iter().filter(|b| b.state == "running").collect();
+    let running: Vec<&ActiveBottle> = active.iter().filter(|b| in_session(b)).collect();
     let names = |bottles: &[&ActiveBottle]| {
         bottles
             .iter()
@@ -51,7 +51,13 @@ pub(crate) fn resolve<'a>(
 pub(crate) fn names_a_bottle(active: &[ActiveBottle], word: &str) -> bool {
     active
         .iter()
-        .any(|b| b.state == "running" && (b.name == word || b.agent == word))
+        .any(|b| in_session(b) && (b.name == word || b.agent == word))
+}
+
+/// A running bottle that a session uses. A warm one is left alone: its
+/// proxy config must stay what its fingerprint says until a session claims it.
+fn in_session(bottle: &ActiveBottle) -> bool {
+    bottle.state == "running" && bottle.session_state != SessionState::Warm
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::args::ListArgs;
 use super::{Error, load_manifest};
-use crate::backend::{ActiveBottle, AnyBackend, Backend};
+use crate::backend::{ActiveBottle, AnyBackend, Backend, SessionState};
 use crate::core::work_home::kept::KeptWork;
 use crate::manifest::{Manifest, ManifestSource};
 use crate::printer::Printer;
@@ -111,6 +111,8 @@ fn render_table(listing: &Listing<'_>) -> String {
                 format!("{} (holds work that did not come home)", b.state)
             } else if b.orphaned {
                 format!("{} (orphan)", b.state)
+            } else if b.session_state == SessionState::Warm {
+                format!("{} (warm)", b.state)
             } else {
                 b.state.clone()
             }

@@ -14,6 +14,7 @@ mod error;
 mod init;
 mod list;
 mod logging;
+mod prewarm;
 mod proxy_config;
 mod schema;
 mod signals;
@@ -64,6 +65,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<u8, Error> {
     runtime.block_on(async {
         match cli.command {
             Command::Start(args) => start::run(manifest, args, &mut term, printer).await,
+            Command::Prewarm(args) => prewarm::run(manifest, args, printer).await,
             Command::List(args) => list::run(manifest, args, printer).await,
             Command::Cleanup(args) => cleanup::run(args, &mut term, printer).await,
             Command::ProxyConfig(args) => proxy_config::run(manifest, args),

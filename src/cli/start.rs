@@ -9,9 +9,9 @@ use super::signals::{Interrupts, Signals};
 use super::{Error, confirm, load_manifest, select_agent, show_plan};
 use crate::backend::{AnyBackend, Backend, BackendError, BottleHandle};
 use crate::core::egress_log::{DenialSummary, EgressEvent, LogLine, parse_line};
-use crate::core::env::{self, ProcessEnv};
+use crate::core::env::{self, ProcessEnv, ResolvedEnv};
 use crate::core::spec::BottleSpec;
-use crate::manifest::ManifestSource;
+use crate::manifest::{Agent, Manifest, ManifestSource};
 use crate::printer::Printer;
 use crate::term::Terminal;
 
@@ -38,14 +38,31 @@ pub async fn run<T: Terminal>(
         None
     };
     let spec = BottleSpec {
-        agent_name: agent_name.to_owned(),
-        agent: agent.clone(),
-        bottle_name: agent.bottle.clone(),
-        bottle: bottle.clone(),
-        env,
         cwd,
         pinned_name: args.name.clone(),
         remote_control: args.remote_control,
+        ..bottle_spec(&manifest, agent_name, agent, env)?
+    };
+    run_session(&backend, spec, &args, term, &mut signals, printer).await
+}
+
+/// The spec of a bottle of `agent` from `manifest` with `env`, without the
+/// options of `start` (no `--cwd`, `--name` or `--remote-control`).
+pub(super) fn bottle_spec(
+    manifest: &Manifest,
+    agent_name: &str,
+    agent: &Agent,
+    env: ResolvedEnv,
+) -> Result<BottleSpec, Error> {
+    Ok(BottleSpec {
+        agent_name: agent_name.to_owned(),
+        agent: agent.clone(),
+        bottle_name: agent.bottle.clone(),
+        bottle: manifest.bottle_of(agent).clone(),
+        env,
+        cwd: None,
+        pinned_name: None,
+        remote_control: false,
         host_home: std::env::home_dir().ok_or(Error::NoHome)?,
         manifest_path: match &manifest.source {
             ManifestSource::File(path) => {
@@ -53,8 +70,7 @@ pub async fn run<T: Terminal>(
             }
             ManifestSource::Embedded => None,
         },
-    };
-    run_session(&backend, spec, &args, term, &mut signals, printer).await
+    })
 }
 
 async fn run_session<B: Backend, T: Terminal, S: Interrupts>(
@@ -382,6 +398,9 @@ mod tests {
         type Bottle = ScriptedBottle;
         async fn prepare(&self, _: BottleSpec) -> Result<&'static str, BackendError> {
             Ok("the plan")
+        }
+        async fn prewarm(&self, _: BottleSpec, _: usize) -> Result<Vec<String>, BackendError> {
+            unreachable!("start never prewarms")
         }
         fn launch(&self, _: &'static str) -> ScriptedBottle {
             ScriptedBottle {

@@ -157,6 +157,25 @@ pub async fn resolve<T: Terminal>(
     Ok(ResolvedEnv { vars })
 }
 
+/// The literal values of `env` alone: all of it that is fixed when a bottle
+/// is made (the rest goes only to Claude's process), so `prewarm` needs
+/// nothing from the host or the terminal.
+pub fn literals(env: &BTreeMap<EnvName, EnvValue>) -> ResolvedEnv {
+    let vars = env
+        .iter()
+        .filter_map(|(name, value)| match value {
+            EnvValue::Literal(text) => Some(ResolvedVar {
+                name: name.to_string(),
+                source: EnvSource::Literal,
+                host_var: None,
+                value: SecretString::from(text.clone()),
+            }),
+            EnvValue::HostVar(_) => None,
+        })
+        .collect();
+    ResolvedEnv { vars }
+}
+
 impl crate::diagnostic::Diagnostic for EnvError {
     fn hints(&self) -> Vec<String> {
         match self {

@@ -6,17 +6,17 @@ use super::client::{Engine, EngineError, ErrorKind};
 use super::names::Names;
 use super::specs::agent_container_spec;
 use crate::core::provision::ProvisionSet;
-use crate::core::provision::archive::{self, ArchiveError};
+use crate::core::provision::archive::{self, ArchiveError, Ownership};
 
 impl<E: Engine> BringUp<E> {
     /// Creates the agent container on the internal network only and
-    /// provisions it; returns its ID.
+    /// provisions it with `provision` (none for a warm bottle); returns its ID.
     pub(super) async fn create_agent(
         &self,
         names: &Names,
         internal_id: &str,
         proxy_address: &str,
-        provision: ProvisionSet,
+        provision: Option<ProvisionSet>,
     ) -> Result<String, Attempt> {
         let spec = agent_container_spec(&self.plan, names, internal_id, proxy_address);
         let id = match self.create_container(&spec).await {
@@ -27,17 +27,24 @@ impl<E: Engine> BringUp<E> {
             }
             other => other?,
         };
-        self.check_cancelled()?;
-        self.provision(&id, provision).await?;
+        if let Some(provision) = provision {
+            self.check_cancelled()?;
+            self.provision(&id, vec![(provision, Ownership::AGENT)])
+                .await?;
+        }
         Ok(id)
     }
 
     /// Streams the provisioning archive into the created container. The
     /// host files are read as the daemon takes them, so a large workspace
     /// takes no more memory than a small one.
-    async fn provision(&self, id: &str, provision: ProvisionSet) -> Result<(), LaunchError> {
+    pub(super) async fn provision(
+        &self,
+        id: &str,
+        sets: Vec<(ProvisionSet, Ownership)>,
+    ) -> Result<(), LaunchError> {
         let clock = std::time::Instant::now();
-        let (chunks, writer) = archive::stream(provision);
+        let (chunks, writer) = archive::stream_sets(sets);
         let uploaded = self
             .engine
             .upload_archive(id, "/", futures_util::StreamExt::boxed(chunks))

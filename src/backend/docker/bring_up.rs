@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use super::client::{ContainerSpec, Engine, EngineError, ErrorKind};
 use super::ledger::{Created, SharedLedger};
 use super::names::{MAX_SUFFIX, Names};
-use super::plan::SessionPlan;
 use super::plan::{PIPELOCK_IMAGE_ENV, RUNSC, runsc_fix};
+use super::plan::{SessionPlan, WarmChoice};
 use super::pull::ProxyPullError;
 use crate::backend::BackendError;
 use crate::core::provision::archive::ArchiveError;
@@ -240,6 +240,16 @@ impl<E: Engine> BringUp<E> {
     }
 
     pub async fn run(self) -> Result<Started, LaunchError> {
+        if let WarmChoice::Claim(found) = &self.plan.warm
+            && self.plan.owner.warm.is_none()
+        {
+            if let Some(started) = self.claim_warm(found).await? {
+                return Ok(started);
+            }
+            self.printer.status(format_args!(
+                "other sessions claimed every warm bottle that fits; starting cold"
+            ));
+        }
         let first = self.plan.names.clone();
         let clock = Instant::now();
         let (images, networks) =
@@ -284,18 +294,24 @@ impl<E: Engine> BringUp<E> {
     /// Proxy, then agent, on networks that exist (SPEC §6 Order, steps 4-5).
     /// The agent container is created and provisioned while the proxy gets
     /// ready (it needs only the proxy's address), and started once it is.
+    /// A warm bottle is not provisioned: the session that claims it is.
     async fn start_bottle(
         &self,
         names: &Names,
         (internal_id, egress_id): (String, String),
     ) -> Result<Started, Attempt> {
-        let provision = if names.proxy == self.plan.names.proxy {
-            self.plan.provision.clone()
+        let warm = self.plan.owner.warm.is_some();
+        let provision = if warm {
+            None
+        } else if names.proxy == self.plan.names.proxy {
+            Some(self.plan.provision.clone())
         } else {
-            provision::build(&self.plan.spec, &names.proxy, &self.plan.container_home)
-                .map_err(LaunchError::from)?
+            Some(
+                provision::build(&self.plan.spec, &names.proxy, &self.plan.container_home)
+                    .map_err(LaunchError::from)?,
+            )
         };
-        let prompt_file = provision.prompt_file.clone();
+        let prompt_file = provision.as_ref().and_then(|p| p.prompt_file.clone());
         let clock = Instant::now();
         let proxy_id = self.launch_proxy(names, &internal_id, &egress_id).await?;
         let proxy_address = self.proxy_address(names, &proxy_id, &internal_id).await?;

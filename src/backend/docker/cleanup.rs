@@ -4,8 +4,9 @@
 use super::client::{Engine, EngineError};
 use super::ledger::Created;
 use super::list::{label, managed};
-use super::names::{LABEL_ROLE, session_state, this_host};
+use super::names::{LABEL_ROLE, this_host};
 use super::remove::remove;
+use super::warm::{state_of, warm_states};
 use super::{CONTAINER, NETWORK};
 use crate::backend::{CleanupItem, CleanupPlan, CleanupReport, Resource};
 use crate::diagnostic::Diagnostic;
@@ -17,11 +18,13 @@ pub(crate) async fn prepare_cleanup<E: Engine>(engine: &E) -> Result<CleanupPlan
         engine.list_networks(managed())
     );
     let here = this_host();
-    let mut containers: Vec<CleanupItem> = containers?
+    let containers = containers?;
+    let warm = warm_states(engine, &containers, &here).await;
+    let mut containers: Vec<CleanupItem> = containers
         .into_iter()
         .map(|c| CleanupItem {
             detail: Some(format!("{}, {}", label(&c, LABEL_ROLE), c.state)),
-            session: session_state(&c.labels, &here),
+            session: state_of(&c.labels, &warm, &here),
             resource: Resource {
                 kind: CONTAINER,
                 name: c.name,
@@ -34,7 +37,7 @@ pub(crate) async fn prepare_cleanup<E: Engine>(engine: &E) -> Result<CleanupPlan
         .into_iter()
         .map(|n| CleanupItem {
             detail: None,
-            session: session_state(&n.labels, &here),
+            session: state_of(&n.labels, &warm, &here),
             resource: Resource {
                 kind: NETWORK,
                 name: n.name,

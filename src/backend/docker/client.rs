@@ -19,7 +19,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, KillContainerOptions,
     ListContainersOptions, ListNetworksOptions, LogsOptions, RemoveContainerOptions,
-    UploadToContainerOptions,
+    RenameContainerOptions, UploadToContainerOptions,
 };
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
@@ -303,6 +303,12 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
     /// Names of the runtimes a container can be given (see [`DaemonInfo::runtimes`]).
     fn runtimes(&self) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    /// The image's ID (`sha256:...`), or `None` when it is absent: what a
+    /// tag names now, so a rebuilt tag is told from the image it named before.
+    fn image_id(
+        &self,
+        image: &str,
+    ) -> impl Future<Output = Result<Option<String>, EngineError>> + Send;
     /// Builds the built-in agent image with Claude Code
     /// `claude_code_version` under `tag`, with a progress view when the
     /// printer shows progress.
@@ -348,6 +354,16 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
         container: &str,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn start_container(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Renames the container called `from` (a name, never an ID) to `to`.
+    /// The daemon arbitrates: of several renames of one name, one succeeds
+    /// and the others find no container of that name ([`ErrorKind::NotFound`])
+    /// or one already called `to`; a `to` held by another container is
+    /// [`ErrorKind::Conflict`].
+    fn rename_container(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn inspect_container(
         &self,
         id: &str,
@@ -995,6 +1011,17 @@ impl Engine for BollardEngine {
         )
     }
 
+    async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
+        unless_not_found(
+            self.docker
+                .inspect_image(image)
+                .await
+                .map(|inspect| Some(inspect.id.unwrap_or_default())),
+            &format!("inspect image `{image}`"),
+            None,
+        )
+    }
+
     async fn pull_image(&self, image: &str, printer: &Printer) -> Result<(), EngineError> {
         let operation = format!("pull the image `{image}`");
         let (repository, tag) = super::pull::split_reference(image);
@@ -1109,6 +1136,16 @@ impl Engine for BollardEngine {
                     e,
                 )
             })
+    }
+
+    async fn rename_container(&self, from: &str, to: &str) -> Result<(), EngineError> {
+        let options = RenameContainerOptions {
+            name: to.to_owned(),
+        };
+        self.docker
+            .rename_container(from, options)
+            .await
+            .map_err(|e| classify(&format!("rename container `{from}` to `{to}`"), e))
     }
 
     async fn start_container(&self, id: &str) -> Result<(), EngineError> {

@@ -35,6 +35,10 @@ pub(crate) enum Call {
     },
     Start(String),
     Wait(String),
+    Rename {
+        from: String,
+        to: String,
+    },
     Inspect(String),
     Logs(String),
     Exec {
@@ -83,6 +87,7 @@ impl Call {
             Self::Connect { network, container } => format!("connect {network} {container}"),
             Self::Start(c) => format!("start {c}"),
             Self::Wait(c) => format!("wait {c}"),
+            Self::Rename { from, to } => format!("rename {from} {to}"),
             Self::Inspect(c) => format!("inspect {c}"),
             Self::Logs(c) => format!("logs {c}"),
             Self::Exec { container, cmd } => format!("exec {container} {}", cmd.join(" ")),
@@ -139,6 +144,9 @@ pub(crate) struct FakeState {
     pub calls: Vec<Call>,
     pub runtimes: Vec<String>,
     pub images: BTreeSet<String>,
+    /// Image IDs by reference, where they are not `sha256:<reference>`
+    /// (a tag rebuilt since).
+    pub image_ids: BTreeMap<String, String>,
     pub containers: BTreeMap<String, FakeContainer>,
     pub networks: BTreeMap<String, FakeNetwork>,
     next_id: u32,
@@ -674,6 +682,60 @@ impl Engine for FakeEngine {
             }
             None => Err(Self::not_found("connect container", container)),
         }
+    }
+
+    async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
+        let mut state = self.state();
+        state.calls.push(Call::ImageExists(image.to_owned()));
+        if !state.images.contains(image) {
+            return Ok(None);
+        }
+        Ok(Some(
+            state
+                .image_ids
+                .get(image)
+                .cloned()
+                .unwrap_or_else(|| format!("sha256:{image}")),
+        ))
+    }
+
+    async fn rename_container(&self, from: &str, to: &str) -> Result<(), EngineError> {
+        let mut state = self.state();
+        state.calls.push(Call::Rename {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        });
+        let op = format!("rename container `{from}` to `{to}`");
+        let Some(id) = state
+            .containers
+            .iter()
+            .find(|(_, c)| c.name == from)
+            .map(|(id, _)| id.clone())
+        else {
+            return Err(EngineError::new(
+                ErrorKind::NotFound,
+                op,
+                "no such container",
+            ));
+        };
+        if state.containers.values().any(|c| c.name == to) {
+            return Err(EngineError::new(ErrorKind::Conflict, op, "name in use"));
+        }
+        if let Some(c) = state.containers.get_mut(&id) {
+            c.name = to.to_owned();
+        }
+        let moved: Vec<(String, String)> = state
+            .files
+            .keys()
+            .filter(|(name, _)| name == from)
+            .cloned()
+            .collect();
+        for key in moved {
+            if let Some(bytes) = state.files.remove(&key) {
+                state.files.insert((to.to_owned(), key.1), bytes);
+            }
+        }
+        Ok(())
     }
 
     async fn start_container(&self, id: &str) -> Result<(), EngineError> {

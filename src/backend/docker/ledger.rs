@@ -15,6 +15,9 @@ pub(crate) struct Created {
 pub(crate) struct Ledger {
     pub containers: Vec<Created>,
     pub networks: Vec<Created>,
+    /// The session label of the warm bottle this session claimed: its
+    /// resources carry that label rather than this session's own.
+    pub claimed: Option<String>,
 }
 
 /// The ledger shared by the session and its bring-up task.
@@ -30,6 +33,12 @@ impl SharedLedger {
     pub fn snapshot(&self) -> (Vec<Created>, Vec<Created>) {
         let ledger = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         (ledger.containers.clone(), ledger.networks.clone())
+    }
+
+    /// The session label teardown sweeps for: the claimed warm bottle's, or `own`.
+    pub fn session_label(&self, own: &str) -> String {
+        let ledger = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        ledger.claimed.clone().unwrap_or_else(|| own.to_owned())
     }
 
     pub fn forget_container(&self, id: &str) {

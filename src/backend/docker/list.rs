@@ -4,8 +4,9 @@
 use super::client::{ContainerInfo, Engine, EngineError, LabelFilter};
 use super::names::{
     LABEL_AGENT, LABEL_BOTTLE, LABEL_MANAGED, LABEL_MANIFEST, LABEL_ROLE, LABEL_SESSION, Role,
-    session_state, this_host,
+    this_host,
 };
+use super::warm::{state_of, warm_states};
 use crate::backend::{ActiveBottle, SessionState};
 
 /// Everything claude-bottle labelled, in any state.
@@ -26,9 +27,12 @@ pub(crate) async fn list_active<E: Engine>(
     filter.push((LABEL_ROLE.to_owned(), Role::Agent.as_str().to_owned()));
     let mut containers = engine.list_containers(filter).await?;
     containers.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
-    let inspections = containers.iter().map(|c| engine.inspect_container(&c.id));
-    let statuses = futures_util::future::join_all(inspections).await;
     let here = this_host();
+    let inspections = containers.iter().map(|c| engine.inspect_container(&c.id));
+    let (statuses, warm) = futures_util::join!(
+        futures_util::future::join_all(inspections),
+        warm_states(engine, &containers, &here)
+    );
     Ok(containers
         .iter()
         .zip(statuses)
@@ -41,7 +45,7 @@ pub(crate) async fn list_active<E: Engine>(
                 // Removed between the list and the inspect.
                 Err(_) => "unknown".to_owned(),
             };
-            let session_state = session_state(&c.labels, &here);
+            let session_state = state_of(&c.labels, &warm, &here);
             ActiveBottle {
                 name: c.name.clone(),
                 handle: c.id.clone(),

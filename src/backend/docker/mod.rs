@@ -5,7 +5,9 @@
 //! - `plan`: `prepare`, host-side, the daemon only queried;
 //! - `session`: a session from `launch` to `close`;
 //! - `bring_up`: the bring-up task and its name retry, with its steps in
-//!   `images`, `network_create`, `proxy_start` and `agent_start`;
+//!   `images`, `network_create`, `proxy_start`, `agent_start` and `claim`
+//!   (taking a warm bottle instead);
+//! - `warm`, `prewarm`: what makes a warm bottle fit a plan, and making them;
 //! - `specs`: what each container and network is made of;
 //! - `exec_claude`: the `docker exec` that runs Claude;
 //! - `fence`: the agent's network namespace closed to all but its proxy;
@@ -27,6 +29,7 @@
 mod agent_env;
 mod agent_start;
 mod bring_up;
+mod claim;
 mod cleanup;
 mod client;
 pub(crate) mod doctor;
@@ -41,6 +44,7 @@ mod list;
 mod names;
 mod network_create;
 mod plan;
+mod prewarm;
 mod proxy_log;
 mod proxy_reload;
 mod proxy_start;
@@ -49,12 +53,15 @@ mod remove;
 mod session;
 mod specs;
 mod teardown;
+mod warm;
 mod work_export;
 
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod warm_tests;
 
 use std::fmt;
 
@@ -230,6 +237,13 @@ impl Backend for DockerBackend {
             session,
             engine: engine.clone(),
         })
+    }
+
+    async fn prewarm(&self, spec: BottleSpec, count: usize) -> Result<Vec<String>, BackendError> {
+        let settings = plan::Settings::from_env()?;
+        let engine = self.engine().await?;
+        let built_in_tag = image::built_in_tag(&settings.claude_code_version);
+        prewarm::prewarm(engine, spec, count, &settings, built_in_tag, &self.printer).await
     }
 
     fn launch(&self, plan: DockerPlan) -> DockerBottle {

@@ -16,6 +16,12 @@ pub(crate) const LABEL_HOST: &str = "claude-bottle.host";
 /// The manifest's name of the bottle, and the manifest file it came from.
 pub(crate) const LABEL_BOTTLE: &str = "claude-bottle.bottle";
 pub(crate) const LABEL_MANIFEST: &str = "claude-bottle.manifest";
+/// On every resource of a warm bottle: the fingerprint of what it was made
+/// of (`warm::fingerprint`), which a session's plan must match to claim it.
+pub(crate) const LABEL_WARM: &str = "claude-bottle.warm";
+/// The end of a warm agent container's name until a session claims it, by
+/// renaming it to the name without it. No slug or suffix ends so.
+pub(crate) const WARM_NAME_TAIL: &str = ".warm";
 
 /// The highest suffix tried before giving up on a free name.
 pub(crate) const MAX_SUFFIX: u32 = 99;
@@ -50,6 +56,8 @@ pub(crate) struct Owner {
     pub bottle: String,
     /// Absent for the embedded default manifest.
     pub manifest: Option<String>,
+    /// The fingerprint of a warm bottle `prewarm` makes; `None` for a session's own.
+    pub warm: Option<String>,
 }
 
 impl Owner {
@@ -69,6 +77,11 @@ impl Owner {
                 .clone()
                 .map(|path| (LABEL_MANIFEST.to_owned(), path)),
         )
+        .chain(
+            self.warm
+                .clone()
+                .map(|fingerprint| (LABEL_WARM.to_owned(), fingerprint)),
+        )
         .collect()
     }
 
@@ -81,6 +94,7 @@ impl Owner {
             host: this_host(),
             bottle: spec.bottle_name.clone(),
             manifest: spec.manifest_path.as_ref().map(|p| p.display().to_string()),
+            warm: None,
         }
     }
 }
@@ -172,14 +186,30 @@ impl Names {
         }
     }
 
+    /// The agent container's name while the bottle is warm.
+    pub fn warm_agent(&self) -> String {
+        format!("{}{WARM_NAME_TAIL}", self.agent)
+    }
+
     /// The first suffix from 1 whose names are all free of `taken`
     /// (container and network names), or `None` after [`MAX_SUFFIX`].
     /// A pinned name is not tested here: it is the same for every suffix.
     pub fn first_free(slug: &str, pinned: Option<&str>, taken: &BTreeSet<String>) -> Option<Self> {
+        Self::free(slug, pinned, taken).next()
+    }
+
+    /// Every suffix from 1 to [`MAX_SUFFIX`] whose names are all free of
+    /// `taken`, the agent's warm name too.
+    pub fn free<'a>(
+        slug: &'a str,
+        pinned: Option<&'a str>,
+        taken: &'a BTreeSet<String>,
+    ) -> impl Iterator<Item = Self> + 'a {
         (1..=MAX_SUFFIX)
-            .map(|suffix| Self::new(slug, suffix, pinned))
-            .find(|names| {
-                let agent_free = names.pinned || !taken.contains(&names.agent);
+            .map(move |suffix| Self::new(slug, suffix, pinned))
+            .filter(|names| {
+                let agent_free = names.pinned
+                    || !(taken.contains(&names.agent) || taken.contains(&names.warm_agent()));
                 agent_free
                     && !taken.contains(&names.proxy)
                     && !taken.contains(&names.fence)
@@ -243,6 +273,7 @@ mod tests {
             host: "box".into(),
             bottle: "default".into(),
             manifest: Some("/m.json".into()),
+            warm: None,
         };
         let labels = owner.labels(Role::Proxy);
         assert_eq!(labels[LABEL_MANAGED], "true");
@@ -265,6 +296,7 @@ mod tests {
             host: here.into(),
             bottle: "b".into(),
             manifest: None,
+            warm: None,
         };
         let mut labels = owner.labels(Role::Agent);
         labels.insert(LABEL_HOST.into(), here.into());

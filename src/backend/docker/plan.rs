@@ -10,7 +10,8 @@ use ipnet::Ipv4Net;
 use super::agent_env::{self, AgentEnvError};
 use super::client::{Engine, EngineError, LabelFilter, NetworkInfo};
 use super::image::{DEFAULT_CLAUDE_CODE_VERSION, is_claude_code_version};
-use super::names::{Names, Owner, new_session_id};
+use super::names::{Names, Owner, new_session_id, this_host};
+use super::warm::{self, WarmBottle};
 use crate::backend::BackendError;
 use crate::core::egress::{EgressError, EgressPolicy};
 use crate::core::env::EnvSource;
@@ -194,8 +195,26 @@ impl AgentImageChoice {
     }
 }
 
+/// Whether the session takes a warm bottle (see `warm`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WarmChoice {
+    /// The warm bottles that fit the plan, oldest first: `start` claims the
+    /// first one no other session claims before it.
+    Claim(Vec<WarmBottle>),
+    /// None fits: the session starts cold.
+    NoneFits,
+    /// Why no warm bottle can be used for, or made of, this plan.
+    Unavailable(&'static str),
+}
+
+/// Why runsc bottles are never warm: the agent's files are copied into a
+/// warm bottle while it runs, which gVisor's own view of the filesystem does
+/// not take up.
+pub(crate) const RUNSC_NOT_WARM: &str =
+    "gVisor does not see files copied into a running container, so runsc bottles start cold";
+
 /// A prepared Docker session: plain data.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct SessionPlan {
     pub spec: BottleSpec,
     pub owner: Owner,
@@ -218,6 +237,12 @@ pub(crate) struct SessionPlan {
     pub provision: ProvisionSet,
     pub container_home: String,
     pub addresses: Addresses,
+    /// The fingerprint of what the bottle is made of (`warm::fingerprint`),
+    /// when it can be warm; `owner.warm` carries it on a bottle `prewarm` makes.
+    pub fingerprint: Option<String>,
+    pub warm: WarmChoice,
+    /// Every container and network name on the daemon when it was prepared.
+    pub taken: BTreeSet<String>,
 }
 
 /// Where the session's two networks go: a first choice made against every
@@ -388,23 +413,17 @@ pub(crate) async fn prepare<E: Engine>(
         .fence_image
         .clone()
         .unwrap_or_else(|| built_in_tag.clone());
-    let (
-        runtimes,
-        agent_image_present,
-        proxy_image_present,
-        fence_image_present,
-        containers,
-        networks,
-    ) = futures_util::join!(
+    let (runtimes, agent_image_id, proxy_image_id, fence_image_present, containers, networks) = futures_util::join!(
         engine.runtimes(),
-        engine.image_exists(&agent_image),
-        engine.image_exists(&settings.proxy_image),
+        engine.image_id(&agent_image),
+        engine.image_id(&settings.proxy_image),
         engine.image_exists(&fence_image),
         engine.list_containers(all.clone()),
         engine.list_networks(all),
     );
     let runtime = Runtime::detect(&runtimes?);
-    let agent_image_present = agent_image_present?;
+    let agent_image_id = agent_image_id?;
+    let agent_image_present = agent_image_id.is_some();
     printer.status(format_args!("docker runtime: {runtime}"));
     let image = match &spec.bottle.image {
         Some(image) if !agent_image_present => {
@@ -422,7 +441,8 @@ pub(crate) async fn prepare<E: Engine>(
             present: agent_image_present,
         },
     };
-    let proxy_image_present = proxy_image_present?;
+    let proxy_image_id = proxy_image_id?;
+    let proxy_image_present = proxy_image_id.is_some();
     let fence_image_present = fence_image_present?;
     if !fence_image_present && settings.fence_image.is_some() {
         return Err(PrepareError::FenceImageMissing { image: fence_image });
@@ -432,10 +452,10 @@ pub(crate) async fn prepare<E: Engine>(
         && !matches!(image, AgentImageChoice::BuiltIn { .. }))
     .then(|| settings.claude_code_version.clone());
 
-    let networks = networks?;
-    let taken: BTreeSet<String> = containers?
-        .into_iter()
-        .map(|c| c.name)
+    let (containers, networks) = (containers?, networks?);
+    let taken: BTreeSet<String> = containers
+        .iter()
+        .map(|c| c.name.clone())
         .chain(networks.iter().map(|n| n.name.clone()))
         .collect();
     let slug = slugify(&spec.agent_name);
@@ -469,7 +489,7 @@ pub(crate) async fn prepare<E: Engine>(
         settings.host_routes.clone(),
         address_seed(&owner.session),
     )?;
-    Ok(SessionPlan {
+    let mut plan = SessionPlan {
         spec,
         owner,
         slug,
@@ -485,7 +505,34 @@ pub(crate) async fn prepare<E: Engine>(
         provision,
         container_home: settings.container_home.clone(),
         addresses,
-    })
+        fingerprint: None,
+        warm: WarmChoice::NoneFits,
+        taken,
+    };
+    match (runtime, agent_image_id, proxy_image_id) {
+        (Runtime::Runsc, _, _) => plan.warm = WarmChoice::Unavailable(RUNSC_NOT_WARM),
+        (_, None, _) => {
+            plan.warm = WarmChoice::Unavailable("the agent image is not built yet");
+        }
+        (_, _, None) => {
+            plan.warm = WarmChoice::Unavailable("the proxy image is not pulled yet");
+        }
+        (Runtime::Default, Some(agent_id), Some(proxy_id)) => {
+            let fingerprint = warm::fingerprint(&plan, &agent_id, &proxy_id);
+            let found = warm::find(
+                &fingerprint,
+                &plan.slug,
+                &this_host(),
+                &containers,
+                &networks,
+            );
+            if !found.is_empty() {
+                plan.warm = WarmChoice::Claim(found);
+            }
+            plan.fingerprint = Some(fingerprint);
+        }
+    }
+    Ok(plan)
 }
 
 /// Docker's own rule for container names (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`),
@@ -532,8 +579,23 @@ impl fmt::Display for SessionPlan {
             AgentImageChoice::Bottle { image } => format!("{image} (from the bottle)"),
         };
         line(f, "image", &image)?;
-        let pinned = if self.names.pinned { " (--name)" } else { "" };
-        line(f, "container", &format!("{}{pinned}", self.names.agent))?;
+        let (names, warm) = match &self.warm {
+            WarmChoice::Claim(found) => (
+                &found[0].names,
+                match found.len() {
+                    1 => format!("yes, `{}`", found[0].warm_name()),
+                    n => format!("yes, `{}` ({n} fit)", found[0].warm_name()),
+                },
+            ),
+            WarmChoice::NoneFits => (&self.names, "none fits; starting cold".to_owned()),
+            WarmChoice::Unavailable(why) => (&self.names, format!("no: {why}")),
+        };
+        let (agent, pinned) = match &self.spec.pinned_name {
+            Some(pinned) => (pinned.as_str(), " (--name)"),
+            None => (names.agent.as_str(), ""),
+        };
+        line(f, "warm bottle", &warm)?;
+        line(f, "container", &format!("{agent}{pinned}"))?;
         let pulled = if self.proxy_image_present {
             ""
         } else {
@@ -542,7 +604,7 @@ impl fmt::Display for SessionPlan {
         line(
             f,
             "proxy",
-            &format!("{} ({}{pulled})", self.names.proxy, self.proxy_image),
+            &format!("{} ({}{pulled})", names.proxy, self.proxy_image),
         )?;
         let built = if self.fence_image_build.is_some() {
             ", will be built"
@@ -559,7 +621,7 @@ impl fmt::Display for SessionPlan {
             "networks",
             &format!(
                 "{} (internal), {} (egress)",
-                self.names.internal_network, self.names.egress_network
+                names.internal_network, names.egress_network
             ),
         )?;
         line(f, "docker runtime", &self.runtime.to_string())?;
@@ -651,6 +713,10 @@ impl fmt::Display for SessionPlan {
             "remote-control",
             if spec.remote_control { "on" } else { "off" },
         )?;
-        line(f, "session", &self.owner.session)
+        let session = match &self.warm {
+            WarmChoice::Claim(found) => &found[0].session,
+            _ => &self.owner.session,
+        };
+        line(f, "session", session)
     }
 }

@@ -11,7 +11,7 @@ use super::client::{Engine, EngineError, whole_tar};
 use super::find::{FindError, find_bottle};
 use super::specs::PROXY_CONFIG_PATH;
 use crate::core::egress_log::{LogLine, parse_line, terminal_safe};
-use crate::core::provision::archive::{ArchiveError, proxy_config_archive};
+use crate::core::provision::archive::{ArchiveError, root_file_archive};
 use crate::diagnostic::Diagnostic;
 
 /// How long the proxy may take to report its reload.
@@ -99,7 +99,7 @@ const SETTLE: Duration = Duration::from_millis(300);
 
 async fn put_config<E: Engine>(engine: &E, proxy_id: &str, yaml: &[u8]) -> Result<(), ReloadError> {
     let yaml = String::from_utf8_lossy(yaml);
-    let archive = proxy_config_archive(PROXY_CONFIG_PATH, &yaml)?;
+    let archive = root_file_archive(PROXY_CONFIG_PATH, &yaml)?;
     engine
         .upload_archive(proxy_id, "/", whole_tar(archive))
         .await?;

@@ -7,7 +7,7 @@ use super::bring_up::{Attempt, BringUp, LaunchError};
 use super::client::{Engine, whole_tar};
 use super::names::Names;
 use super::specs::{PROXY_CONFIG_PATH, PROXY_HEALTH_COMMAND, proxy_container_spec};
-use crate::core::provision::archive::proxy_config_archive;
+use crate::core::provision::archive::root_file_archive;
 
 const PROXY_POLL_INTERVAL: Duration = Duration::from_millis(50);
 const PROXY_LOG_LINES: u32 = 20;
@@ -24,7 +24,7 @@ impl<E: Engine> BringUp<E> {
         let spec = proxy_container_spec(&self.plan, names, internal_id);
         let id = self.create_container(&spec).await?;
         self.check_cancelled()?;
-        let config = proxy_config_archive(PROXY_CONFIG_PATH, &self.plan.pipelock_yaml)
+        let config = root_file_archive(PROXY_CONFIG_PATH, &self.plan.pipelock_yaml)
             .map_err(LaunchError::from)?;
         self.engine
             .upload_archive(&id, "/", whole_tar(config))

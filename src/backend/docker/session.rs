@@ -82,7 +82,6 @@ impl<E: Engine> Session<E> {
         self.ledger.lock()
     }
 
-    #[cfg(test)]
     pub fn started(&self) -> Option<&Started> {
         self.started.as_ref()
     }
@@ -165,14 +164,14 @@ impl<E: Engine> Session<E> {
             }
         }
         let clock = Instant::now();
-        let session = &self.plan.owner.session;
+        let session = self.ledger.session_label(&self.plan.owner.session);
         let keep = self.keep.as_ref();
-        let mut torn_down = teardown(&self.engine, &self.ledger, session, keep).await;
+        let mut torn_down = teardown(&self.engine, &self.ledger, &session, keep).await;
         if aborted && torn_down.is_ok() {
             // A creation the daemon was still working on when the task was
             // aborted can land after the sweep: give it time, sweep again.
             tokio::time::sleep(self.timeouts.late_creation).await;
-            torn_down = teardown(&self.engine, &self.ledger, session, keep).await;
+            torn_down = teardown(&self.engine, &self.ledger, &session, keep).await;
         }
         torn_down.map_err(|e| BackendError::from_failure(&e))?;
         tracing::debug!("torn down in {:?}", clock.elapsed());
@@ -277,6 +276,12 @@ impl<E: Engine> Session<E> {
         })
     }
 
+    /// Leaves the bottle up for good: a warm bottle `prewarm` made is for a
+    /// later session to claim. `Drop` then removes nothing.
+    pub fn leave_warm(&mut self) {
+        self.closed = true;
+    }
+
     /// Gives up on teardown: `Drop` then removes nothing.
     pub fn abandon(&mut self) {
         let _ = self.cancel.send(true);
@@ -301,7 +306,7 @@ impl<E: Engine> Drop for Session<E> {
         }
         let engine = self.engine.clone();
         let ledger = self.ledger.clone();
-        let session = self.plan.owner.session.clone();
+        let session = self.ledger.session_label(&self.plan.owner.session);
         let keep = self.keep.clone();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()

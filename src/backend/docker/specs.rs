@@ -107,8 +107,14 @@ pub(crate) fn agent_container_spec(
         &plan.container_home,
         &proxy_url(names),
     );
+    // A warm bottle's agent keeps its warm name until a session claims it.
+    let name = if plan.owner.warm.is_some() {
+        names.warm_agent()
+    } else {
+        names.agent.clone()
+    };
     ContainerSpec {
-        name: names.agent.clone(),
+        name,
         image: plan.image.reference().to_owned(),
         user: Some(container_user()),
         // Keeps the container alive for `docker exec`, whatever the image's

@@ -20,14 +20,14 @@ use crate::diagnostic::Diagnostic;
 use crate::manifest::{Agent, AllowRule, Bottle, Egress, Hostname};
 use crate::printer::Printer;
 
-const BUILT_IN: &str = "claude-bottle-agent:test";
-const PROXY_IMAGE: &str = "pipelock:test";
-const SECRET: &str = "s3cr3t-value-never-shown";
+pub(super) const BUILT_IN: &str = "claude-bottle-agent:test";
+pub(super) const PROXY_IMAGE: &str = "pipelock:test";
+pub(super) const SECRET: &str = "s3cr3t-value-never-shown";
 
 /// Not the pin: the snapshots must not change when the pin does.
 const CLAUDE_CODE: &str = "2.1.328";
 
-fn settings() -> Settings {
+pub(super) fn settings() -> Settings {
     Settings {
         proxy_image: PROXY_IMAGE.into(),
         container_home: "/home/node".into(),
@@ -38,7 +38,7 @@ fn settings() -> Settings {
     }
 }
 
-fn spec(agent: &str, home: &std::path::Path) -> BottleSpec {
+pub(super) fn spec(agent: &str, home: &std::path::Path) -> BottleSpec {
     BottleSpec {
         agent_name: agent.into(),
         agent: Agent {
@@ -81,13 +81,13 @@ fn spec(agent: &str, home: &std::path::Path) -> BottleSpec {
     }
 }
 
-fn engine() -> FakeEngine {
+pub(super) fn engine() -> FakeEngine {
     FakeEngine::new().with_images(&[BUILT_IN, PROXY_IMAGE])
 }
 
 /// `prepare` with `settings`, the built-in image `BUILT_IN`, and a printer
 /// nobody reads.
-async fn prepare_with(
+pub(super) async fn prepare_with(
     engine: &FakeEngine,
     spec: BottleSpec,
     settings: &Settings,
@@ -102,11 +102,11 @@ async fn prepare_with(
     .await
 }
 
-async fn prepared(engine: &FakeEngine, spec: BottleSpec) -> SessionPlan {
+pub(super) async fn prepared(engine: &FakeEngine, spec: BottleSpec) -> SessionPlan {
     prepare_with(engine, spec, &settings()).await.unwrap()
 }
 
-fn quick() -> Timeouts {
+pub(super) fn quick() -> Timeouts {
     Timeouts {
         proxy_ready: Duration::from_millis(300),
         agent_start: Duration::from_millis(300),
@@ -116,7 +116,7 @@ fn quick() -> Timeouts {
 }
 
 /// A prepared session on `engine` with quick timeouts, not started yet.
-async fn unstarted(engine: &FakeEngine, spec: BottleSpec) -> Session<FakeEngine> {
+pub(super) async fn unstarted(engine: &FakeEngine, spec: BottleSpec) -> Session<FakeEngine> {
     let plan = prepared(engine, spec).await;
     Session::new(engine.clone(), plan, Printer::capture(false)).with_timeouts(quick())
 }
@@ -130,7 +130,7 @@ async fn started(engine: &FakeEngine, spec: BottleSpec) -> Session<FakeEngine> {
 }
 
 /// The fake daemon holds no container and no network.
-fn assert_nothing_left(engine: &FakeEngine) {
+pub(super) fn assert_nothing_left(engine: &FakeEngine) {
     let state = engine.state();
     assert!(state.containers.is_empty(), "{:?}", state.containers);
     assert!(state.networks.is_empty(), "{:?}", state.networks);

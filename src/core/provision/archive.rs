@@ -63,7 +63,7 @@ pub enum ArchiveError {
 
 /// Who owns every entry of an archive once it is in the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Ownership {
+pub(crate) struct Ownership {
     pub uid: u64,
     pub gid: u64,
 }
@@ -78,7 +78,7 @@ impl Ownership {
     pub const ROOT: Self = Self { uid: 0, gid: 0 };
 }
 
-/// The archive of `set`, owned by the agent's user, as a stream of chunks
+/// The archive of `sets`, each with its owner, as a stream of chunks
 /// written by a blocking task as the stream is read: host files are read
 /// as they go out, so the memory this takes does not grow with their size.
 ///
@@ -92,14 +92,26 @@ pub fn stream(
     impl Stream<Item = io::Result<Bytes>> + Send + 'static,
     tokio::task::JoinHandle<Result<(), ArchiveError>>,
 ) {
+    stream_sets(vec![(set, Ownership::AGENT)])
+}
+
+/// [`stream`] of several sets, each with its owner, in one archive.
+pub(crate) fn stream_sets(
+    sets: Vec<(ProvisionSet, Ownership)>,
+) -> (
+    impl Stream<Item = io::Result<Bytes>> + Send + 'static,
+    tokio::task::JoinHandle<Result<(), ArchiveError>>,
+) {
     let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let task = tokio::task::spawn_blocking(move || {
         let out = ChunkSender {
             buf: Vec::with_capacity(CHUNK),
             tx: tx.clone(),
         };
-        let result = write_archive(&set, Ownership::AGENT, out)
-            .and_then(|mut out| out.flush().map_err(ArchiveError::Write));
+        let sets: Vec<(&ProvisionSet, Ownership)> =
+            sets.iter().map(|(set, owner)| (set, *owner)).collect();
+        let result =
+            write_archive(&sets, out).and_then(|mut out| out.flush().map_err(ArchiveError::Write));
         if let Err(err) = &result {
             // Best effort: the reader may be gone already.
             let _ = tx.blocking_send(Err(io::Error::other(err.to_string())));
@@ -147,41 +159,55 @@ impl Write for ChunkSender {
     }
 }
 
-/// The proxy's config file at `dest`, readable by the proxy's user.
-pub(crate) fn proxy_config_archive(dest: &str, yaml: &str) -> Result<Vec<u8>, ArchiveError> {
-    let set = ProvisionSet {
+/// One file at `dest` holding `text`, owned by root and readable by all: the
+/// proxy's config.
+pub(crate) fn root_file_archive(dest: &str, text: &str) -> Result<Vec<u8>, ArchiveError> {
+    write_archive(&[(&root_file(dest, text), Ownership::ROOT)], Vec::new())
+}
+
+/// A set of one file at `dest` holding `text`, readable by all: owned by
+/// root, the agent's user cannot change it (the owner record of a claimed
+/// warm bottle).
+pub(crate) fn root_file(dest: &str, text: &str) -> ProvisionSet {
+    ProvisionSet {
         items: vec![Item {
             dest: dest.to_owned(),
             mode: 0o644,
-            source: Source::Bytes(yaml.as_bytes().to_vec()),
+            source: Source::Bytes(text.as_bytes().to_vec()),
         }],
         dirs: Vec::new(),
         prompt_file: None,
-    };
-    write_archive(&set, Ownership::ROOT, Vec::new())
+    }
 }
 
 /// The archive of `set` in memory, owned by the agent's user.
 #[cfg(test)]
 pub(crate) fn in_memory(set: &ProvisionSet) -> Result<Vec<u8>, ArchiveError> {
-    write_archive(set, Ownership::AGENT, Vec::new())
+    write_archive(&[(set, Ownership::AGENT)], Vec::new())
 }
 
-/// Writes the archive of `set` into `out` and returns it.
-fn write_archive<W: Write>(
-    set: &ProvisionSet,
-    owner: Ownership,
-    out: W,
-) -> Result<W, ArchiveError> {
+/// Writes the archive of each set, with its owner, into `out` and returns it.
+fn write_archive<W: Write>(sets: &[(&ProvisionSet, Ownership)], out: W) -> Result<W, ArchiveError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());
     let mut writer = ArchiveWriter {
         builder: Builder::new(out),
         seen: BTreeSet::new(),
-        owner,
+        owner: Ownership::ROOT,
     };
+    for (set, owner) in sets {
+        writer.owner = *owner;
+        write_set(&mut writer, set, now)?;
+    }
+    writer.builder.into_inner().map_err(ArchiveError::Write)
+}
 
+fn write_set<W: Write>(
+    writer: &mut ArchiveWriter<W>,
+    set: &ProvisionSet,
+    now: u64,
+) -> Result<(), ArchiveError> {
     let mut dirs: Vec<(PathBuf, u32)> = Vec::with_capacity(set.dirs.len());
     for (dest, mode) in &set.dirs {
         dirs.push((archive_path(dest)?, *mode));
@@ -206,7 +232,7 @@ fn write_archive<W: Write>(
             Source::Workspace(workspace) => writer.workspace(&path, item.mode, workspace, now)?,
         }
     }
-    writer.builder.into_inner().map_err(ArchiveError::Write)
+    Ok(())
 }
 
 /// `dest` without its leading `/`, refusing anything that could land outside it.
