@@ -241,7 +241,7 @@ fn every_commit_and_uncommitted_change_comes_home_and_the_host_is_as_before() {
             "bottle/{name}/topic        2 new commits; see `git log main..bottle/{name}/topic`"
         ),
         format!(
-            "bottle/{name}/uncommitted  3 new commits; see `git show --stat bottle/{name}/uncommitted`"
+            "bottle/{name}/uncommitted  1 new commit; see `git show --stat bottle/{name}/uncommitted`"
         ),
     ] {
         assert!(stderr.contains(&line), "missing {line:?} in:\n{stderr}");

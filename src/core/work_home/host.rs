@@ -218,21 +218,15 @@ impl HostRepo {
         plan.refs
             .iter()
             .map(|planned| {
-                let new_commits = self
-                    .run(
-                        &[
-                            "rev-list",
-                            "--count",
-                            planned.tip.as_str(),
-                            "--not",
-                            "--exclude=bottle/*",
-                            "--branches",
-                        ],
-                        None,
-                    )?
-                    .trim()
-                    .parse()
-                    .unwrap_or(0);
+                // The uncommitted work's ref adds one commit to the
+                // bottle's `HEAD`, whose own commits its branch counts.
+                let parents = format!("{}^@", planned.tip);
+                let mut args = vec!["rev-list", "--count", planned.tip.as_str(), "--not"];
+                if planned.source == Source::Uncommitted {
+                    args.push(&parents);
+                }
+                args.extend(["--exclude=bottle/*", "--branches"]);
+                let new_commits = self.run(&args, None)?.trim().parse().unwrap_or(0);
                 let compare_with = match &planned.source {
                     Source::Uncommitted => None,
                     Source::Branch(name) if host_branches.contains_key(name) => Some(name.clone()),

@@ -280,7 +280,9 @@ pub fn plan(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     pub planned: PlannedRef,
-    /// Commits on it that none of the host's branches had.
+    /// Commits on it that none of the host's branches had; for the
+    /// uncommitted work, only its own commit (its parents are the bottle's
+    /// branches, counted there).
     pub new_commits: u64,
     /// The host branch to compare it with: its namesake, else the host's
     /// `HEAD` branch.
