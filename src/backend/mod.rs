@@ -50,17 +50,28 @@ pub trait BottleHandle {
     /// handle then removes nothing when dropped, and whatever is left is
     /// `cleanup`'s to find.
     fn abandon(&mut self);
-    /// Records the uncommitted work of the workspace's git repository as a
-    /// commit (leaving the bottle's index and files as they are) and lists
-    /// its branches; `None` when the workspace is not a git work tree or
-    /// the bottle never ran. What it returns was checked, but came from
-    /// the agent: see `core::work_home`.
-    fn work_listing(&mut self) -> impl Future<Output = Result<Option<WorkListing>, BackendError>>;
-    /// Copies to `dest` on this host a git bundle of the bottle's `refs`
-    /// (full names there), without the history `bases` reach (the host
-    /// has it). Bounded in time and size.
+    /// The git repositories under the workspace, as paths relative to it
+    /// (`.` for the workspace itself), at most
+    /// `core::work_home::saved::REPO_DEPTH` levels down; empty when the
+    /// bottle never ran. Bounded in time and size, and checked: see
+    /// `core::work_home::saved::parse_repos`.
+    fn work_repos(&mut self) -> impl Future<Output = Result<Vec<String>, BackendError>>;
+    /// Records the uncommitted work of the git repository `repo` (relative
+    /// to the workspace, `.` for the workspace itself) as a commit (leaving
+    /// the bottle's index and files as they are) and lists its branches;
+    /// `None` when `repo` is not the top of a git work tree or the bottle
+    /// never ran. What it returns was checked, but came from the agent: see
+    /// `core::work_home`.
+    fn work_listing(
+        &mut self,
+        repo: &str,
+    ) -> impl Future<Output = Result<Option<WorkListing>, BackendError>>;
+    /// Copies to `dest` on this host a git bundle of the `refs` (full names
+    /// there) of the bottle's repository `repo`, without the history
+    /// `bases` reach (the host has it). Bounded in time and size.
     fn work_bundle(
         &mut self,
+        repo: &str,
         refs: &[String],
         bases: &[ObjectId],
         dest: &std::path::Path,

@@ -114,20 +114,27 @@ impl BottleHandle for AnyBottle {
         }
     }
 
-    async fn work_listing(&mut self) -> Result<Option<WorkListing>, BackendError> {
+    async fn work_repos(&mut self) -> Result<Vec<String>, BackendError> {
         match self {
-            Self::Docker(bottle) => bottle.work_listing().await,
+            Self::Docker(bottle) => bottle.work_repos().await,
+        }
+    }
+
+    async fn work_listing(&mut self, repo: &str) -> Result<Option<WorkListing>, BackendError> {
+        match self {
+            Self::Docker(bottle) => bottle.work_listing(repo).await,
         }
     }
 
     async fn work_bundle(
         &mut self,
+        repo: &str,
         refs: &[String],
         bases: &[ObjectId],
         dest: &std::path::Path,
     ) -> Result<(), BackendError> {
         match self {
-            Self::Docker(bottle) => bottle.work_bundle(refs, bases, dest).await,
+            Self::Docker(bottle) => bottle.work_bundle(repo, refs, bases, dest).await,
         }
     }
 

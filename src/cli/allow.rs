@@ -315,13 +315,18 @@ mod tests {
             unreachable!()
         }
         fn abandon(&mut self) {}
+        async fn work_repos(&mut self) -> Result<Vec<String>, BackendError> {
+            unreachable!()
+        }
         async fn work_listing(
             &mut self,
+            _: &str,
         ) -> Result<Option<crate::backend::WorkListing>, BackendError> {
             unreachable!()
         }
         async fn work_bundle(
             &mut self,
+            _: &str,
             _: &[String],
             _: &[crate::core::work_home::refs::ObjectId],
             _: &std::path::Path,

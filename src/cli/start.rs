@@ -347,8 +347,13 @@ mod tests {
         fn abandon(&mut self) {
             self.record("abandon");
         }
+        async fn work_repos(&mut self) -> Result<Vec<String>, BackendError> {
+            self.record("work_repos");
+            Ok(Vec::new())
+        }
         async fn work_listing(
             &mut self,
+            _: &str,
         ) -> Result<Option<crate::backend::WorkListing>, BackendError> {
             self.record("work_listing");
             match self.work {
@@ -363,6 +368,7 @@ mod tests {
         }
         async fn work_bundle(
             &mut self,
+            _: &str,
             _: &[String],
             _: &[crate::core::work_home::refs::ObjectId],
             _: &std::path::Path,
@@ -599,7 +605,10 @@ mod tests {
             session_with(false, &[("exec", libc::SIGTERM, "SIGTERM")]).await;
         let err = result.unwrap_err();
         assert_eq!(err.code(), 143);
-        assert_eq!(events, ["start", "exec", "proxy_log", "close"]);
+        assert_eq!(
+            events,
+            ["start", "exec", "work_repos", "proxy_log", "close"]
+        );
         assert!(
             stderr.contains("received SIGTERM; tearing down\n"),
             "{stderr}"
@@ -627,7 +636,17 @@ mod tests {
         assert!(matches!(err, Error::TeardownAbandoned { .. }), "{err}");
         assert_eq!(err.code(), 130);
         assert!(err.hints()[0].contains("claude-bottle cleanup"));
-        assert_eq!(events, ["start", "exec", "proxy_log", "close", "abandon"]);
+        assert_eq!(
+            events,
+            [
+                "start",
+                "exec",
+                "work_repos",
+                "proxy_log",
+                "close",
+                "abandon"
+            ]
+        );
     }
 
     #[tokio::test]

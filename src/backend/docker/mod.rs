@@ -195,17 +195,22 @@ impl BottleHandle for DockerBottle {
         self.session.abandon();
     }
 
-    async fn work_listing(&mut self) -> Result<Option<WorkListing>, BackendError> {
-        self.session.work_listing().await
+    async fn work_repos(&mut self) -> Result<Vec<String>, BackendError> {
+        self.session.work_repos().await
+    }
+
+    async fn work_listing(&mut self, repo: &str) -> Result<Option<WorkListing>, BackendError> {
+        self.session.work_listing(repo).await
     }
 
     async fn work_bundle(
         &mut self,
+        repo: &str,
         refs: &[String],
         bases: &[ObjectId],
         dest: &std::path::Path,
     ) -> Result<(), BackendError> {
-        self.session.work_bundle(refs, bases, dest).await
+        self.session.work_bundle(repo, refs, bases, dest).await
     }
 
     async fn changed_files(&mut self, dest: &std::path::Path) -> Result<(), BackendError> {

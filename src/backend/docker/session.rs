@@ -16,7 +16,7 @@ use super::ledger::{Created, SharedLedger};
 use super::plan::Runtime;
 use super::plan::SessionPlan;
 use super::teardown::{Keep, teardown};
-use super::work_export::{export_bundle, export_changed, list_work};
+use super::work_export::{export_bundle, export_changed, find_repos, list_work};
 use crate::backend::{BackendError, KeptBottle, WorkListing};
 use crate::core::work_home::refs::ObjectId;
 use crate::printer::Printer;
@@ -200,14 +200,33 @@ impl<E: Engine> Session<E> {
         )
     }
 
+    /// The repository `repo` (relative to the workspace) in the container.
+    fn repo_dir(&self, repo: &str) -> String {
+        match repo {
+            "." => self.workspace(),
+            repo => format!("{}/{repo}", self.workspace()),
+        }
+    }
+
+    /// The git repositories under the workspace, relative to it; none
+    /// before the bottle runs.
+    pub async fn work_repos(&self) -> Result<Vec<String>, BackendError> {
+        let Some(started) = &self.started else {
+            return Ok(Vec::new());
+        };
+        find_repos(&self.engine, &started.agent_id, &self.workspace())
+            .await
+            .map_err(|e| BackendError::from_failure(&e))
+    }
+
     /// Records the uncommitted work and lists the branches of the
-    /// workspace's repository; `None` without one, or before the bottle runs.
-    pub async fn work_listing(&self) -> Result<Option<WorkListing>, BackendError> {
+    /// repository `repo`; `None` without one, or before the bottle runs.
+    pub async fn work_listing(&self, repo: &str) -> Result<Option<WorkListing>, BackendError> {
         let Some(started) = &self.started else {
             return Ok(None);
         };
         let name = crate::core::work_home::refs::bottle_name(&started.names.agent);
-        let work = list_work(&self.engine, &started.agent_id, &self.workspace(), name)
+        let work = list_work(&self.engine, &started.agent_id, &self.repo_dir(repo), name)
             .await
             .map_err(|e| BackendError::from_failure(&e))?;
         Ok(work.map(|work| WorkListing {
@@ -216,9 +235,11 @@ impl<E: Engine> Session<E> {
         }))
     }
 
-    /// Copies to `dest` a bundle of `refs` without what `bases` reach.
+    /// Copies to `dest` a bundle of the `refs` of the repository `repo`
+    /// without what `bases` reach.
     pub async fn work_bundle(
         &self,
+        repo: &str,
         refs: &[String],
         bases: &[ObjectId],
         dest: &Path,
@@ -230,7 +251,7 @@ impl<E: Engine> Session<E> {
         export_bundle(
             &self.engine,
             &started.agent_id,
-            &self.workspace(),
+            &self.repo_dir(repo),
             refs,
             bases,
             dest,

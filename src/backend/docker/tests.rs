@@ -1868,13 +1868,13 @@ async fn the_work_is_listed_then_bundled_and_copied_out_of_the_agent() {
         .stdout_replies
         .push_back(b"bundle bytes".to_vec());
     engine.state().calls.clear();
-    let listing = session.work_listing().await.unwrap().unwrap();
+    let listing = session.work_listing(".").await.unwrap().unwrap();
     assert_eq!(listing.bottle, "claude-bottle-reviewer");
     assert_eq!(listing.work.branches[0].name, "main");
     assert_eq!(listing.work.uncommitted.unwrap().as_str(), oid);
     let dest = home.path().join("work.bundle");
     session
-        .work_bundle(&["refs/heads/main".into()], &[], &dest)
+        .work_bundle(".", &["refs/heads/main".into()], &[], &dest)
         .await
         .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), b"bundle bytes");
@@ -1943,6 +1943,47 @@ async fn the_fence_joins_the_started_agent_with_net_admin_alone_and_goes_before_
     session.close().await.unwrap();
 }
 
+/// Without `--cwd`: the repositories under the workspace are found, each
+/// read where it is, and a `find` that failed or a list that is not one is
+/// an error.
+#[tokio::test]
+async fn the_repositories_under_the_workspace_are_found_and_each_read_where_it_is() {
+    use super::client::ExecCapture;
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let session = started(&engine, spec("reviewer", home.path())).await;
+    let reply = |exit_code: i64, stdout: &str| {
+        Ok(ExecCapture {
+            exit_code,
+            stdout: stdout.into(),
+            stderr: "find: './locked': Permission denied\n".into(),
+        })
+    };
+    engine.state().capped_replies.extend([
+        reply(0, "./app/.git\0./.git\0"),
+        reply(0, "not-a-repo\n"),
+        reply(1, "./app/.git\0"),
+        reply(0, "./../up/.git\0"),
+    ]);
+    engine.state().calls.clear();
+    assert_eq!(session.work_repos().await.unwrap(), [".", "app"]);
+    assert_eq!(session.work_listing("app").await.unwrap(), None);
+    let dirs: Vec<String> = engine
+        .state()
+        .calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::ExecCapped { cmd, .. } => cmd.get(4).cloned(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dirs, ["/home/node/workspace", "/home/node/workspace/app"]);
+    let failed = session.work_repos().await.unwrap_err();
+    assert!(failed.message.contains("Permission denied"), "{failed}");
+    let garbled = session.work_repos().await.unwrap_err();
+    assert!(garbled.message.contains("not one"), "{garbled}");
+}
+
 #[tokio::test]
 async fn a_listing_the_bottle_garbled_or_a_git_that_failed_is_an_error() {
     use super::client::ExecCapture;
@@ -1966,16 +2007,16 @@ async fn a_listing_the_bottle_garbled_or_a_git_that_failed_is_an_error() {
             stderr: String::new(),
         }),
     ]);
-    let garbled = session.work_listing().await.unwrap_err();
+    let garbled = session.work_listing(".").await.unwrap_err();
     assert!(garbled.message.contains("malformed line"), "{garbled}");
-    let failed = session.work_listing().await.unwrap_err();
+    let failed = session.work_listing(".").await.unwrap_err();
     assert!(
         failed
             .message
             .contains("git exited with 128: fatal: bad object HEAD"),
         "{failed}"
     );
-    assert_eq!(session.work_listing().await.unwrap(), None);
+    assert_eq!(session.work_listing(".").await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use super::client::{Engine, EngineError, ErrorKind};
 use crate::core::work_home::bottle::{
-    NOT_A_REPO, bundle_command, changed_command, env, list_command,
+    NOT_A_REPO, bundle_command, changed_command, env, list_command, repos_command,
 };
 use crate::core::work_home::refs::{BottleWork, LISTING_LIMIT, ObjectId};
+use crate::core::work_home::saved::{REPO_DEPTH, REPOS_LISTING_LIMIT, parse_repos};
 
+/// How long finding the repositories under the workspace may take.
+pub(crate) const FIND_LIMIT: Duration = Duration::from_secs(120);
 /// How long recording the uncommitted work and listing the branches may take.
 pub(crate) const LIST_LIMIT: Duration = Duration::from_secs(300);
 /// How long writing and copying out the bundle may take.
@@ -43,6 +46,35 @@ fn tail(stderr: &str) -> String {
         .collect::<String>()
         .escape_debug()
         .to_string()
+}
+
+/// The git repositories under `workspace` in `container`, relative to it.
+pub(crate) async fn find_repos<E: Engine>(
+    engine: &E,
+    container: &str,
+    workspace: &str,
+) -> Result<Vec<String>, EngineError> {
+    let operation = "find the git repositories in the bottle's workspace";
+    let out = bounded(
+        operation,
+        FIND_LIMIT,
+        engine.exec_capped(
+            container,
+            repos_command(workspace, REPO_DEPTH),
+            env(),
+            REPOS_LISTING_LIMIT,
+        ),
+    )
+    .await?;
+    // `find` exits non-zero for a directory it could not read, which may
+    // hold a repository: the work is not known to be all there.
+    if out.exit_code != 0 {
+        return Err(failed(
+            operation,
+            format!("it exited with {}: {}", out.exit_code, tail(&out.stderr)),
+        ));
+    }
+    parse_repos(&out.stdout).map_err(|e| failed(operation, e.to_string()))
 }
 
 /// Records the uncommitted work of the repository at `workspace` in

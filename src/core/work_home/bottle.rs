@@ -8,6 +8,8 @@
 //! byte for byte, parent `HEAD`) using a temporary index, so the bottle's
 //! own index and working tree stay as they are, and lists the branches. The
 //! second ([`bundle_command`]) writes a bundle of the refs the host lacks.
+//! Without `--cwd`, [`repos_command`] first finds the repositories the agent
+//! made under its workspace; each then goes through the same two.
 
 /// The ref in the bottle's repository that holds the uncommitted work's
 /// commit while it is bundled.
@@ -50,6 +52,7 @@ if [ "$tree" != "$base" ]; then
   git update-ref "$ref" "$commit" || exit 1
   echo "uncommitted $commit"
 fi
+if branch=$(git symbolic-ref -q HEAD); then echo "head $branch"; fi
 git for-each-ref --format='branch %(objectname) %(objecttype) %(refname)' refs/heads/
 "#;
 
@@ -68,6 +71,14 @@ for arg in "$@"; do
 done
 shift "$n"
 git bundle create -q - "$@"
+"#;
+
+const REPOS_SCRIPT: &str = r#"
+set -u
+workspace=$1 depth=$2
+# No workspace left: nothing in it to save.
+cd "$workspace" 2>/dev/null || exit 0
+find . -xdev -mindepth 1 -maxdepth "$((depth + 1))" -name .git -print0 -prune
 "#;
 
 const CHANGED_SCRIPT: &str = r#"
@@ -117,6 +128,16 @@ pub fn list_command(workspace: &str, bottle: &str) -> Vec<String> {
             format!("Uncommitted work in bottle {bottle}"),
         ],
     )
+}
+
+/// Prints, each ended by a NUL, the `.git` entries (directories, or the
+/// files of worktrees and submodules) of the repositories at most `depth`
+/// levels below `workspace` (`./.git` for the workspace itself), without
+/// looking inside a `.git`: the repositories the agent made in a workspace
+/// that did not come from `--cwd`. Read through
+/// [`super::saved::parse_repos`].
+pub fn repos_command(workspace: &str, depth: usize) -> Vec<String> {
+    sh(REPOS_SCRIPT, [workspace.to_owned(), depth.to_string()])
 }
 
 /// Prints a tar of the files (and symlinks) under `workspace` changed or
@@ -227,14 +248,7 @@ mod tests {
         let repo = HostRepo::discover(&host).unwrap();
         let branches = repo.branches().unwrap();
         let plan = plan("r", &work, &branches).unwrap();
-        let refs: Vec<String> = plan
-            .refs
-            .iter()
-            .map(|r| match &r.source {
-                crate::core::work_home::refs::Source::Branch(b) => format!("refs/heads/{b}"),
-                crate::core::work_home::refs::Source::Uncommitted => UNCOMMITTED_REF.to_owned(),
-            })
-            .collect();
+        let refs: Vec<String> = plan.refs.iter().map(|r| r.source.in_bottle()).collect();
         let bundle = _dir.path().join("work.bundle");
         let bases: Vec<_> = branches.values().cloned().collect();
         let argv = bundle_command(bottle.to_str().unwrap(), &refs, &bases);
@@ -294,6 +308,66 @@ mod tests {
 
     fn plan_again(repo: &HostRepo, work: &BottleWork) -> crate::core::work_home::refs::ImportPlan {
         plan("r", work, &repo.branches().unwrap()).unwrap()
+    }
+
+    /// Without `--cwd`: the repositories the agent made are found (the
+    /// workspace's own, nested ones, a submodule's `.git` file), none deeper
+    /// than the depth and none inside a `.git`; each is bundled with its
+    /// uncommitted work and rebuilt on the "host" under plain branch names,
+    /// `HEAD` on the bottle's branch.
+    #[test]
+    fn the_repositories_of_a_workspace_are_found_and_each_is_bundled_whole() {
+        use crate::core::work_home::refs::bundle_plan;
+        use crate::core::work_home::saved::{REPO_DEPTH, parse_repos};
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        let deep = ws.join("a/b/c/d/e");
+        for repo in [ws.clone(), ws.join("app"), ws.join("x/y/lib"), deep.clone()] {
+            std::fs::create_dir_all(&repo).unwrap();
+            git(&repo, &["init", "-q"]);
+        }
+        std::fs::create_dir_all(ws.join("x/y/lib/.git/inside/.git")).unwrap();
+        std::fs::create_dir_all(ws.join("sub")).unwrap();
+        std::fs::write(ws.join("sub/.git"), "gitdir: ../.git/modules/sub\n").unwrap();
+        let found = run(&repos_command(ws.to_str().unwrap(), REPO_DEPTH));
+        assert_eq!(
+            parse_repos(&found).unwrap(),
+            [".", "app", "sub", "x/y/lib"],
+            "{found:?}"
+        );
+
+        let app = ws.join("app");
+        git(&app, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        git(&app, &["checkout", "-q", "-b", "topic"]);
+        git(&app, &["commit", "-q", "--allow-empty", "-m", "two"]);
+        std::fs::write(app.join("wip.txt"), "wip\n").unwrap();
+        let work = BottleWork::parse(&run(&list_command(app.to_str().unwrap(), "r"))).unwrap();
+        assert_eq!(work.head.as_deref(), Some("topic"));
+        let plan = bundle_plan(&work);
+        let sources: Vec<String> = plan.refs.iter().map(|r| r.source.in_bottle()).collect();
+        let raw = dir.path().join("raw.bundle");
+        std::fs::write(
+            &raw,
+            run_bytes(&bundle_command(app.to_str().unwrap(), &sources, &[])),
+        )
+        .unwrap();
+        let scratch = HostRepo::init_bare(&dir.path().join("scratch"), &plan.refs[0].tip).unwrap();
+        let wrapped: Vec<Option<String>> = sources.into_iter().map(Some).collect();
+        scratch.write_refs(&plan, Some(&raw), &wrapped).unwrap();
+        let saved = dir.path().join("app.bundle");
+        scratch.bundle_branches(&saved, Some("topic")).unwrap();
+        git(
+            dir.path(),
+            &["clone", "-q", saved.to_str().unwrap(), "clone"],
+        );
+        let clone = dir.path().join("clone");
+        assert_eq!(git(&clone, &["branch", "--show-current"]), "topic");
+        assert_eq!(
+            git(&clone, &["log", "--format=%s", "origin/uncommitted"]),
+            "Uncommitted work in bottle r\ntwo\none"
+        );
+        assert_eq!(git(&clone, &["show", "origin/uncommitted:wip.txt"]), "wip");
+        assert_eq!(git(&clone, &["log", "--format=%s", "origin/main"]), "one");
     }
 
     #[test]

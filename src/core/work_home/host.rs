@@ -203,17 +203,7 @@ impl HostRepo {
         bundle_refs: &[Option<String>],
     ) -> Result<Vec<Written>, HostGitError> {
         let host_branches = self.branches()?;
-        let staging = format!("{STAGING}/{}", std::process::id());
-        let outcome = self.fetch_and_create(plan, bundle, bundle_refs, &staging);
-        // Whatever the outcome, the staging refs go.
-        if let Ok(staged) = self.run(
-            &["for-each-ref", "--format=delete %(refname)", &staging],
-            None,
-        ) && !staged.is_empty()
-        {
-            let _ = self.run(&["update-ref", "--stdin"], Some(&staged));
-        }
-        outcome?;
+        self.write_refs(plan, bundle, bundle_refs)?;
         let head = self.head_branch();
         plan.refs
             .iter()
@@ -239,6 +229,80 @@ impl HostRepo {
                 })
             })
             .collect()
+    }
+
+    /// The writing part of [`Self::import`], without the summary.
+    pub fn write_refs(
+        &self,
+        plan: &ImportPlan,
+        bundle: Option<&Path>,
+        bundle_refs: &[Option<String>],
+    ) -> Result<(), HostGitError> {
+        let staging = format!("{STAGING}/{}", std::process::id());
+        let outcome = self.fetch_and_create(plan, bundle, bundle_refs, &staging);
+        // Whatever the outcome, the staging refs go.
+        if let Ok(staged) = self.run(
+            &["for-each-ref", "--format=delete %(refname)", &staging],
+            None,
+        ) && !staged.is_empty()
+        {
+            let _ = self.run(&["update-ref", "--stdin"], Some(&staged));
+        }
+        outcome
+    }
+
+    /// A new, empty bare repository at `dir` (which must not exist or be
+    /// empty), made from no template, for objects named like `like`
+    /// (SHA-1 or SHA-256).
+    pub fn init_bare(dir: &Path, like: &ObjectId) -> Result<Self, HostGitError> {
+        let format = if like.as_str().len() == 64 {
+            "--object-format=sha256"
+        } else {
+            "--object-format=sha1"
+        };
+        let out = git_command()
+            .args([
+                "-c",
+                "init.defaultBranch=main",
+                "init",
+                "-q",
+                "--bare",
+                "--template=",
+            ])
+            .arg(format)
+            .arg(dir)
+            .stdout(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())
+            .and_then(|out| {
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+                }
+            });
+        out.map_err(|detail| HostGitError {
+            repo: dir.display().to_string(),
+            args: "init --bare".into(),
+            detail,
+        })?;
+        Ok(Self {
+            work_tree: dir.to_path_buf(),
+            git_dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Writes to `dest` a bundle of every branch, with `HEAD` on the branch
+    /// `head` when one is given (so `git clone` of it checks that out).
+    pub fn bundle_branches(&self, dest: &Path, head: Option<&str>) -> Result<(), HostGitError> {
+        let dest = dest.to_string_lossy();
+        let mut args = vec!["bundle", "create", "-q", &dest, "--branches"];
+        let head_ref = head.map(|h| format!("refs/heads/{h}"));
+        if let Some(head_ref) = &head_ref {
+            self.run(&["symbolic-ref", "HEAD", head_ref], None)?;
+            args.push("HEAD");
+        }
+        self.run(&args, None).map(drop)
     }
 
     fn fetch_and_create(

@@ -78,6 +78,9 @@ pub struct BottleWork {
     pub branches: Vec<BottleBranch>,
     /// The commit of the uncommitted work, when there was any.
     pub uncommitted: Option<ObjectId>,
+    /// The branch the bottle's `HEAD` is on, when it is on one of
+    /// [`Self::branches`].
+    pub head: Option<String>,
     /// Lines that were left out, and why, for the user to read.
     pub skipped: Vec<String>,
 }
@@ -95,8 +98,8 @@ pub enum ListingError {
 
 impl BottleWork {
     /// Reads the listing the bottle printed: lines `branch <oid> <type>
-    /// <refname>` and at most one `uncommitted <oid>`; anything else is
-    /// malformed. A branch that is not a commit, or whose name git would
+    /// <refname>`, at most one `uncommitted <oid>` and at most one `head
+    /// <refname>`; anything else is malformed. A branch that is not a commit, or whose name git would
     /// refuse or is too long, is skipped and said so.
     pub fn parse(listing: &str) -> Result<Self, ListingError> {
         if listing.len() > LISTING_LIMIT {
@@ -104,6 +107,7 @@ impl BottleWork {
         }
         let malformed = |line: &str| ListingError::Malformed(line.chars().take(120).collect());
         let mut work = Self::default();
+        let mut head: Option<String> = None;
         for line in listing.lines().filter(|l| !l.is_empty()) {
             let mut fields = line.splitn(4, ' ');
             match (fields.next(), fields.next(), fields.next(), fields.next()) {
@@ -136,9 +140,18 @@ impl BottleWork {
                 (Some("uncommitted"), Some(oid), None, None) if work.uncommitted.is_none() => {
                     work.uncommitted = Some(ObjectId::parse(oid).ok_or_else(|| malformed(line))?);
                 }
+                (Some("head"), Some(refname), None, None) if head.is_none() => {
+                    head = Some(refname.to_owned());
+                }
                 _ => return Err(malformed(line)),
             }
         }
+        // Only a branch that is listed, and so checked, names the `HEAD`.
+        work.head = head
+            .as_deref()
+            .and_then(|r| r.strip_prefix("refs/heads/"))
+            .filter(|name| work.branches.iter().any(|b| b.name == *name))
+            .map(str::to_owned);
         Ok(work)
     }
 }
@@ -150,6 +163,16 @@ pub enum Source {
     Branch(String),
     /// The commit of the uncommitted work.
     Uncommitted,
+}
+
+impl Source {
+    /// Its full ref name in the bottle's repository.
+    pub fn in_bottle(&self) -> String {
+        match self {
+            Self::Branch(name) => format!("refs/heads/{name}"),
+            Self::Uncommitted => super::bottle::UNCOMMITTED_REF.to_owned(),
+        }
+    }
 }
 
 /// One ref to write in the host repository.
@@ -237,17 +260,40 @@ pub fn plan(
     } else {
         wanted.clone()
     };
-    let branches: Vec<&BottleBranch> = work
+    Ok(ImportPlan {
+        refs: planned_refs(&format!("refs/heads/{namespace}/"), work, host_branches),
+        taken: (namespace != wanted).then_some(wanted),
+        namespace,
+    })
+}
+
+/// The refs of a bundle that carries the bottle's work by itself (no host
+/// repository to bring it into): every branch under its own name, and the
+/// uncommitted work as one more branch, `uncommitted` unless that name is a
+/// branch's. Its `namespace` is empty.
+pub fn bundle_plan(work: &BottleWork) -> ImportPlan {
+    ImportPlan {
+        namespace: String::new(),
+        taken: None,
+        refs: planned_refs("refs/heads/", work, &BTreeMap::new()),
+    }
+}
+
+/// Every branch of `work` whose tip is not the tip of its namesake in
+/// `host_branches`, and the uncommitted work, as refs named `<prefix><name>`.
+fn planned_refs(
+    prefix: &str,
+    work: &BottleWork,
+    host_branches: &BTreeMap<String, ObjectId>,
+) -> Vec<PlannedRef> {
+    let mut refs: Vec<PlannedRef> = work
         .branches
         .iter()
         .filter(|b| host_branches.get(&b.name) != Some(&b.tip))
-        .collect();
-    let mut refs: Vec<PlannedRef> = branches
-        .iter()
         .map(|b| PlannedRef {
             source: Source::Branch(b.name.clone()),
             tip: b.tip.clone(),
-            target: format!("refs/heads/{namespace}/{}", b.name),
+            target: format!("{prefix}{}", b.name),
         })
         .collect();
     if let Some(tip) = &work.uncommitted {
@@ -266,14 +312,10 @@ pub fn plan(
         refs.push(PlannedRef {
             source: Source::Uncommitted,
             tip: tip.clone(),
-            target: format!("refs/heads/{namespace}/{last}"),
+            target: format!("{prefix}{last}"),
         });
     }
-    Ok(ImportPlan {
-        taken: (namespace != wanted).then_some(wanted),
-        namespace,
-        refs,
-    })
+    refs
 }
 
 /// One ref written, for the summary.
@@ -360,6 +402,7 @@ mod tests {
                 })
                 .collect(),
             uncommitted: uncommitted.map(oid),
+            head: None,
             skipped: vec![],
         }
     }
@@ -464,6 +507,36 @@ mod tests {
             [
                 "`refs/heads/odd` points at a tree, not a commit",
                 "`refs/heads/x.lock` is not a valid branch name"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_head_is_named_only_when_it_is_a_listed_branch() {
+        let a = "a".repeat(40);
+        let on = |head: &str| {
+            BottleWork::parse(&format!(
+                "head {head}\nbranch {a} commit refs/heads/main\nbranch {a} tree refs/heads/odd\n"
+            ))
+            .unwrap()
+            .head
+        };
+        assert_eq!(on("refs/heads/main").as_deref(), Some("main"));
+        assert_eq!(on("refs/heads/odd"), None);
+        assert_eq!(on("refs/heads/gone"), None);
+        assert!(BottleWork::parse("head a\nhead b\n").is_err());
+    }
+
+    #[test]
+    fn a_bundle_plan_names_every_branch_plainly_and_the_uncommitted_work_beside_them() {
+        let p = bundle_plan(&work(&[("main", 'a'), ("uncommitted", 'b')], Some('c')));
+        assert_eq!(p.namespace, "");
+        assert_eq!(
+            targets(&p),
+            [
+                "refs/heads/main",
+                "refs/heads/uncommitted",
+                "refs/heads/uncommitted-2"
             ]
         );
     }
