@@ -26,9 +26,7 @@ use std::time::{Duration, Instant};
 
 use docker_support::daemon::{docker, docker_lines, docker_ok};
 use docker_support::fixture::Fixture;
-use docker_support::lock::{RuntimeLock, SessionLocks};
-use docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE};
-use serde_json::json;
+use docker_support::lock::RuntimeLock;
 
 const AGENT_PREFIX: &str = "ds-";
 const BOTTLES: usize = 50;
@@ -46,22 +44,13 @@ fn require() {
 }
 
 fn fixture(tag: &str) -> Fixture {
-    let fx = Fixture::new(
+    // The gate is a probe: it must outlast every wave.
+    Fixture::stub_session(
         AGENT_PREFIX,
         tag,
-        &[("CLAUDE_BOTTLE_PIPELOCK_IMAGE", PIPELOCK_STANDIN_IMAGE)],
-        SessionLocks::take(),
-    );
-    fx.write_manifest(&json!({
-        "bottles": { "ds": {
-            "image": AGENT_IMAGE,
-            // The gate is a probe: it must outlast every wave.
-            "env": { "CLAUDE_STUB_PROBE_TIMEOUT": "600" },
-            "egress": { "allowlist": ["api.anthropic.com"] }
-        } },
-        "agents": { &fx.agent: { "bottle": "ds" } }
-    }));
-    fx
+        "ds",
+        &[("CLAUDE_STUB_PROBE_TIMEOUT", "600")],
+    )
 }
 
 /// One `start` with its output going to files in the fixture's directory.

@@ -18,6 +18,7 @@
 mod docker_support {
     pub mod daemon;
     pub mod fixture;
+    pub mod git;
     pub mod lock;
     pub mod sessions;
 }
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use docker_support::daemon::{docker, docker_lines, pid_alive};
 use docker_support::fixture::Fixture;
+use docker_support::git::git;
 use docker_support::lock::SessionLocks;
 use docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE, managed_resources};
 use serde_json::{Value, json};
@@ -931,18 +933,9 @@ fn cwd_puts_the_directory_and_its_git_into_the_workspace() {
     let fx = fixture("cwd");
     let work = fx.dir.path().join("work");
     fs::write(work.join("README.md"), "hello\n").unwrap();
-    let git = |args: &[&str]| {
-        let status = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(args)
-            .current_dir(&work)
-            .output()
-            .expect("git runs");
-        assert!(status.status.success(), "git {args:?}: {status:?}");
-    };
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "README.md"]);
-    git(&["commit", "-q", "-m", "first commit"]);
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["add", "README.md"]);
+    git(&work, &["commit", "-q", "-m", "first commit"]);
     let mut args = vec!["start", fx.agent.as_str(), "--yes", "--cwd", "--"];
     args.extend([
         "--stub-sh",

@@ -14,6 +14,7 @@
 mod docker_support {
     pub mod daemon;
     pub mod fixture;
+    pub mod git;
     pub mod lock;
     pub mod sessions;
 }
@@ -25,9 +26,7 @@ use std::time::{Duration, Instant};
 
 use docker_support::daemon::docker_ok;
 use docker_support::fixture::Fixture;
-use docker_support::lock::SessionLocks;
-use docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE};
-use serde_json::json;
+use docker_support::git::{git, git_bytes};
 
 const AGENT_PREFIX: &str = "wh-";
 
@@ -39,19 +38,7 @@ fn require() {
 /// commit (`a.txt`, `gone.txt`, a `.gitignore` of `target/`); see [`cmd`]
 /// for its state directory.
 fn fixture(tag: &str) -> Fixture {
-    let fx = Fixture::new(
-        AGENT_PREFIX,
-        tag,
-        &[("CLAUDE_BOTTLE_PIPELOCK_IMAGE", PIPELOCK_STANDIN_IMAGE)],
-        SessionLocks::take(),
-    );
-    fx.write_manifest(&json!({
-        "bottles": { "wh": {
-            "image": AGENT_IMAGE,
-            "egress": { "allowlist": ["api.anthropic.com"] }
-        } },
-        "agents": { &fx.agent: { "bottle": "wh" } }
-    }));
+    let fx = Fixture::stub_session(AGENT_PREFIX, tag, "wh", &[]);
     let work = work(&fx);
     fs::write(work.join("a.txt"), "a\n").unwrap();
     fs::write(work.join("gone.txt"), "gone\n").unwrap();
@@ -71,27 +58,6 @@ fn cmd(fx: &Fixture, args: &[&str]) -> Command {
 
 fn work(fx: &Fixture) -> PathBuf {
     fx.dir.path().join("work")
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-fn git_bytes(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    out.stdout
 }
 
 /// Bytes no text conversion survives unchanged.
@@ -566,4 +532,165 @@ fn in_a_plain_directory_the_changed_files_are_saved_under_the_state_directory() 
     assert_eq!(fs::read(saved.join("sub/blob.bin")).unwrap(), BINARY);
     assert!(!saved.join("gone.txt").exists(), "untouched files stay out");
     fx.assert_nothing_left();
+}
+
+/// `start` without `--cwd`, the stub running `snippet` in its workspace.
+fn start_without_cwd(fx: &Fixture, snippet: &str) -> Output {
+    let snippet = format!("cd ~/workspace && {snippet}");
+    cmd(
+        fx,
+        &["start", &fx.agent, "--yes", "--", "--stub-sh", &snippet],
+    )
+    .stdin(Stdio::null())
+    .output()
+    .expect("run claude-bottle")
+}
+
+/// The directories of saved bundles under the fixture's state directory.
+fn bundle_dirs(fx: &Fixture) -> Vec<PathBuf> {
+    let root = fx.dir.path().join("state/claude-bottle/bundles");
+    let Ok(entries) = fs::read_dir(&root) else {
+        return Vec::new();
+    };
+    entries.map(|e| e.unwrap().path()).collect()
+}
+
+/// What the stub `claude` does without `--cwd`: a repository `app` with a
+/// commit on `main`, a branch `topic` with another, a staged file, an
+/// unstaged edit and an untracked binary file; and a repository
+/// `libs/util` with one commit on `trunk`.
+const AGENT_REPOS: &str = "set -e
+mkdir app && cd app && git init -q -b main
+git config user.email agent@bottle && git config user.name agent
+echo a > a.txt && git add a.txt && git commit -qm 'first on main'
+git checkout -qb topic && echo t > t.txt && git add t.txt && git commit -qm 'on topic'
+echo staged > staged.txt && git add staged.txt
+echo wip >> a.txt
+printf 'BINARY' > blob.bin
+mkdir -p ../libs/util && cd ../libs/util && git init -q -b trunk
+git -c user.email=a@b -c user.name=a commit -q --allow-empty -m util";
+
+/// Without `--cwd`, each repository the agent made is saved as a bundle
+/// under the state directory, the path is printed with how to use it, and
+/// `git clone` of it on the host has every commit, with the uncommitted
+/// work (binary files byte for byte) on a branch of its own.
+#[test]
+fn without_cwd_the_repositories_the_agent_made_are_saved_as_bundles() {
+    require();
+    let fx = Fixture::stub_session(AGENT_PREFIX, "bundles", "wh", &[]);
+    let out = start_without_cwd(&fx, &AGENT_REPOS.replace("BINARY", BINARY_PRINTF));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert_probe_ok(&String::from_utf8_lossy(&out.stdout));
+    let dirs = bundle_dirs(&fx);
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let (app, util) = (dirs[0].join("app.bundle"), dirs[0].join("libs-util.bundle"));
+    for line in [
+        "saved the git repositories the agent made as bundles, with every branch:".to_owned(),
+        "  `app` (branches `main`, `topic`; the uncommitted work as branch `uncommitted`):"
+            .to_owned(),
+        format!("    `git clone {}`", app.display()),
+        "  `libs/util` (branches `trunk`):".to_owned(),
+        format!("    {}", util.display()),
+    ] {
+        assert!(stderr.contains(&line), "missing {line:?} in:\n{stderr}");
+    }
+
+    let host = fx.dir.path();
+    git(host, &["clone", "-q", app.to_str().unwrap(), "app"]);
+    let clone = host.join("app");
+    assert_eq!(
+        git(&clone, &["branch", "--show-current"]),
+        "topic",
+        "the bottle's HEAD"
+    );
+    assert_eq!(
+        git(&clone, &["log", "--format=%s", "origin/main"]),
+        "first on main"
+    );
+    assert_eq!(
+        git(&clone, &["log", "--format=%s", "origin/topic"]),
+        "on topic\nfirst on main"
+    );
+    assert_eq!(
+        git(&clone, &["rev-parse", "origin/uncommitted~1"]),
+        git(&clone, &["rev-parse", "origin/topic"]),
+        "the uncommitted work's parent is the bottle's HEAD"
+    );
+    assert_eq!(
+        git(
+            &clone,
+            &[
+                "diff",
+                "--name-status",
+                "origin/topic",
+                "origin/uncommitted"
+            ]
+        ),
+        "M\ta.txt\nA\tblob.bin\nA\tstaged.txt"
+    );
+    assert_eq!(git(&clone, &["show", "origin/uncommitted:a.txt"]), "a\nwip");
+    assert_eq!(
+        git_bytes(&clone, &["show", "origin/uncommitted:blob.bin"]),
+        BINARY
+    );
+    // The other way the summary gives: fetched into a repository.
+    let work = work(&fx);
+    git(&work, &["init", "-q"]);
+    git(
+        &work,
+        &[
+            "fetch",
+            "-q",
+            util.to_str().unwrap(),
+            "refs/heads/*:refs/remotes/bottle/*",
+        ],
+    );
+    assert_eq!(git(&work, &["log", "--format=%s", "bottle/trunk"]), "util");
+    fx.assert_nothing_left();
+}
+
+/// Without `--cwd`, a session whose agent made no repository says nothing
+/// of bundles and saves nothing.
+#[test]
+fn without_cwd_and_no_repository_nothing_is_said_or_saved() {
+    require();
+    let fx = Fixture::stub_session(AGENT_PREFIX, "norepo", "wh", &[]);
+    let out = start_without_cwd(&fx, "mkdir plain && echo x > plain/f");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert_probe_ok(&String::from_utf8_lossy(&out.stdout));
+    assert!(!stderr.contains("bundle"), "{stderr}");
+    assert_eq!(bundle_dirs(&fx), Vec::<PathBuf>::new());
+    fx.assert_nothing_left();
+}
+
+/// Without `--cwd`, when the repositories cannot all be found (a directory
+/// the agent made unreadable may hold one), the container is kept with its
+/// work, as with `--cwd`.
+#[test]
+fn without_cwd_a_workspace_that_cannot_be_searched_keeps_the_container() {
+    require();
+    let fx = Fixture::stub_session(AGENT_PREFIX, "unread", "wh", &[]);
+    let out = start_without_cwd(
+        &fx,
+        "mkdir -p locked/repo && git init -q locked/repo && chmod 000 locked",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains(
+            "error: the agent's work did not come home: could not find the git repositories in the bottle's workspace"
+        ),
+        "{stderr}"
+    );
+    let container = format!("claude-bottle-{}", fx.agent);
+    assert!(
+        stderr.contains(&format!("its container `{container}` is kept")),
+        "{stderr}"
+    );
+    let (containers, networks) = fx.leftovers();
+    assert_eq!(containers, [container], "only the agent stays");
+    assert!(networks.is_empty(), "{networks:?}");
+    assert_eq!(bundle_dirs(&fx), Vec::<PathBuf>::new());
 }

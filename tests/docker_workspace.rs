@@ -12,64 +12,24 @@
 mod docker_support {
     pub mod daemon;
     pub mod fixture;
+    pub mod git;
     pub mod lock;
     pub mod sessions;
 }
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use docker_support::fixture::Fixture;
-use docker_support::lock::SessionLocks;
-use docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE};
-use serde_json::{Value, json};
+use docker_support::git::git;
+use serde_json::Value;
 
 const AGENT_PREFIX: &str = "dws-";
 
 fn fixture(tag: &str) -> Fixture {
     docker_support::fixture::require("docker_workspace", AGENT_PREFIX);
-    let fx = Fixture::new(
-        AGENT_PREFIX,
-        tag,
-        &[("CLAUDE_BOTTLE_PIPELOCK_IMAGE", PIPELOCK_STANDIN_IMAGE)],
-        SessionLocks::take(),
-    );
-    fx.write_manifest(&json!({
-        "bottles": { "dws": {
-            "image": AGENT_IMAGE,
-            "egress": { "allowlist": ["api.anthropic.com"] }
-        } },
-        "agents": { &fx.agent: { "bottle": "dws" } }
-    }));
-    fx
-}
-
-/// Runs git in `dir` as a user would, with a fixed identity; its stdout.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "protocol.file.allow=always",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("git runs");
-    assert!(
-        output.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    Fixture::stub_session(AGENT_PREFIX, tag, "dws", &[])
 }
 
 fn write(path: &Path, content: &str) {
@@ -145,7 +105,11 @@ fn ignored_files_never_enter_the_bottle_and_git_sees_what_the_host_sees() {
         "the plan says what goes in:\n{plan}"
     );
     let parts: Vec<&str> = inside.split("---\n").collect();
-    assert_eq!(parts[0], on_host, "git status inside and on the host");
+    assert_eq!(
+        parts[0].trim_end(),
+        on_host,
+        "git status inside and on the host"
+    );
     assert_eq!(
         parts[1].lines().collect::<Vec<_>>(),
         [".git", ".gitignore", "notes.md", "src"]
@@ -187,7 +151,7 @@ fn a_linked_worktree_works_in_the_bottle() {
     );
     assert!(plan.contains("git worktree of `"), "{plan}");
     let parts: Vec<&str> = inside.split("---\n").collect();
-    assert_eq!(parts[0], on_host);
+    assert_eq!(parts[0].trim_end(), on_host);
     assert_eq!(
         parts[1].lines().collect::<Vec<_>>(),
         ["on the feature branch", "first", "feature"]
@@ -232,11 +196,11 @@ fn a_repository_with_a_submodule_works_in_the_bottle() {
          test ! -e target && echo no-target",
     );
     let parts: Vec<&str> = inside.split("---\n").collect();
-    assert_eq!(parts[0], on_host);
+    assert_eq!(parts[0].trim_end(), on_host);
     assert_eq!(
         parts[1].lines().collect::<Vec<_>>(),
         ["add the library", "first"]
     );
-    assert_eq!(parts[2], sub_on_host);
+    assert_eq!(parts[2].trim_end(), sub_on_host);
     assert_eq!(parts[3].lines().collect::<Vec<_>>(), ["first", "no-target"]);
 }

@@ -27,6 +27,7 @@
 
 mod docker_support {
     pub mod daemon;
+    pub mod git;
     pub mod lock;
     pub mod sessions;
     pub mod test_resources;
@@ -36,11 +37,12 @@ mod e2e_support;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde_json::{Value, json};
 
 use docker_support::daemon::{docker, docker_lines, remove_resources};
+use docker_support::git::git;
 use docker_support::lock::SessionLocks;
 use docker_support::sessions::{containers_with, networks_with};
 use e2e_support::docker::{inspect, sweep_stale};
@@ -91,13 +93,7 @@ fn provisioned_dirs() -> SessionDirs {
         &["add", "README.md"],
         &["commit", "-q", "-m", "first commit"],
     ] {
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(args)
-            .current_dir(dirs.work())
-            .output()
-            .expect("run git");
-        assert!(out.status.success(), "git {args:?}: {out:?}");
+        git(&dirs.work(), args);
     }
     dirs
 }

@@ -64,6 +64,41 @@ impl Fixture {
         }
     }
 
+    /// A fixture for a session of the stub `claude` behind the pipelock
+    /// stand-in: its manifest has one bottle named `bottle`, of the agent
+    /// image, allowing `api.anthropic.com`, with `bottle_env` as its `env`,
+    /// and the fixture's agent in it. Holds the session locks.
+    #[allow(
+        dead_code,
+        reason = "only the binaries that run plain stub sessions use it"
+    )]
+    pub fn stub_session(
+        agent_prefix: &str,
+        tag: &str,
+        bottle: &str,
+        bottle_env: &[(&str, &str)],
+    ) -> Self {
+        let fx = Self::new(
+            agent_prefix,
+            tag,
+            &[("CLAUDE_BOTTLE_PIPELOCK_IMAGE", PIPELOCK_STANDIN_IMAGE)],
+            SessionLocks::take(),
+        );
+        let env: serde_json::Map<String, Value> = bottle_env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+            .collect();
+        fx.write_manifest(&serde_json::json!({
+            "bottles": { bottle: {
+                "image": AGENT_IMAGE,
+                "env": env,
+                "egress": { "allowlist": ["api.anthropic.com"] }
+            } },
+            "agents": { &fx.agent: { "bottle": bottle } }
+        }));
+        fx
+    }
+
     pub fn write_manifest(&self, manifest: &Value) {
         fs::write(
             self.dir.path().join("manifest.json"),
