@@ -117,13 +117,18 @@ fn start(fx: &Fixture, snippet: &str) -> Output {
 }
 
 /// The stub's report of its first probe: it must have done its work.
-fn assert_probe_ok(stdout: &str) {
+/// Returns what the probe printed.
+fn assert_probe_ok(stdout: &str) -> String {
     let line = stdout
         .lines()
         .find_map(|l| l.trim_end_matches('\r').strip_prefix("CLAUDE_STUB_REPORT "))
         .unwrap_or_else(|| panic!("no report in:\n{stdout}"));
     let report: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(report["probes"][0]["exit"], 0, "{}", report["probes"][0]);
+    report["probes"][0]["stdout"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn name_of(fx: &Fixture) -> String {
@@ -693,4 +698,77 @@ fn without_cwd_a_workspace_that_cannot_be_searched_keeps_the_container() {
     assert_eq!(containers, [container], "only the agent stays");
     assert!(networks.is_empty(), "{networks:?}");
     assert_eq!(bundle_dirs(&fx), Vec::<PathBuf>::new());
+}
+
+/// A `--cwd` below the top of a work tree: the bottle gets the repository
+/// with only that directory checked out, Claude works there, git sees
+/// nothing changed, and the agent's commits and uncommitted work come home
+/// to the host repository, with nothing outside the directory recorded as
+/// changed and the host's checkout as it was.
+#[test]
+fn from_a_subdirectory_of_a_work_tree_the_work_comes_home_too() {
+    require();
+    let fx = fixture("subdir");
+    let work = work(&fx);
+    let app = work.join("app");
+    fs::create_dir_all(&app).unwrap();
+    fs::write(app.join("app.txt"), "app\n").unwrap();
+    git(&work, &["add", "app"]);
+    git(&work, &["commit", "-q", "-m", "app"]);
+    let before = host_view(&work);
+    let snippet = "set -e
+pwd
+git status --porcelain
+test ! -e ../a.txt
+git config user.email agent@bottle && git config user.name agent
+git checkout -qb feature && echo more >> app.txt && git commit -qam 'agent in app'
+echo wip > wip.txt";
+    let out = cmd(
+        &fx,
+        &[
+            "start",
+            &fx.agent,
+            "--yes",
+            "--cwd",
+            "--",
+            "--stub-sh",
+            snippet,
+        ],
+    )
+    .current_dir(&app)
+    .stdin(Stdio::null())
+    .output()
+    .expect("run claude-bottle");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert_eq!(
+        assert_probe_ok(&String::from_utf8_lossy(&out.stdout)),
+        "/home/node/workspace/app\n",
+        "Claude works in the directory, and git there sees nothing changed"
+    );
+    assert!(
+        stderr.contains(
+            "with its repository (all of its history) and only this directory checked out"
+        ),
+        "the plan says what goes in:\n{stderr}"
+    );
+    let ns = format!("bottle/{}", name_of(&fx));
+    assert_eq!(
+        git(&work, &["log", "--format=%s", &format!("{ns}/feature")]),
+        "agent in app\napp\nhost"
+    );
+    assert_eq!(
+        git(
+            &work,
+            &[
+                "diff",
+                "--name-status",
+                &format!("{ns}/feature"),
+                &format!("{ns}/uncommitted")
+            ]
+        ),
+        "A\tapp/wip.txt"
+    );
+    assert_eq!(host_view(&work), before, "the host's checkout changed");
+    fx.assert_nothing_left();
 }

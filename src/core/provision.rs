@@ -66,6 +66,16 @@ pub struct ProvisionSet {
     pub prompt_file: Option<String>,
 }
 
+impl ProvisionSet {
+    /// The `--cwd` workspace, when there is one.
+    pub fn workspace(&self) -> Option<&workspace::Workspace> {
+        self.items.iter().find_map(|item| match &item.source {
+            Source::Workspace(workspace) => Some(workspace.as_ref()),
+            _ => None,
+        })
+    }
+}
+
 /// The prompt file, relative to the container home.
 pub const PROMPT_FILE_NAME: &str = ".claude-bottle-prompt.txt";
 const DIR_MODE: u32 = 0o755;

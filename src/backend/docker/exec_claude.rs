@@ -17,9 +17,11 @@ pub(crate) const DETACH_KEYS: &str = "ctrl-_,ctrl-^,ctrl-_";
 /// The `docker exec` argument list that runs Claude (SPEC §6 "Running
 /// Claude"). Each of `exec_env` is passed as `-e NAME` alone: its value
 /// reaches the CLI through its environment ([`claude_command`]).
+/// Claude works in `workdir`: the workspace, or the directory of it that
+/// `--cwd` named (see `Workspace::subdir`).
 pub(crate) fn exec_args(
     container: &str,
-    container_home: &str,
+    workdir: &str,
     prompt_file: Option<&str>,
     remote_control: bool,
     claude_args: &[String],
@@ -37,7 +39,7 @@ pub(crate) fn exec_args(
         "-u".into(),
         container_user(),
         "-w".into(),
-        format!("{}/workspace", container_home.trim_end_matches('/')),
+        workdir.into(),
     ]);
     for pair in exec_env {
         argv.push("-e".into());

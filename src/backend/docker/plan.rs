@@ -695,15 +695,7 @@ impl fmt::Display for SessionPlan {
                     .collect(),
             ),
         )?;
-        let workspace = self
-            .provision
-            .items
-            .iter()
-            .find_map(|item| match &item.source {
-                provision::Source::Workspace(workspace) => Some(workspace),
-                _ => None,
-            });
-        let cwd = workspace.map_or_else(
+        let cwd = self.provision.workspace().map_or_else(
             || "(none)".to_owned(),
             |w| format!("{} ({})", w.root.display(), w.describe()),
         );

@@ -134,7 +134,7 @@ impl<E: Engine> Session<E> {
         let exec_env = crate::core::agent_env::exec_env(&self.plan.spec.env);
         let argv = exec_args(
             &started.names.agent,
-            &self.plan.container_home,
+            &self.claude_dir(),
             started.prompt_file.as_deref(),
             self.plan.spec.remote_control,
             args,
@@ -200,6 +200,23 @@ impl<E: Engine> Session<E> {
         )
     }
 
+    /// The directory of the workspace `--cwd` named, relative to it, when
+    /// it is not the workspace itself (a directory inside a git work tree).
+    fn subdir(&self) -> Option<String> {
+        let sub = self.plan.provision.workspace()?.subdir()?;
+        // A path that is no UTF-8 cannot be named to the engine: Claude
+        // then starts at the top of the workspace.
+        sub.to_str().map(str::to_owned)
+    }
+
+    /// Where Claude works in the container.
+    fn claude_dir(&self) -> String {
+        match self.subdir() {
+            Some(sub) => format!("{}/{sub}", self.workspace()),
+            None => self.workspace(),
+        }
+    }
+
     /// The repository `repo` (relative to the workspace) in the container.
     fn repo_dir(&self, repo: &str) -> String {
         match repo {
@@ -226,9 +243,20 @@ impl<E: Engine> Session<E> {
             return Ok(None);
         };
         let name = crate::core::work_home::refs::bottle_name(&started.names.agent);
-        let work = list_work(&self.engine, &started.agent_id, &self.repo_dir(repo), name)
-            .await
-            .map_err(|e| BackendError::from_failure(&e))?;
+        // The uncommitted work of a sparse checkout is what is checked out.
+        let scope = match repo {
+            "." => self.subdir().unwrap_or_else(|| ".".to_owned()),
+            _ => ".".to_owned(),
+        };
+        let work = list_work(
+            &self.engine,
+            &started.agent_id,
+            &self.repo_dir(repo),
+            &scope,
+            name,
+        )
+        .await
+        .map_err(|e| BackendError::from_failure(&e))?;
         Ok(work.map(|work| WorkListing {
             bottle: started.names.agent.clone(),
             work,

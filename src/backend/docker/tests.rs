@@ -1447,7 +1447,7 @@ fn exec_line_follows_the_terminal_and_the_prompt() {
     let args = vec!["-p".to_owned(), "hello".to_owned()];
     let line = super::exec_claude::exec_args(
         "claude-bottle-a",
-        "/home/node",
+        "/home/node/workspace",
         Some("/home/node/.claude-bottle-prompt.txt"),
         false,
         &args,
@@ -1458,10 +1458,18 @@ fn exec_line_follows_the_terminal_and_the_prompt() {
         line.join(" "),
         "exec -i -t --detach-keys ctrl-_,ctrl-^,ctrl-_ -u 1000:1000 -w /home/node/workspace claude-bottle-a claude --append-system-prompt-file /home/node/.claude-bottle-prompt.txt -p hello"
     );
-    let line = super::exec_claude::exec_args("c", "/home/node/", None, true, &args, false, &[]);
+    let line = super::exec_claude::exec_args(
+        "c",
+        "/home/node/workspace/sub dir",
+        None,
+        true,
+        &args,
+        false,
+        &[],
+    );
     assert_eq!(
         line.join(" "),
-        "exec -i --detach-keys ctrl-_,ctrl-^,ctrl-_ -u 1000:1000 -w /home/node/workspace c claude remote-control -p hello"
+        "exec -i --detach-keys ctrl-_,ctrl-^,ctrl-_ -u 1000:1000 -w /home/node/workspace/sub dir c claude remote-control -p hello"
     );
 }
 
@@ -1479,7 +1487,7 @@ fn secrets_reach_the_exec_by_name_with_values_only_in_the_clis_environment() {
     let exec_env = crate::core::agent_env::exec_env(&spec.env);
     let argv = super::exec_claude::exec_args(
         "claude-bottle-reviewer",
-        "/home/node",
+        "/home/node/workspace",
         None,
         false,
         &["-p".to_owned(), "hi".to_owned()],

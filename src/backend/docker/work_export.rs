@@ -77,13 +77,14 @@ pub(crate) async fn find_repos<E: Engine>(
     parse_repos(&out.stdout).map_err(|e| failed(operation, e.to_string()))
 }
 
-/// Records the uncommitted work of the repository at `workspace` in
-/// `container` as a commit and lists its branches; `None` when the
-/// workspace is not a git work tree.
+/// Records the uncommitted work under `scope` of the repository at
+/// `workspace` in `container` as a commit and lists its branches; `None`
+/// when the workspace is not a git work tree.
 pub(crate) async fn list_work<E: Engine>(
     engine: &E,
     container: &str,
     workspace: &str,
+    scope: &str,
     bottle: &str,
 ) -> Result<Option<BottleWork>, EngineError> {
     let operation = "read the bottle's git repository";
@@ -92,7 +93,7 @@ pub(crate) async fn list_work<E: Engine>(
         LIST_LIMIT,
         engine.exec_capped(
             container,
-            list_command(workspace, bottle),
+            list_command(workspace, scope, bottle),
             env(),
             LISTING_LIMIT,
         ),

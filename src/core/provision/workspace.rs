@@ -40,9 +40,11 @@ pub enum Kind {
     /// A linked worktree (`git worktree add`) of the repository whose
     /// common git directory is `common`, copied as a repository of its own.
     LinkedWorktree { common: PathBuf },
-    /// A directory below the top of the git work tree `top`: ignored files
-    /// are left out, and the repository stays on the host.
-    InsideGit { top: PathBuf },
+    /// The directory `sub` below the top of the git work tree `top`. The
+    /// workspace is the top, with its repository, and only `sub` checked
+    /// out (a sparse checkout: the index marks every other path
+    /// `skip-worktree`); Claude works in `sub`.
+    InsideGit { top: PathBuf, sub: PathBuf },
 }
 
 /// One path of the workspace.
@@ -119,10 +121,16 @@ pub fn select(root: &Path, host_home: &Path) -> Result<Workspace, WorkspaceError
     let mut selector = Selector::default();
     let kind = match fs::symlink_metadata(root.join(".git")) {
         Ok(_) => selector.work_tree(root, Path::new(""), true)?,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => match git_top_level(root, host_home) {
-            Some(top) => {
-                selector.work_tree(root, Path::new(""), false)?;
-                Kind::InsideGit { top }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => match git_top_level(root, host_home)
+            .and_then(|top| {
+                let sub = canonical(root).ok()?.strip_prefix(&top).ok()?.to_path_buf();
+                Some((top, sub))
+            }) {
+            Some((top, sub)) => {
+                selector.repository(&top, Path::new(""))?;
+                selector.work_tree(root, &sub, false)?;
+                selector.sparse(&top, &sub)?;
+                Kind::InsideGit { top, sub }
             }
             None => {
                 selector.walk(root, Path::new(""), &|_| false)?;
@@ -164,6 +172,15 @@ pub fn walk(root: &Path) -> Result<Vec<Entry>, WorkspaceError> {
 }
 
 impl Workspace {
+    /// The directory Claude works in, relative to the workspace, when it
+    /// is not the workspace itself.
+    pub fn subdir(&self) -> Option<&Path> {
+        match &self.kind {
+            Kind::InsideGit { sub, .. } => Some(sub),
+            _ => None,
+        }
+    }
+
     /// What the plan says of the workspace after its path.
     pub fn describe(&self) -> String {
         let size = format!(
@@ -183,8 +200,8 @@ impl Workspace {
                 "git worktree of `{}`, with its repository: {size}; ignored files stay on the host",
                 common.display()
             ),
-            Kind::InsideGit { top } => format!(
-                "inside the git work tree `{}`: {size}; ignored files and the repository stay on the host",
+            Kind::InsideGit { top, .. } => format!(
+                "inside the git work tree `{}`, with its repository (all of its history) and only this directory checked out: {size}; ignored files stay on the host",
                 top.display()
             ),
         }
@@ -346,6 +363,61 @@ impl Selector {
         Ok(kind)
     }
 
+    /// Makes the repository copied at the workspace's `.git` (of the work
+    /// tree `top`) a sparse checkout of `sub`: non-cone patterns naming
+    /// `sub` and the tracked `.gitignore` and `.gitattributes` of the
+    /// directories above it (copied in too, so their rules hold in the
+    /// bottle) in `info/sparse-checkout`, in place of any the host has;
+    /// `core.sparseCheckout` on; and the index with every other path marked
+    /// `skip-worktree`, so git in the bottle takes the files it does not
+    /// have for unchanged.
+    fn sparse(&mut self, top: &Path, sub: &Path) -> Result<(), WorkspaceError> {
+        let dest_git = PathBuf::from(".git");
+        let index = dest_git.join("index");
+        let (marked, rules) = match self.entries.iter().find(|e| e.dest == index) {
+            Some(entry) => skip_worktree_index(top, &entry.host.clone(), sub)?,
+            // No index (nothing was ever added): nothing to mark.
+            None => (None, Vec::new()),
+        };
+        let mut patterns = sparse_pattern(sub, true);
+        for rule in &rules {
+            let host = top.join(rule);
+            if let Ok(metadata) = fs::symlink_metadata(&host)
+                && metadata.is_file()
+            {
+                self.push(rule.clone(), host, EntryKind::File, metadata.len());
+                patterns.extend(sparse_pattern(rule, false));
+            }
+        }
+        self.set_generated(dest_git.join("info/sparse-checkout"), top, patterns);
+        self.override_config(
+            &dest_git,
+            top,
+            b"\n[core]\n\tsparseCheckout = true\n\tsparseCheckoutCone = false\n",
+        )?;
+        if let Some(marked) = marked {
+            self.set_generated(index, top, marked);
+        }
+        Ok(())
+    }
+
+    /// Puts `content` at `dest` in the workspace, in place of what was
+    /// selected there; `host` is what it stands for, for messages.
+    fn set_generated(&mut self, dest: PathBuf, host: &Path, content: Vec<u8>) {
+        let size = content.len() as u64;
+        if let Some(entry) = self.entries.iter_mut().find(|e| e.dest == dest) {
+            let old = match &entry.kind {
+                EntryKind::File => fs::symlink_metadata(&entry.host).map_or(0, |m| m.len()),
+                EntryKind::Generated(bytes) => bytes.len() as u64,
+                _ => 0,
+            };
+            self.bytes = self.bytes - old + size;
+            entry.kind = EntryKind::Generated(content);
+        } else {
+            self.push(dest, host.to_path_buf(), EntryKind::Generated(content), 0);
+        }
+    }
+
     /// Where the copy of the host git directory `git_dir` is, if it was copied.
     fn copy_of(&self, git_dir: &Path) -> Option<PathBuf> {
         let (host, dest) = self
@@ -374,7 +446,12 @@ impl Selector {
             return Ok(());
         };
         let host = entry.host.clone();
-        let mut content = read_small(&host)?;
+        // Overridden already (a worktree's, then for a sparse checkout):
+        // the override goes on.
+        let mut content = match &entry.kind {
+            EntryKind::Generated(bytes) => bytes.clone(),
+            _ => read_small(&host)?,
+        };
         content.extend_from_slice(extra);
         let old = match &entry.kind {
             EntryKind::File => fs::symlink_metadata(&host).map_or(0, |m| m.len()),
@@ -657,6 +734,138 @@ fn ls_files(dir: &Path) -> Result<Vec<Vec<u8>>, WorkspaceError> {
     Ok(paths)
 }
 
+/// A sparse-checkout pattern (gitignore syntax, anchored) for the path
+/// `relative`: a directory and all below it, or the one file.
+fn sparse_pattern(relative: &Path, dir: bool) -> Vec<u8> {
+    let mut pattern = b"/".to_vec();
+    for byte in relative.as_os_str().as_bytes() {
+        if matches!(byte, b'\\' | b'*' | b'?' | b'[' | b'!' | b'#' | b' ') {
+            pattern.push(b'\\');
+        }
+        pattern.push(*byte);
+    }
+    if dir {
+        pattern.push(b'/');
+    }
+    pattern.push(b'\n');
+    pattern
+}
+
+/// A copy of the index file `index` of the work tree `top` in which every
+/// path outside `sub` is marked `skip-worktree`, but for the `.gitignore`
+/// and `.gitattributes` of the directories above `sub`, which are returned
+/// (those the index tracks) to be checked out too. Made by `git
+/// update-index` on a scratch copy: the host's index is only read; no hook
+/// runs, and the copy is written whole (never split or sparse).
+fn skip_worktree_index(
+    top: &Path,
+    index: &Path,
+    sub: &Path,
+) -> Result<(Option<Vec<u8>>, Vec<PathBuf>), WorkspaceError> {
+    let scratch = tempfile::Builder::new()
+        .prefix("claude-bottle-index-")
+        .tempdir()
+        .map_err(|source| WorkspaceError::Read {
+            path: index.to_path_buf(),
+            source,
+        })?;
+    let copy = scratch.path().join("index");
+    fs::copy(index, &copy).map_err(|source| WorkspaceError::Read {
+        path: index.to_path_buf(),
+        source,
+    })?;
+    let failed = |detail: String| WorkspaceError::GitFailed {
+        path: top.to_path_buf(),
+        detail,
+    };
+    let run = |args: &[&str], input: Option<Vec<u8>>| -> Result<Vec<u8>, WorkspaceError> {
+        let mut command = git(top);
+        command
+            .env("GIT_INDEX_FILE", &copy)
+            .args([
+                "-c",
+                "core.hooksPath=/dev/null",
+                "-c",
+                "core.splitIndex=false",
+            ])
+            .args(["-c", "index.sparse=false"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if input.is_some() {
+            command.stdin(Stdio::piped());
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|source| WorkspaceError::GitNotRun {
+                path: top.to_path_buf(),
+                source,
+            })?;
+        // From a thread of its own: git may answer before it has read all.
+        let writer = input.zip(child.stdin.take()).map(|(input, mut stdin)| {
+            std::thread::spawn(move || io::Write::write_all(&mut stdin, &input))
+        });
+        let output = child
+            .wait_with_output()
+            .map_err(|e| failed(e.to_string()))?;
+        if let Some(writer) = writer {
+            writer
+                .join()
+                .map_err(|_| failed("could not write to git".to_owned()))?
+                .map_err(|e| failed(format!("could not write to git: {e}")))?;
+        }
+        if !output.status.success() {
+            return Err(failed(
+                String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            ));
+        }
+        Ok(output.stdout)
+    };
+    let rules: Vec<PathBuf> = sub
+        .ancestors()
+        .skip(1)
+        .flat_map(|dir| [dir.join(".gitignore"), dir.join(".gitattributes")])
+        .collect();
+    let listed = run(&["ls-files", "-z", "--cached", "--full-name"], None)?;
+    let mut inside = sub.as_os_str().as_bytes().to_vec();
+    inside.push(b'/');
+    let mut outside = Vec::new();
+    let mut tracked_rules = Vec::new();
+    let mut last: &[u8] = b"";
+    for path in listed.split(|&b| b == 0).filter(|p| !p.is_empty()) {
+        // An unmerged path is listed once per stage.
+        if path == last || path.starts_with(&inside) {
+            continue;
+        }
+        last = path;
+        let as_path = Path::new(OsStr::from_bytes(path));
+        if rules.iter().any(|r| r == as_path) {
+            tracked_rules.push(as_path.to_path_buf());
+        } else {
+            outside.extend_from_slice(path);
+            outside.push(0);
+        }
+    }
+    if outside.is_empty() {
+        return Ok((None, tracked_rules));
+    }
+    run(
+        &[
+            "update-index",
+            "--no-split-index",
+            "--skip-worktree",
+            "-z",
+            "--stdin",
+        ],
+        Some(outside),
+    )?;
+    let marked = fs::read(&copy).map_err(|source| WorkspaceError::Read {
+        path: copy.clone(),
+        source,
+    })?;
+    Ok((Some(marked), tracked_rules))
+}
+
 /// The top of the git work tree `dir` lies in, when there is one and git
 /// runs. A work tree whose top is the home directory (or above it), such
 /// as a repository of dotfiles, does not count: its ignore rules are about
@@ -889,20 +1098,72 @@ pub(crate) mod tests {
         );
     }
 
+    /// A subdirectory of a work tree: the workspace is the top, with the
+    /// repository, only the subdirectory's files (and the ignore rules
+    /// above it) checked out, and git there sees the subdirectory as the
+    /// host does and nothing outside it changed.
     #[test]
-    fn a_subdirectory_of_a_work_tree_leaves_ignored_files_and_the_repository_behind() {
+    fn a_subdirectory_of_a_work_tree_carries_the_repository_with_only_itself_checked_out() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().join("repo");
         project(&root);
-        write(&root.join("src/.env"), "SECRET=1\n");
-        let workspace = select(&root.join("src"), tmp.path()).expect("select");
+        write(&root.join("docs/guide.md"), "guide\n");
+        write(&root.join("src/lib/.gitattributes"), "*.bin binary\n");
+        write(&root.join("src/lib/deep/x.rs"), "// x\n");
+        git(&root, &["add", "."]);
+        git(&root, &["commit", "-q", "-m", "docs"]);
+        write(
+            &root.join("src/lib/deep/target/out"),
+            "ignored by the top's rules\n",
+        );
+        write(&root.join("src/lib/deep/.env"), "SECRET=1\n");
+        write(&root.join("src/lib/deep/x.rs"), "// changed\n");
+        write(&root.join("src/lib/deep/new.rs"), "// new\n");
+        write(&root.join("docs/guide.md"), "edited on the host\n");
+        fs::remove_file(root.join("gone.txt")).expect("rm");
+        let sub = root.join("src/lib/deep");
+        let workspace = select(&sub, tmp.path()).expect("select");
         assert_eq!(
             workspace.kind,
             Kind::InsideGit {
-                top: root.canonicalize().expect("canonical")
+                top: root.canonicalize().expect("canonical"),
+                sub: "src/lib/deep".into(),
             }
         );
-        assert_eq!(dests(&workspace), ["main.rs"]);
+        assert_eq!(workspace.subdir(), Some(Path::new("src/lib/deep")));
+        let outside_git: Vec<String> = dests(&workspace)
+            .into_iter()
+            .filter(|d| d != ".git" && !d.starts_with(".git/"))
+            .collect();
+        assert_eq!(
+            outside_git,
+            [
+                "src/lib/deep/new.rs",
+                "src/lib/deep/x.rs",
+                ".gitignore",
+                "src/lib/.gitattributes"
+            ]
+        );
+        let on_host = git(&sub, &["status", "--porcelain", "--", "."]);
+        let copy = unpack(workspace, &tmp.path().join("bottle"));
+        assert_eq!(
+            fs::read_to_string(copy.join(".git/info/sparse-checkout")).expect("patterns"),
+            "/src/lib/deep/\n/.gitignore\n/src/lib/.gitattributes\n"
+        );
+        let inside = copy.join("src/lib/deep");
+        assert_eq!(git(&inside, &["status", "--porcelain", "--", "."]), on_host);
+        assert_eq!(
+            git(&copy, &["status", "--porcelain"]),
+            on_host,
+            "nothing outside the subdirectory changed"
+        );
+        assert_eq!(git(&copy, &["log", "--format=%s"]), "docs\nfirst\n");
+        assert!(!copy.join("docs").exists());
+        // The host's index and files are as they were.
+        assert_eq!(
+            git(&root, &["ls-files", "-v", "docs/guide.md"]),
+            "H docs/guide.md\n"
+        );
     }
 
     #[test]
@@ -1090,6 +1351,7 @@ pub(crate) mod tests {
             },
             Kind::InsideGit {
                 top: "/src/project".into(),
+                sub: "sub".into(),
             },
         ];
         let lines: Vec<String> = kinds

@@ -25,7 +25,7 @@ const LIST_SCRIPT: &str = r#"
 set -u
 # The agent's hooks and fsmonitor stay out of the export.
 git() { command git -c core.hooksPath=/dev/null -c core.fsmonitor=false "$@"; }
-workspace=$1 ref=$2 message=$3
+workspace=$1 ref=$2 message=$3 scope=$4
 cd "$workspace" 2>/dev/null || { echo not-a-repo; exit 0; }
 top=$(git rev-parse --show-toplevel 2>/dev/null) || { echo not-a-repo; exit 0; }
 [ "$top" = "$(pwd -P)" ] || { echo not-a-repo; exit 0; }
@@ -40,7 +40,7 @@ if [ -n "$head" ]; then
 else
   base=$(git hash-object -t tree /dev/null) || exit 1
 fi
-git -c core.autocrlf=false -c core.safecrlf=false add -A -- . >&2 || exit 1
+git -c core.autocrlf=false -c core.safecrlf=false add -A -- ":(literal)$scope" >&2 || exit 1
 tree=$(git write-tree) || exit 1
 git update-ref -d "$ref" 2>/dev/null
 if [ "$tree" != "$base" ]; then
@@ -119,13 +119,17 @@ pub fn env() -> Vec<(String, String)> {
 
 /// Records the uncommitted work and lists the branches of the repository at
 /// `workspace` (see the module docs); prints [`NOT_A_REPO`] when there is none.
-pub fn list_command(workspace: &str, bottle: &str) -> Vec<String> {
+/// The uncommitted work is that under `scope` (relative to `workspace`):
+/// `.`, or the directory a sparse checkout holds, whose other paths are
+/// absent, not deleted, and keep their `HEAD` content.
+pub fn list_command(workspace: &str, scope: &str, bottle: &str) -> Vec<String> {
     sh(
         LIST_SCRIPT,
         [
             workspace.to_owned(),
             UNCOMMITTED_REF.to_owned(),
             format!("Uncommitted work in bottle {bottle}"),
+            scope.to_owned(),
         ],
     )
 }
@@ -238,7 +242,7 @@ mod tests {
         let status_before = git(&bottle, &["status", "--porcelain"]);
         let host_before = git(&host, &["for-each-ref"]);
 
-        let listing = run(&list_command(bottle.to_str().unwrap(), "r"));
+        let listing = run(&list_command(bottle.to_str().unwrap(), ".", "r"));
         assert_eq!(
             std::fs::read(bottle.join(".git/index")).unwrap(),
             index_before
@@ -341,7 +345,7 @@ mod tests {
         git(&app, &["checkout", "-q", "-b", "topic"]);
         git(&app, &["commit", "-q", "--allow-empty", "-m", "two"]);
         std::fs::write(app.join("wip.txt"), "wip\n").unwrap();
-        let work = BottleWork::parse(&run(&list_command(app.to_str().unwrap(), "r"))).unwrap();
+        let work = BottleWork::parse(&run(&list_command(app.to_str().unwrap(), ".", "r"))).unwrap();
         assert_eq!(work.head.as_deref(), Some("topic"));
         let plan = bundle_plan(&work);
         let sources: Vec<String> = plan.refs.iter().map(|r| r.source.in_bottle()).collect();
@@ -370,19 +374,47 @@ mod tests {
         assert_eq!(git(&clone, &["log", "--format=%s", "origin/main"]), "one");
     }
 
+    /// In a sparse checkout (a `--cwd` below the top of a work tree), the
+    /// uncommitted work is that of the directory checked out: the paths it
+    /// does not have keep their content, and are not recorded as deleted.
+    #[test]
+    fn the_uncommitted_work_of_a_sparse_checkout_is_its_directory_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("r");
+        std::fs::create_dir_all(repo.join("other")).unwrap();
+        std::fs::create_dir_all(repo.join("sub dir")).unwrap();
+        std::fs::write(repo.join("other/x.txt"), "x\n").unwrap();
+        std::fs::write(repo.join("sub dir/y.txt"), "y\n").unwrap();
+        git(&repo, &["init", "-q"]);
+        git(&repo, &["add", "."]);
+        git(&repo, &["commit", "-q", "-m", "one"]);
+        git(&repo, &["sparse-checkout", "set", "--no-cone", "/sub dir/"]);
+        assert!(!repo.join("other").exists());
+        std::fs::write(repo.join("sub dir/y.txt"), "y\nmore\n").unwrap();
+        std::fs::write(repo.join("sub dir/new.txt"), "new\n").unwrap();
+        let work =
+            BottleWork::parse(&run(&list_command(repo.to_str().unwrap(), "sub dir", "r"))).unwrap();
+        let commit = work.uncommitted.unwrap();
+        assert_eq!(
+            git(&repo, &["diff", "--name-status", "HEAD", commit.as_str()]),
+            "A\tsub dir/new.txt\nM\tsub dir/y.txt"
+        );
+    }
+
     #[test]
     fn a_clean_repository_has_no_uncommitted_commit_and_a_plain_directory_no_listing() {
         let dir = tempfile::tempdir().unwrap();
         git(dir.path(), &["init", "-q", "r"]);
         let repo = dir.path().join("r");
         git(&repo, &["commit", "-q", "--allow-empty", "-m", "one"]);
-        let work = BottleWork::parse(&run(&list_command(repo.to_str().unwrap(), "r"))).unwrap();
+        let work =
+            BottleWork::parse(&run(&list_command(repo.to_str().unwrap(), ".", "r"))).unwrap();
         assert_eq!(work.uncommitted, None);
         assert_eq!(work.branches.len(), 1);
         let plain = dir.path().join("plain");
         std::fs::create_dir(&plain).unwrap();
         assert_eq!(
-            run(&list_command(plain.to_str().unwrap(), "r")).trim(),
+            run(&list_command(plain.to_str().unwrap(), ".", "r")).trim(),
             NOT_A_REPO
         );
     }
