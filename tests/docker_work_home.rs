@@ -704,7 +704,8 @@ fn without_cwd_a_workspace_that_cannot_be_searched_keeps_the_container() {
 /// with only that directory checked out, Claude works there, git sees
 /// nothing changed, and the agent's commits and uncommitted work come home
 /// to the host repository, with nothing outside the directory recorded as
-/// changed and the host's checkout as it was.
+/// changed, the top's ignore rules holding, and the host's checkout as it
+/// was.
 #[test]
 fn from_a_subdirectory_of_a_work_tree_the_work_comes_home_too() {
     require();
@@ -722,7 +723,8 @@ git status --porcelain
 test ! -e ../a.txt
 git config user.email agent@bottle && git config user.name agent
 git checkout -qb feature && echo more >> app.txt && git commit -qam 'agent in app'
-echo wip > wip.txt";
+echo wip > wip.txt
+mkdir -p target && echo built > target/out";
     let out = cmd(
         &fx,
         &[
