@@ -255,21 +255,20 @@ impl HostRepo {
     /// empty), made from no template, for objects named like `like`
     /// (SHA-1 or SHA-256).
     pub fn init_bare(dir: &Path, like: &ObjectId) -> Result<Self, HostGitError> {
-        let format = if like.as_str().len() == 64 {
-            "--object-format=sha256"
-        } else {
-            "--object-format=sha1"
-        };
-        let out = git_command()
-            .args([
-                "-c",
-                "init.defaultBranch=main",
-                "init",
-                "-q",
-                "--bare",
-                "--template=",
-            ])
-            .arg(format)
+        let mut command = git_command();
+        command.args([
+            "-c",
+            "init.defaultBranch=main",
+            "init",
+            "-q",
+            "--bare",
+            "--template=",
+        ]);
+        // SHA-1 is the default, and the only format a git before 2.29 knows.
+        if like.as_str().len() == 64 {
+            command.arg("--object-format=sha256");
+        }
+        let out = command
             .arg(dir)
             .stdout(Stdio::null())
             .output()
@@ -426,6 +425,21 @@ mod tests {
             repo.work_tree,
             dir.path().join("linked").canonicalize().unwrap()
         );
+    }
+
+    #[test]
+    fn a_scratch_repository_takes_the_object_format_of_the_bottle_s() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, oid, format) in [
+            ("one", "a".repeat(40), "sha1"),
+            ("two", "b".repeat(64), "sha256"),
+        ] {
+            let path = dir.path().join(name);
+            let repo = HostRepo::init_bare(&path, &ObjectId::parse(&oid).unwrap()).unwrap();
+            assert_eq!(repo.git_dir, path);
+            assert_eq!(git(&path, &["rev-parse", "--show-object-format"]), format);
+            assert_eq!(git(&path, &["rev-parse", "--is-bare-repository"]), "true");
+        }
     }
 
     /// A bundle that says a ref is at another commit than the listing did
