@@ -57,8 +57,9 @@ pub trait BottleHandle {
     /// `core::work_home::saved::parse_repos`.
     fn work_repos(&mut self) -> impl Future<Output = Result<Vec<String>, BackendError>>;
     /// Records the uncommitted work of the git repository `repo` (relative
-    /// to the workspace, `.` for the workspace itself) as a commit (leaving
-    /// the bottle's index and files as they are) and lists its branches;
+    /// to the workspace, `.` for the workspace itself; of a sparse checkout,
+    /// that of the directory it holds) as a commit (leaving the bottle's
+    /// index and files as they are) and lists its branches;
     /// `None` when `repo` is not the top of a git work tree or the bottle
     /// never ran. What it returns was checked, but came from the agent: see
     /// `core::work_home`.

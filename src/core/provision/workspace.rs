@@ -16,6 +16,10 @@
 //! worktree, a submodule, a `--separate-git-dir` repository) points at a git
 //! directory elsewhere, often by an absolute host path; see
 //! [`Selector::repository`] for what the bottle gets instead.
+//!
+//! A directory below the top of a work tree brings the whole repository:
+//! the workspace is the top, as a sparse checkout of that directory alone
+//! (see [`Selector::sparse`]), and Claude works in the directory.
 
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsStr;
@@ -442,7 +446,7 @@ impl Selector {
         extra: &[u8],
     ) -> Result<(), WorkspaceError> {
         let dest = dest_git.join("config");
-        let Some(entry) = self.entries.iter_mut().find(|e| e.dest == dest) else {
+        let Some(entry) = self.entries.iter().find(|e| e.dest == dest) else {
             return Ok(());
         };
         let host = entry.host.clone();
@@ -453,13 +457,7 @@ impl Selector {
             _ => read_small(&host)?,
         };
         content.extend_from_slice(extra);
-        let old = match &entry.kind {
-            EntryKind::File => fs::symlink_metadata(&host).map_or(0, |m| m.len()),
-            EntryKind::Generated(bytes) => bytes.len() as u64,
-            _ => 0,
-        };
-        self.bytes = self.bytes - old + content.len() as u64;
-        entry.kind = EntryKind::Generated(content);
+        self.set_generated(dest, &host, content);
         tracing::debug!(config = %host.display(), git_dir = %host_git.display(), "git config rewritten for the bottle");
         Ok(())
     }
