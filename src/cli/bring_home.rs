@@ -12,7 +12,9 @@ use crate::backend::BottleHandle;
 use crate::core::work_home::host::HostRepo;
 use crate::core::work_home::kept::{self, KeptWork};
 use crate::core::work_home::refs::{self, ImportPlan, ObjectId, Source, Summary};
-use crate::core::work_home::saved::{SavedBundle, SavedBundles, bundle_file_names};
+use crate::core::work_home::saved::{
+    BUNDLES_SIZE_LIMIT, SAVE_TIME_LIMIT, SavedBundle, SavedBundles, bundle_file_names,
+};
 use crate::printer::Printer;
 
 /// The most host branch tips the bottle is told it need not send again;
@@ -38,9 +40,15 @@ pub(super) async fn bring_home<H: BottleHandle, S: Interrupts>(
                 Some(cwd) => bring(bottle, cwd, printer)
                     .await
                     .map(|s| s.map(|s| s.to_string())),
-                None => save_bundles(bottle, printer)
+                None => match tokio::time::timeout(SAVE_TIME_LIMIT, save_bundles(bottle, printer))
                     .await
-                    .map(|s| s.map(|s| s.to_string())),
+                {
+                    Ok(saved) => saved.map(|s| s.map(|s| s.to_string())),
+                    Err(_) => Err(format!(
+                        "saving the bottle's repositories took longer than {} minutes",
+                        SAVE_TIME_LIMIT.as_secs() / 60
+                    )),
+                },
             }
         };
         tokio::pin!(work);
@@ -214,9 +222,21 @@ async fn save_bundles<H: BottleHandle>(
     let mut saved = SavedBundles {
         bundles: Vec::new(),
     };
+    let mut taken_out = 0;
     for (i, (repo, name)) in repos.iter().zip(bundle_file_names(&repos)).enumerate() {
         let scratch = scratch.path().join(i.to_string());
-        match save_bundle(bottle, printer, repo, &scratch, dir.join(name)).await {
+        let outcome = save_bundle(
+            bottle,
+            printer,
+            repo,
+            &scratch,
+            dir.join(name),
+            &mut taken_out,
+        )
+        .await;
+        // Its copies go once it is saved: the scratch space is that of one.
+        let _ = std::fs::remove_dir_all(&scratch);
+        match outcome {
             Ok(Some(bundle)) => saved.bundles.push(bundle),
             Ok(None) => {}
             Err(reason) => {
@@ -233,12 +253,14 @@ async fn save_bundles<H: BottleHandle>(
 
 /// Saves the repository `repo` of the bottle as the bundle `dest`, with
 /// `scratch` (not yet made) to work in; `None` when it holds nothing.
+/// `taken_out` counts the bytes of the bottle's bundles so far.
 async fn save_bundle<H: BottleHandle>(
     bottle: &mut H,
     printer: &Printer,
     repo: &str,
     scratch: &Path,
     dest: PathBuf,
+    taken_out: &mut u64,
 ) -> Result<Option<SavedBundle>, String> {
     let shown: String = repo.escape_debug().collect();
     let Some(listing) = bottle.work_listing(repo).await.map_err(|e| e.to_string())? else {
@@ -268,6 +290,13 @@ async fn save_bundle<H: BottleHandle>(
         .work_bundle(repo, &sources, &[], &raw)
         .await
         .map_err(|e| e.to_string())?;
+    *taken_out += std::fs::metadata(&raw).map_or(0, |m| m.len());
+    if *taken_out > BUNDLES_SIZE_LIMIT {
+        return Err(format!(
+            "the bottle's repositories make bundles larger than {} in all",
+            indicatif::HumanBytes(BUNDLES_SIZE_LIMIT)
+        ));
+    }
     let bundle = SavedBundle {
         repo: repo.to_owned(),
         path: dest,

@@ -14,6 +14,11 @@ pub const REPO_DEPTH: usize = 4;
 /// The most repositories saved from one bottle: with more, the work stays
 /// in the kept bottle.
 pub const REPO_LIMIT: usize = 100;
+/// The most bytes of bundles taken out of one bottle, all repositories
+/// together (each one's bundle is bounded by the engine's export as well).
+pub const BUNDLES_SIZE_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
+/// How long saving all the repositories of one bottle may take.
+pub const SAVE_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 /// The longest repository path (relative to the workspace) read.
 const REPO_PATH_LIMIT: usize = 1024;
 /// The most bytes of the bottle's list of repositories that are read.
