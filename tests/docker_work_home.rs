@@ -4,8 +4,10 @@
 //! and the host repository gets them as `bottle/<name>/...` refs with its
 //! checkout, index and branches as they were; after SIGTERM too; an earlier
 //! session's refs are never overwritten; a failure keeps the container,
-//! which `list` shows and `cleanup` leaves without `--force`; and nothing of
-//! the bottle's or the host's repository configuration runs on the host.
+//! which `list` shows and `cleanup` leaves without `--force`; nothing of
+//! the bottle's or the host's repository configuration runs on the host;
+//! a `--cwd` below the top of a work tree brings its work home too; and
+//! without `--cwd` the repositories the agent made are saved as bundles.
 //!
 //! Images and resources as in tests/docker_session.rs; agents of this suite
 //! are named `wh-...`, and each test's state directory (where kept bottles
