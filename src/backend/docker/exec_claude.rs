@@ -1,22 +1,30 @@
 //! Running Claude in the bottle (SPEC §6 "Running Claude"): `docker exec`
 //! through the docker CLI, which owns the interactive terminal better than
-//! any API client would.
+//! any API client would. Its secrets reach it over an exec's stdin first
+//! (`core::secret_handoff`), never through the CLI.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
+use std::time::Duration;
 
-use super::agent_env;
+use super::client::Engine;
 use crate::backend::BackendError;
 use crate::core::agent_env::EnvPair;
 use crate::core::provision::container_user;
+use crate::core::secret_handoff::{launcher_command, payload, writer_command};
 
 /// `docker exec --detach-keys`: a sequence nobody types, so no keystroke
 /// meant for Claude detaches the terminal.
 pub(crate) const DETACH_KEYS: &str = "ctrl-_,ctrl-^,ctrl-_";
 
+/// How long the handoff's exec may take.
+const HANDOFF_LIMIT: Duration = Duration::from_secs(60);
+/// What the handoff's exec may print (an error message).
+const HANDOFF_OUTPUT_LIMIT: usize = 64 * 1024;
+
 /// The `docker exec` argument list that runs Claude (SPEC §6 "Running
-/// Claude"). Each of `exec_env` is passed as `-e NAME` alone: its value
-/// reaches the CLI through its environment ([`claude_command`]).
+/// Claude"). With a `handoff_dir` ([`hand_over_secrets`] filled it), Claude
+/// starts through the launcher that loads it.
 pub(crate) fn exec_args(
     container: &str,
     container_home: &str,
@@ -24,7 +32,7 @@ pub(crate) fn exec_args(
     remote_control: bool,
     claude_args: &[String],
     tty: bool,
-    exec_env: &[EnvPair],
+    handoff_dir: Option<&str>,
 ) -> Vec<String> {
     // `-i` always: piped stdin reaches Claude; `-t` only on a real terminal.
     let mut argv: Vec<String> = vec!["exec".into(), "-i".into()];
@@ -38,33 +46,72 @@ pub(crate) fn exec_args(
         container_user(),
         "-w".into(),
         format!("{}/workspace", container_home.trim_end_matches('/')),
+        container.into(),
     ]);
-    for pair in exec_env {
-        argv.push("-e".into());
-        argv.push(pair.name.clone());
-    }
-    argv.extend([container.into(), "claude".into()]);
+    let mut claude: Vec<String> = vec!["claude".into()];
     if remote_control {
-        argv.push("remote-control".into());
+        claude.push("remote-control".into());
     }
     if let Some(prompt) = prompt_file {
-        argv.push("--append-system-prompt-file".into());
-        argv.push(prompt.into());
+        claude.push("--append-system-prompt-file".into());
+        claude.push(prompt.into());
     }
-    argv.extend(claude_args.iter().cloned());
+    claude.extend(claude_args.iter().cloned());
+    match handoff_dir {
+        Some(dir) => argv.extend(launcher_command(dir, claude)),
+        None => argv.extend(claude),
+    }
     argv
 }
 
-/// The docker CLI running `argv` (from [`exec_args`]) on the daemon at
-/// `endpoint`, with the values of `exec_env` in its environment for its
-/// `-e NAME` arguments to pick up.
-pub(crate) fn claude_command(
-    endpoint: &str,
-    argv: &[String],
+/// Writes `exec_env` into the handoff directory `dir` of `container`,
+/// over the stdin of an exec as the agent's user, for Claude's launcher.
+pub(crate) async fn hand_over_secrets<E: Engine>(
+    engine: &E,
+    container: &str,
+    dir: &str,
     exec_env: &[EnvPair],
-) -> tokio::process::Command {
+) -> Result<(), BackendError> {
+    let failed = |detail: String| {
+        BackendError::failure(format!(
+            "could not hand Claude's secret environment to container `{container}`: {detail}"
+        ))
+    };
+    // `prepare` checked that the payload can be made.
+    let input = payload(exec_env).map_err(|e| failed(e.to_string()))?;
+    let user = container_user();
+    let exec = engine.exec_fed(
+        container,
+        writer_command(dir),
+        &user,
+        &input,
+        HANDOFF_OUTPUT_LIMIT,
+    );
+    let reply = tokio::time::timeout(HANDOFF_LIMIT, exec)
+        .await
+        .map_err(|_| failed(format!("no answer within {} s", HANDOFF_LIMIT.as_secs())))?
+        .map_err(|e| BackendError::from_failure(&e))?;
+    if reply.exit_code != 0 {
+        let stderr = reply.stderr.trim();
+        return Err(failed(format!(
+            "its writer exited with {}{}{stderr}",
+            reply.exit_code,
+            if stderr.is_empty() { "" } else { ": " }
+        ))
+        .with_hint(format!(
+            "the agent image needs `sh`, `mkdir` and `cat`, and the container a `{}` mount of its own (Docker and Podman give each container one)",
+            crate::core::secret_handoff::SHM
+        )));
+    }
+    Ok(())
+}
+
+/// The docker CLI running `argv` (from [`exec_args`]) on the daemon at
+/// `endpoint`. Its environment is this process's: no value of Claude's
+/// goes through it.
+pub(crate) fn claude_command(endpoint: &str, argv: &[String]) -> tokio::process::Command {
     let mut command = super::endpoint::docker_command(endpoint);
-    command.args(argv).envs(agent_env::exposed(exec_env));
+    command.args(argv);
     command
 }
 
@@ -74,14 +121,13 @@ pub(crate) fn claude_command(
 pub(crate) async fn run_claude(
     endpoint: &str,
     argv: &[String],
-    exec_env: &[EnvPair],
     tty: bool,
 ) -> Result<i32, BackendError> {
     tracing::debug!(?argv, "running Claude");
     // `docker exec -t` puts the terminal in raw mode; if this future is
     // dropped on a signal, the CLI is killed before it can restore it.
     let _terminal = tty.then(crate::term::TerminalModeGuard::save).flatten();
-    let status = claude_command(endpoint, argv, exec_env)
+    let status = claude_command(endpoint, argv)
         .stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
