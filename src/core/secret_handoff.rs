@@ -50,11 +50,11 @@ cat > "$1/env""#;
 
 /// The launcher's script. `$1` is the handoff directory, the rest is
 /// Claude's command line. The payload's assignments are exported as they
-/// are read; the directory goes before Claude starts.
-const LAUNCHER: &str = r#"d=$1
-shift
-. "$d/env" && rm -rf -- "$d" && exec "$@"
-echo "claude-bottle: could not load Claude's environment from $d" >&2
+/// are read; the directory goes before Claude starts. It keeps no shell
+/// variable of its own: the payload may set any name, and only the
+/// positional parameters are out of its reach.
+const LAUNCHER: &str = r#". "$1/env" && rm -rf -- "$1" && shift && exec "$@"
+echo "claude-bottle: could not load Claude's environment from $1" >&2
 exit 125"#;
 
 /// `$0` of both scripts, for their error messages.
@@ -147,6 +147,16 @@ mod tests {
             EnvPair::new("AWKWARD", AWKWARD),
             EnvPair::new("EMPTY", ""),
             EnvPair::new("_UNI", "é €"),
+        ]
+    }
+
+    /// Names a shell script could be using for itself.
+    fn shell_names(elsewhere: &str) -> Vec<EnvPair> {
+        vec![
+            EnvPair::new("d", elsewhere),
+            EnvPair::new("dir", elsewhere),
+            EnvPair::new("IFS", "/"),
+            EnvPair::new("OPTIND", "9"),
         ]
     }
 
@@ -244,6 +254,35 @@ mod tests {
             !std::path::Path::new(&dir).exists(),
             "the directory is gone"
         );
+    }
+
+    #[test]
+    fn a_secret_named_like_a_shell_variable_does_not_steer_the_launcher() {
+        let shm = tempfile::tempdir().unwrap();
+        let elsewhere = shm.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("keep"), "x").unwrap();
+        let (writer, dir) = scripts_in(shm.path());
+        let text = payload(&shell_names(&elsewhere.display().to_string())).unwrap();
+        assert!(
+            sh(&writer, text.expose_secret().as_bytes())
+                .status
+                .success()
+        );
+        // `env` itself, not a shell: a shell takes no IFS from its environment.
+        let ran = sh(&launcher_command(&dir, ["env".to_owned()]), b"");
+        assert!(ran.status.success(), "{ran:?}");
+        let env = String::from_utf8(ran.stdout).unwrap();
+        let lines: Vec<&str> = env.lines().collect();
+        let d = format!("d={}", elsewhere.display());
+        for line in [d.as_str(), "IFS=/", "OPTIND=9"] {
+            assert!(lines.contains(&line), "{line} in {lines:?}");
+        }
+        assert!(
+            !std::path::Path::new(&dir).exists(),
+            "its own directory is gone"
+        );
+        assert!(elsewhere.join("keep").exists(), "and nothing else");
     }
 
     #[test]

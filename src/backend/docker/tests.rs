@@ -806,7 +806,7 @@ async fn the_agent_container_is_hardened_and_reaches_only_its_proxy() {
     assert_eq!(host, "claude-bottle-pipelock-reviewer");
     assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{ip}");
     let env: Vec<String> = agent.env.iter().map(|e| format!("{e:?}")).collect();
-    // GITHUB_TOKEN comes from the host: it goes on Claude's exec only.
+    // GITHUB_TOKEN comes from the host: it goes to Claude's process only.
     assert_eq!(
         env,
         [
