@@ -80,6 +80,7 @@ pub(crate) async fn hand_over_secrets<E: Engine>(
     // `prepare` checked that the payload can be made.
     let input = payload(exec_env).map_err(|e| failed(e.to_string()))?;
     let user = container_user();
+    let clock = std::time::Instant::now();
     let exec = engine.exec_fed(
         container,
         writer_command(dir),
@@ -103,6 +104,10 @@ pub(crate) async fn hand_over_secrets<E: Engine>(
             crate::core::secret_handoff::SHM
         )));
     }
+    tracing::debug!(
+        "secret environment handed to the bottle in {:?}",
+        clock.elapsed()
+    );
     Ok(())
 }
 
