@@ -1,30 +1,22 @@
 //! Running Claude in the bottle (SPEC §6 "Running Claude"): `docker exec`
 //! through the docker CLI, which owns the interactive terminal better than
-//! any API client would. Its secrets reach it over an exec's stdin first
-//! (`core::secret_handoff`), never through the CLI.
+//! any API client would. Its secrets were handed to the bottle before
+//! (`handoff`); none goes through the CLI.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
-use std::time::Duration;
 
-use super::client::Engine;
 use crate::backend::BackendError;
-use crate::core::agent_env::EnvPair;
 use crate::core::provision::container_user;
-use crate::core::secret_handoff::{launcher_command, payload, writer_command};
+use crate::core::secret_handoff::launcher_command;
 
 /// `docker exec --detach-keys`: a sequence nobody types, so no keystroke
 /// meant for Claude detaches the terminal.
 pub(crate) const DETACH_KEYS: &str = "ctrl-_,ctrl-^,ctrl-_";
 
-/// How long the handoff's exec may take.
-const HANDOFF_LIMIT: Duration = Duration::from_secs(60);
-/// What the handoff's exec may print (an error message).
-const HANDOFF_OUTPUT_LIMIT: usize = 64 * 1024;
-
 /// The `docker exec` argument list that runs Claude (SPEC §6 "Running
-/// Claude"). With a `handoff_dir` ([`hand_over_secrets`] filled it), Claude
-/// starts through the launcher that loads it.
+/// Claude"). With a `handoff_dir` (bring-up filled it), Claude starts
+/// through the launcher that loads it.
 pub(crate) fn exec_args(
     container: &str,
     container_home: &str,
@@ -62,53 +54,6 @@ pub(crate) fn exec_args(
         None => argv.extend(claude),
     }
     argv
-}
-
-/// Writes `exec_env` into the handoff directory `dir` of `container`,
-/// over the stdin of an exec as the agent's user, for Claude's launcher.
-pub(crate) async fn hand_over_secrets<E: Engine>(
-    engine: &E,
-    container: &str,
-    dir: &str,
-    exec_env: &[EnvPair],
-) -> Result<(), BackendError> {
-    let failed = |detail: String| {
-        BackendError::failure(format!(
-            "could not hand Claude's secret environment to container `{container}`: {detail}"
-        ))
-    };
-    // `prepare` checked that the payload can be made.
-    let input = payload(exec_env).map_err(|e| failed(e.to_string()))?;
-    let user = container_user();
-    let clock = std::time::Instant::now();
-    let exec = engine.exec_fed(
-        container,
-        writer_command(dir),
-        &user,
-        &input,
-        HANDOFF_OUTPUT_LIMIT,
-    );
-    let reply = tokio::time::timeout(HANDOFF_LIMIT, exec)
-        .await
-        .map_err(|_| failed(format!("no answer within {} s", HANDOFF_LIMIT.as_secs())))?
-        .map_err(|e| BackendError::from_failure(&e))?;
-    if reply.exit_code != 0 {
-        let stderr = reply.stderr.trim();
-        return Err(failed(format!(
-            "its writer exited with {}{}{stderr}",
-            reply.exit_code,
-            if stderr.is_empty() { "" } else { ": " }
-        ))
-        .with_hint(format!(
-            "the agent image needs `sh`, `mkdir` and `cat`, and the container a `{}` mount of its own (Docker and Podman give each container one)",
-            crate::core::secret_handoff::SHM
-        )));
-    }
-    tracing::debug!(
-        "secret environment handed to the bottle in {:?}",
-        clock.elapsed()
-    );
-    Ok(())
 }
 
 /// The docker CLI running `argv` (from [`exec_args`]) on the daemon at

@@ -9,8 +9,8 @@
 //!   (taking a warm bottle instead);
 //! - `warm`, `prewarm`: what makes a warm bottle fit a plan, and making them;
 //! - `specs`: what each container and network is made of;
-//! - `exec_claude`: the `docker exec` that runs Claude, its secrets handed
-//!   over first on an exec's stdin;
+//! - `exec_claude`: the `docker exec` that runs Claude;
+//! - `handoff`: Claude's secrets, handed to the bottle over an exec's stdin;
 //! - `fence`: the agent's network namespace closed to all but its proxy;
 //! - `teardown`: removing one session; `remove`: the one removal routine,
 //!   which `cleanup` uses too;
@@ -35,6 +35,7 @@ mod endpoint;
 mod exec_claude;
 mod fence;
 mod find;
+mod handoff;
 pub mod image;
 mod images;
 mod ledger;

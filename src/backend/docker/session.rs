@@ -11,14 +11,13 @@ use tokio::task::JoinHandle;
 
 use super::bring_up::{BringUp, LaunchError, Started, Timeouts};
 use super::client::Engine;
-use super::exec_claude::{exec_args, hand_over_secrets, run_claude};
+use super::exec_claude::{exec_args, run_claude};
 use super::ledger::{Created, SharedLedger};
 use super::plan::Runtime;
 use super::plan::SessionPlan;
 use super::teardown::{Keep, teardown};
 use super::work_export::{export_bundle, export_changed, list_work};
 use crate::backend::{BackendError, KeptBottle, WorkListing};
-use crate::core::secret_handoff::handoff_dir;
 use crate::core::work_home::refs::ObjectId;
 use crate::printer::Printer;
 use std::path::Path;
@@ -128,14 +127,14 @@ impl<E: Engine> Session<E> {
     }
 
     pub async fn exec_claude(&mut self, args: &[String], tty: bool) -> Result<i32, BackendError> {
-        let argv = self.claude_exec_line(args, tty).await?;
+        let argv = self.claude_exec_line(args, tty)?;
         // The CLI must talk to the daemon the session was made on.
         run_claude(self.engine.endpoint(), &argv, tty).await
     }
 
-    /// Hands Claude's secrets to the bottle, and returns the `docker exec`
-    /// line that runs Claude with them.
-    pub(crate) async fn claude_exec_line(
+    /// The `docker exec` line that runs Claude; with secrets, through the
+    /// launcher that loads what bring-up handed over.
+    pub(crate) fn claude_exec_line(
         &self,
         args: &[String],
         tty: bool,
@@ -144,16 +143,6 @@ impl<E: Engine> Session<E> {
             .started
             .as_ref()
             .ok_or_else(|| BackendError::failure("the bottle is not running"))?;
-        // The secrets go over an exec's stdin, into a file Claude's launcher
-        // loads and removes: in no exec's or container's configuration.
-        let exec_env = crate::core::agent_env::exec_env(&self.plan.spec.env);
-        let handoff_dir = if exec_env.is_empty() {
-            None
-        } else {
-            let dir = handoff_dir(&self.plan.owner.session);
-            hand_over_secrets(&self.engine, &started.names.agent, &dir, &exec_env).await?;
-            Some(dir)
-        };
         Ok(exec_args(
             &started.names.agent,
             &self.plan.container_home,
@@ -161,7 +150,7 @@ impl<E: Engine> Session<E> {
             self.plan.spec.remote_control,
             args,
             tty,
-            handoff_dir.as_deref(),
+            started.handoff_dir.as_deref(),
         ))
     }
 

@@ -693,6 +693,8 @@ async fn launch_follows_the_order_of_the_spec() {
             "create_container claude-bottle-fence-reviewer",
             "start claude-bottle-fence-reviewer",
             "remove_container claude-bottle-fence-reviewer",
+            // Claude's secrets, once the agent runs fenced.
+            "exec_fed claude-bottle-reviewer as 1000:1000",
         ]
     );
     let started = session.started().unwrap();
@@ -736,6 +738,7 @@ async fn the_agent_is_provisioned_while_the_proxy_gets_ready_and_started_after()
             "exec claude-bottle-pipelock-reviewer /pipelock healthcheck",
             "exec claude-bottle-pipelock-reviewer /pipelock healthcheck",
             "start claude-bottle-reviewer",
+            "exec_fed claude-bottle-reviewer as 1000:1000",
         ]
     );
 }
@@ -840,7 +843,15 @@ async fn the_agent_container_is_hardened_and_reaches_only_its_proxy() {
     );
     assert_eq!(value("NO_PROXY"), "localhost,127.0.0.1");
     assert_eq!(value("HOME"), "/home/node");
-    assert!(!format!("{:?}", engine.state().calls).contains(SECRET));
+    // The secret is in no call but the handoff's stdin.
+    let calls = engine.state().calls.clone();
+    for call in &calls {
+        let shown = format!("{call:?}");
+        match call {
+            Call::ExecFed { input, .. } => assert!(input.contains(SECRET)),
+            _ => assert!(!shown.contains(SECRET), "{shown}"),
+        }
+    }
     let request = serde_json::to_string(&super::client::create_body(agent)).unwrap();
     assert!(!request.contains(SECRET), "{request}");
     assert!(!request.contains("GITHUB_TOKEN"), "{request}");
@@ -1020,6 +1031,7 @@ async fn a_name_taken_during_launch_moves_every_name_to_the_next_suffix() {
             "create_container claude-bottle-fence-reviewer-2",
             "start claude-bottle-fence-reviewer-2",
             "remove_container claude-bottle-fence-reviewer-2",
+            "exec_fed claude-bottle-reviewer-2 as 1000:1000",
         ]
     );
     // The agent's proxy settings follow the new name.
@@ -1501,7 +1513,6 @@ async fn secrets_travel_only_in_the_stdin_of_the_handoff_exec() {
     let session_id = session.plan().owner.session.clone();
     let argv = session
         .claude_exec_line(&["-p".to_owned(), "hi".to_owned()], false)
-        .await
         .unwrap();
     let dir = format!("/dev/shm/claude-bottle-env-{session_id}");
     let calls = engine.state().calls.clone();
@@ -1578,7 +1589,7 @@ async fn without_secrets_claude_runs_directly_and_a_failed_handoff_names_its_cau
     spec.env.vars.retain(|v| v.source == EnvSource::Literal);
     let engine = engine();
     let session = started(&engine, spec).await;
-    let argv = session.claude_exec_line(&[], true).await.unwrap();
+    let argv = session.claude_exec_line(&[], true).unwrap();
     assert_eq!(
         argv[9..],
         [
@@ -1597,8 +1608,9 @@ async fn without_secrets_claude_runs_directly_and_a_failed_handoff_names_its_cau
             .any(|c| matches!(c, Call::ExecFed { .. }))
     );
 
+    // A handoff that fails fails the start, and leaves nothing.
     let engine = super::tests::engine();
-    let session = started(&engine, super::tests::spec("reviewer", home.path())).await;
+    let mut session = unstarted(&engine, super::tests::spec("reviewer", home.path())).await;
     engine
         .state()
         .fed_replies
@@ -1607,13 +1619,15 @@ async fn without_secrets_claude_runs_directly_and_a_failed_handoff_names_its_cau
             stdout: String::new(),
             stderr: "mkdir: cannot create directory: File exists\n".into(),
         }));
-    let err = session.claude_exec_line(&[], false).await.unwrap_err();
+    let err = session.start().await.unwrap_err();
     assert_eq!(
         err.message,
-        "could not hand Claude's secret environment to container `claude-bottle-reviewer`: its writer exited with 1: mkdir: cannot create directory: File exists"
+        "could not hand Claude's secret environment to the agent container `claude-bottle-reviewer`: its writer exited with 1: mkdir: cannot create directory: File exists"
     );
     assert!(err.hints[0].contains("/dev/shm"), "{:?}", err.hints);
     assert!(!err.message.contains(SECRET));
+    session.close().await.unwrap();
+    assert_nothing_left(&engine);
 }
 
 #[tokio::test]
