@@ -4,12 +4,12 @@
 //! environment in its state database), but nothing keeps what flows over an
 //! exec's stdin.
 //!
-//! Just before Claude's exec, a non-TTY exec of [`writer_command`] reads
+//! Once the bottle is up, a non-TTY exec of [`writer_command`] reads
 //! [`payload`] from its stdin into a file of a fresh directory on the
-//! container's `/dev/shm`, a memory filesystem of the container's own.
-//! Claude's exec then runs [`launcher_command`], which loads that file,
-//! removes the directory and `exec`s `claude` with its arguments, so the
-//! values live on only in Claude's environment.
+//! container's `/dev/shm`, a memory filesystem of the container's own
+//! (under gVisor too). Claude's exec then runs [`launcher_command`], which
+//! loads that file, removes the directory and `exec`s `claude` with its
+//! arguments, so the values live on only in Claude's environment.
 
 use std::fmt::Write as _;
 
