@@ -95,12 +95,10 @@ cargo test --workspace --doc --quiet
 # --- the Podman part ---------------------------------------------------------
 
 podman_host=${CLAUDE_BOTTLE_TEST_PODMAN_HOST:-unix:///run/podman/podman.sock}
-# Two e2e checks are left out on Podman, for gaps in Podman itself that the
+# One e2e check is left out on Podman, for a gap in Podman itself that the
 # product does not close yet: its default seccomp profile lets an
-# unprivileged process make a user namespace (`unshare --user`), and it keeps
-# an exec's environment (Claude's secrets) on disk while the exec lives (the
-# exec's `exec-process-*` file, and its bolt_state.db).
-podman_filter='(binary(e2e_isolation) and not (test(a_secret_lives_only_in_the_agents_environment) or test(the_agent_cannot_become_root_or_reach_docker_and_normal_work_functions))) or (binary(docker_session) and (test(a_full_session) or test(/leaves_nothing$/) or test(cleanup_removes)))'
+# unprivileged process make a user namespace (`unshare --user`).
+podman_filter='(binary(e2e_isolation) and not test(the_agent_cannot_become_root_or_reach_docker_and_normal_work_functions)) or (binary(docker_session) and (test(a_full_session) or test(/leaves_nothing$/) or test(cleanup_removes)))'
 podman_unavailable=""
 if [ -n "$unavailable" ]; then
     podman_unavailable="the test images could not be built on Docker ($unavailable)"

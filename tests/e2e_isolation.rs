@@ -14,7 +14,7 @@
 //! | 3 | no host address (every interface, both gateways) answers a listener on the host's 0.0.0.0 | curl sweep in the bottle; the listener's peer log | a container on a plain `--internal` network reaches it at gateway, docker0 and the uplink |
 //! | 4 | no name resolves, and no query reaches the DNS server or crosses any host interface | getent, nslookup, dig (embedded, direct UDP/TCP), python; DNS server log; AF_PACKET capture | a container pointed at the DNS server shows in its log and in the capture |
 //! | 5 | git clone/push over SSH through the proxy; an unlisted name and a wrong known_hosts key fail | git in the bottle; server-side history; proxy and sshd logs | the unlisted name answers on port 22 from the egress network |
-//! | 6 | a `${VAR}` secret is in no host command line, no recent file, no output (debug logs on), no container file, not in the container's Config.Env (`docker inspect`) nor the daemon's files of it (config.v2.json); present in the agent's environment | /proc scans, file walk, grep as root in the container via stdin, `docker inspect`, the daemon's state directory | a canary file is found by the same grep; a literal is found in Config.Env and config.v2.json; the value's hash inside |
+//! | 6 | a `${VAR}` secret (newline, quotes, `$` and `\` in it) is in no host command line, no recent file, no output (debug logs on), no container file (`/dev/shm` too), not in the container's Config.Env (`docker inspect`) nor any file of the daemon's data directory on disk, during the session or after (Docker's and Podman's alike); Claude's process has it byte for byte | /proc scans, file walk, grep as root in the container via stdin, `docker inspect`, a walk of `DockerRootDir` (Podman's graph root) | a canary file is found by the same grep and in the container's writable layer on disk; a literal is found in Config.Env and in the daemon's files; the value's hash inside |
 //! | 7 | two bottles reach neither the other's proxy (both sides, by address and name), agent nor test host | curl, python ICMP in both bottles; the other proxy's log | each agent's listener answers a container on its own network |
 //! | 8 | no root (setuid, su, sudo, setpriv, user namespace), no Docker socket or TCP port, caps empty, NNP, init, pids limit; git/ssh/parallel jobs work | probes and the stub's /proc/self/status; `docker inspect` | the same setuid binary gives euid 0 without no-new-privileges |
 
@@ -793,40 +793,69 @@ fn git_over_ssh_fails_when_the_known_host_key_does_not_match() {
 
 /// Files under `root` holding `needle`. Only files modified since `since` are
 /// read: the needle is random per run, so an older file cannot hold it.
+/// With `one_filesystem`, the walk stays on `root`'s filesystem, as
+/// `find -xdev` does: what a daemon keeps on disk, without the memory
+/// filesystems (a container's `/dev/shm`) and the overlay mounts of running
+/// containers that it mounts below its data directory (their writable
+/// layers are read where they lie on disk).
 fn find_in_tree(
     root: &std::path::Path,
     needle: &[u8],
     since: std::time::SystemTime,
+    one_filesystem: bool,
     hits: &mut Vec<String>,
-    depth: usize,
 ) {
-    let Ok(entries) = std::fs::read_dir(root) else {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(top) = std::fs::symlink_metadata(root) else {
         return;
     };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+    let device = one_filesystem.then_some(top.dev());
+    let mut dirs = vec![(root.to_path_buf(), 0usize)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
-        if meta.is_dir() && depth < 16 {
-            find_in_tree(&path, needle, since, hits, depth + 1);
-        } else if meta.is_file()
-            && meta.modified().is_ok_and(|m| m >= since)
-            && let Ok(bytes) = std::fs::read(&path)
-            && bytes.windows(needle.len()).any(|w| w == needle)
-        {
-            hits.push(path.display().to_string());
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if device.is_some_and(|d| meta.dev() != d) {
+                continue;
+            }
+            if meta.is_dir() && depth < 24 {
+                dirs.push((path, depth + 1));
+            } else if meta.is_file()
+                && meta.modified().is_ok_and(|m| m >= since)
+                && let Ok(bytes) = std::fs::read(&path)
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                hits.push(path.display().to_string());
+            }
         }
     }
+}
+
+/// Where the daemon keeps its state on disk: Docker's `DockerRootDir`,
+/// Podman's graph root (its Docker API reports that there), which holds
+/// its state database (`libpod/bolt_state.db`).
+fn daemon_data_dir() -> std::path::PathBuf {
+    docker_ok(&["info", "-f", "{{.DockerRootDir}}"]).into()
 }
 
 #[test]
 fn a_secret_lives_only_in_the_agents_environment() {
     e2e_support::require();
-    let secret = format!("e2e-secret-{:016x}{:016x}", rand_u64(), rand_u64());
+    // The secret's random token is what the searches look for: it stays
+    // whole however a file encodes the rest (JSON escapes quotes and
+    // newlines). The rest has every byte a shell or a file format could
+    // take for syntax; the probe checks that Claude gets it byte for byte.
+    let token = format!("e2e-secret-{:016x}{:016x}", rand_u64(), rand_u64());
+    let secret = format!("{token}\nline two 'single' \"double\" $HOME ${{X}} `id` \\ \\n end\n");
     let canary = format!("e2e-canary-{:016x}", rand_u64());
     // A literal: it belongs in the container's config, so finding it there
-    // shows the config checks below read where env values are kept.
+    // (and in the daemon's files) shows the config checks read where env
+    // values are kept.
     let literal = format!("e2e-literal-{:016x}", rand_u64());
     let secret_sha = {
         use sha2::Digest;
@@ -839,10 +868,12 @@ fn a_secret_lives_only_in_the_agents_environment() {
             "egress": { "allowlist": ["x.test"] }
         }),
     )
-    .probe("secret_present", "printf %s \"$E2E_SECRET\" | sha256sum");
+    .probe("secret_present", "printf %s \"$E2E_SECRET\" | sha256sum")
+    .probe("shm_left", "ls -A /dev/shm");
     spec.env.push(("E2E_SECRET_SRC".into(), secret.clone()));
     spec.verbose = true;
     let started = std::time::SystemTime::now() - std::time::Duration::from_secs(2);
+    let data_dir = daemon_data_dir();
     let mut session = Session::start(spec, SessionDirs::new());
     session.go(&[]);
     session.wait_probes_done();
@@ -851,7 +882,7 @@ fn a_secret_lives_only_in_the_agents_environment() {
     let mut cmdline_hits = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         if let Ok(bytes) = std::fs::read(entry.path().join("cmdline"))
-            && bytes.windows(secret.len()).any(|w| w == secret.as_bytes())
+            && bytes.windows(token.len()).any(|w| w == token.as_bytes())
         {
             cmdline_hits.push(entry.file_name().to_string_lossy().into_owned());
         }
@@ -865,21 +896,22 @@ fn a_secret_lives_only_in_the_agents_environment() {
         "/var/tmp".into(),
         "/dev/shm".into(),
     ] {
-        find_in_tree(&root, secret.as_bytes(), started, &mut file_hits, 0);
+        find_in_tree(&root, token.as_bytes(), started, false, &mut file_hits);
     }
-    // ...and the container's filesystem, searched as root for the secret and a
-    // canary file (which proves the search finds what is there). Patterns go
-    // through stdin, so neither value is on any command line.
+    // ...and the container's filesystem, its /dev/shm included, searched as
+    // root for the secret and a canary file (which proves the search finds
+    // what is there). Patterns go through stdin, so neither value is on
+    // any command line.
     let canary_written = session.exec(
         "1000",
         "cat > /home/node/e2e-canary",
         Some(canary.as_bytes()),
     );
     assert!(canary_written.status.success());
-    let patterns = format!("{secret}\n{canary}\n");
+    let patterns = format!("{token}\n{canary}\n");
     let fs_search = session.exec(
         "0",
-        "grep -rlsF -f /dev/stdin / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev",
+        "grep -rlsF -f /dev/stdin / /dev/shm --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev",
         Some(patterns.as_bytes()),
     );
     // As the agent's uid: root without capabilities may not read another
@@ -888,31 +920,47 @@ fn a_secret_lives_only_in_the_agents_environment() {
     let environ_search = session.exec(
         "1000",
         "cat > /tmp/e2e-p; for f in /proc/[0-9]*/environ; do grep -qsF -f /tmp/e2e-p \"$f\" && echo \"$f\"; done; rm -f /tmp/e2e-p",
-        Some(format!("{secret}\n").as_bytes()),
+        Some(format!("{token}\n").as_bytes()),
     );
-    // ...and what the daemon keeps of the container: `docker inspect` and
-    // the files of its state directory (config.v2.json, hostconfig.json, ...).
+    // ...and what the daemon keeps: `docker inspect`, and every file of its
+    // data directory on disk (Docker's containers/<id>/config.v2.json and
+    // the container's writable layer; Podman's state database and the
+    // same), for the secret, the literal and the canary.
     let config_env = inspect(&session.agent_container, "{{json .Config.Env}}");
-    let container_id = inspect(&session.agent_container, "{{.Id}}");
-    let state_dir = std::path::Path::new(&docker_ok(&["info", "-f", "{{.DockerRootDir}}"]))
-        .join("containers")
-        .join(&container_id);
-    let config_v2 = std::fs::read_to_string(state_dir.join("config.v2.json")).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the daemon's `{}/config.v2.json` (the suite needs the local daemon, as root): {e}",
-            state_dir.display()
-        )
-    });
-    let mut state_hits = Vec::new();
+    let mut disk_hits = Vec::new();
+    find_in_tree(&data_dir, token.as_bytes(), started, true, &mut disk_hits);
+    let mut literal_on_disk = Vec::new();
     find_in_tree(
-        &state_dir,
-        secret.as_bytes(),
-        std::time::UNIX_EPOCH,
-        &mut state_hits,
-        0,
+        &data_dir,
+        literal.as_bytes(),
+        started,
+        true,
+        &mut literal_on_disk,
+    );
+    let mut canary_on_disk = Vec::new();
+    find_in_tree(
+        &data_dir,
+        canary.as_bytes(),
+        started,
+        true,
+        &mut canary_on_disk,
     );
     let outcome = session.finish();
+    // ...and after the session: a store that only marks what it deletes
+    // as free (a bolt database) could still hold it.
+    let mut disk_hits_after = Vec::new();
+    find_in_tree(
+        &data_dir,
+        token.as_bytes(),
+        started,
+        true,
+        &mut disk_hits_after,
+    );
 
+    eprintln!(
+        "under `{}`: the literal is in {literal_on_disk:?}, the canary in {canary_on_disk:?}",
+        data_dir.display()
+    );
     assert!(
         cmdline_hits.is_empty(),
         "the secret is on the command line of pids {cmdline_hits:?}"
@@ -930,6 +978,11 @@ fn a_secret_lives_only_in_the_agents_environment() {
         BTreeSet::from(["/home/node/e2e-canary".to_owned()]),
         "the container's files holding the secret (the canary must be the only hit)"
     );
+    let shm_left = outcome.report.probe("shm_left");
+    assert!(
+        shm_left.succeeded() && !shm_left.stdout.contains("claude-bottle"),
+        "the handoff directory must be gone once Claude runs\n{shm_left}"
+    );
     let environs = String::from_utf8_lossy(&environ_search.stdout).into_owned();
     assert!(
         !environs.trim().is_empty()
@@ -945,14 +998,14 @@ fn a_secret_lives_only_in_the_agents_environment() {
     let present = outcome.report.probe("secret_present");
     assert!(
         present.stdout.starts_with(&secret_sha),
-        "the agent does not see the secret's value\n{present}"
+        "Claude does not get the secret's exact value\n{present}"
     );
     assert!(
-        !outcome.stdout.contains(&secret),
+        !outcome.stdout.contains(&token),
         "the secret is in claude-bottle's stdout"
     );
     assert!(
-        !outcome.stderr.contains(&secret),
+        !outcome.stderr.contains(&token),
         "the secret is in claude-bottle's stderr (debug logs on)"
     );
     assert!(
@@ -961,29 +1014,33 @@ fn a_secret_lives_only_in_the_agents_environment() {
             .is_some_and(|n| n.contains(&json!("E2E_SECRET"))),
         "the agent's environment names"
     );
-    // The daemon keeps a container's Config.Env for good; the secret goes on
-    // Claude's exec instead, and the literal stays in the config.
+    // The daemon keeps a container's Config.Env for good; the secret goes
+    // to Claude's process instead, and the literal stays in the config.
     assert!(
         config_env.contains(&format!("E2E_LITERAL={literal}")),
         "CONTROL: the literal should be in the agent container's Config.Env: {config_env}"
     );
     assert!(
-        config_v2.contains(&literal),
-        "CONTROL: the literal should be in `{}/config.v2.json`",
-        state_dir.display()
+        !literal_on_disk.is_empty(),
+        "CONTROL: the literal should be in the daemon's files under `{}`",
+        data_dir.display()
     );
     assert!(
-        !config_env.contains(&secret) && !config_env.contains("E2E_SECRET="),
+        !canary_on_disk.is_empty(),
+        "CONTROL: the canary should be in the container's writable layer under `{}`",
+        data_dir.display()
+    );
+    assert!(
+        !config_env.contains(&token) && !config_env.contains("E2E_SECRET="),
         "the secret is in the agent container's Config.Env (docker inspect): {config_env}"
     );
     assert!(
-        !config_v2.contains(&secret),
-        "the secret is in the daemon's `{}/config.v2.json`",
-        state_dir.display()
+        disk_hits.is_empty(),
+        "the daemon stores the secret on disk while the session runs: {disk_hits:?}"
     );
     assert!(
-        state_hits.is_empty(),
-        "the secret is in the daemon's files of the container: {state_hits:?}"
+        disk_hits_after.is_empty(),
+        "the daemon stores the secret on disk after the session: {disk_hits_after:?}"
     );
     outcome.assert_clean();
 }

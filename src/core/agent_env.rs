@@ -12,6 +12,8 @@ use std::fmt;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::core::env::{EnvSource, ResolvedEnv, ResolvedVar};
+use crate::core::secret_handoff::{HandoffError, payload};
+use crate::printer::Printer;
 
 /// One container env variable; the value stays secret until the request body is built.
 #[derive(Clone)]
@@ -102,6 +104,39 @@ pub fn exec_env(env: &ResolvedEnv) -> Vec<EnvPair> {
         .collect()
 }
 
+/// A bottle's secrets that could not be handed to Claude.
+#[derive(Debug, thiserror::Error)]
+#[error("`bottles.{bottle}.env`: {source}")]
+pub struct AgentEnvError {
+    pub bottle: String,
+    #[source]
+    pub source: HandoffError,
+}
+
+impl crate::diagnostic::Diagnostic for AgentEnvError {
+    fn hints(&self) -> Vec<String> {
+        self.source.hints()
+    }
+}
+
+/// Checks the bottle's env at `prepare`: warns of names the bottle decides,
+/// and refuses secrets that could not reach Claude's process.
+pub fn check(bottle: &str, env: &ResolvedEnv, printer: &Printer) -> Result<(), AgentEnvError> {
+    for name in reserved_names(env) {
+        printer.warn(
+            format_args!(
+                "bottle `{bottle}` sets `{name}`, which the bottle itself decides; ignored"
+            ),
+            &[],
+        );
+    }
+    payload(&exec_env(env)).map_err(|source| AgentEnvError {
+        bottle: bottle.to_owned(),
+        source,
+    })?;
+    Ok(())
+}
+
 /// Environments for the tests of this module and of the engines'.
 #[cfg(test)]
 pub(crate) mod test_env {
@@ -135,8 +170,9 @@ pub(crate) mod test_env {
 
 #[cfg(test)]
 mod tests {
-    use super::test_env::every_kind;
+    use super::test_env::{every_kind, var};
     use super::*;
+    use crate::diagnostic::Diagnostic;
 
     fn values(pairs: &[EnvPair]) -> Vec<(&str, &str)> {
         pairs
@@ -188,5 +224,37 @@ mod tests {
             reserved_names(&env).collect::<Vec<_>>(),
             ["HOME", "HTTPS_PROXY"]
         );
+    }
+
+    #[test]
+    fn check_warns_of_names_the_bottle_decides_and_refuses_what_cannot_reach_claude() {
+        // Names the bottle decides are ignored, with a warning that shows even with `--quiet`.
+        let quiet = Printer::capture(true);
+        assert!(check("work", &every_kind(), &quiet).is_ok());
+        assert_eq!(
+            quiet.captured(),
+            "warning: bottle `work` sets `HOME`, which the bottle itself decides; ignored\n\
+             warning: bottle `work` sets `HTTPS_PROXY`, which the bottle itself decides; ignored\n"
+        );
+        // Any name is fine, the docker CLI's own settings included: no
+        // value passes through its environment.
+        let env = ResolvedEnv {
+            vars: vec![
+                var("DOCKER_HOST", EnvSource::Host, "x"),
+                var("PATH", EnvSource::Prompted, "y"),
+            ],
+        };
+        assert!(check("work", &env, &Printer::capture(false)).is_ok());
+        let nul = ResolvedEnv {
+            vars: vec![var("TYPED", EnvSource::Prompted, "a\0secret")],
+        };
+        let err = check("work", &nul, &Printer::capture(false)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("`bottles.work.env`: the value of `TYPED`"),
+            "{text}"
+        );
+        assert!(!text.contains("secret"), "{text}");
+        assert_eq!(err.hints(), ["give `TYPED` a value without NUL bytes"]);
     }
 }

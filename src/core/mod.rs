@@ -8,6 +8,7 @@ pub mod egress_log;
 pub mod env;
 pub mod pipelock;
 pub mod provision;
+pub mod secret_handoff;
 pub mod slug;
 pub mod spec;
 pub mod subnet;

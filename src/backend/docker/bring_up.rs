@@ -59,6 +59,8 @@ pub(crate) struct Started {
     pub agent_id: String,
     /// `--append-system-prompt-file` for Claude, when the prompt is not empty.
     pub prompt_file: Option<String>,
+    /// Where Claude's launcher finds its secrets; `None` when it has none.
+    pub handoff_dir: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,8 @@ pub(crate) enum LaunchError {
         detail: String,
         logs: String,
     },
+    #[error("could not hand Claude's secret environment to the agent container `{name}`: {detail}")]
+    HandoffFailed { name: String, detail: String },
     #[error("interrupted")]
     Cancelled,
     #[error("the launch task failed: {0}")]
@@ -169,6 +173,10 @@ impl Diagnostic for LaunchError {
                 return fix.into_iter().chain([general]).collect();
             }
             Self::FenceFailed { image, .. } => super::fence::fence_hint(image),
+            Self::HandoffFailed { .. } => format!(
+                "the agent image needs `sh`, `mkdir` and `cat`, and the container a `{}` mount of its own (Docker and Podman give each container one)",
+                crate::core::secret_handoff::SHM
+            ),
             Self::AgentExited { .. } => {
                 "the image must provide `sleep` (a Debian-based image does)".to_owned()
             }
@@ -325,10 +333,12 @@ impl<E: Engine> BringUp<E> {
         tracing::debug!("agent `{}` started in {:?}", names.agent, clock.elapsed());
         self.fence_agent(names, &agent_id, &proxy_address).await?;
         tracing::debug!("agent `{}` fenced in {:?}", names.agent, clock.elapsed());
+        let handoff_dir = self.hand_over(&agent_id, &names.agent).await?;
         Ok(Started {
             names: names.clone(),
             agent_id,
             prompt_file,
+            handoff_dir,
         })
     }
 

@@ -89,7 +89,7 @@ impl<E: Engine> BringUp<E> {
     }
 
     /// Gives the claimed bottle its `--name`, then the agent's files and
-    /// the record of who owns it now, in one upload.
+    /// the record of who owns it now, in one upload, and Claude's secrets.
     async fn provision_claimed(
         &self,
         bottle: &WarmBottle,
@@ -115,11 +115,17 @@ impl<E: Engine> BringUp<E> {
             .map_err(|e| LaunchError::Task(e.to_string()))??;
         let prompt_file = sets.first().and_then(|(set, _)| set.prompt_file.clone());
         self.check_cancelled()?;
-        self.provision(&bottle.agent_id, sets).await?;
+        // The bottle runs already: the secrets go while the files do.
+        let (provisioned, handoff_dir) = futures_util::join!(
+            self.provision(&bottle.agent_id, sets),
+            self.hand_over(&bottle.agent_id, &names.agent)
+        );
+        provisioned?;
         Ok(Started {
             names,
             agent_id: bottle.agent_id.clone(),
             prompt_file,
+            handoff_dir: handoff_dir?,
         })
     }
 }

@@ -23,7 +23,7 @@ use bollard::query_parameters::{
 };
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::endpoint::docker_endpoint;
 use crate::core::agent_env::EnvPair;
@@ -424,6 +424,20 @@ pub(crate) trait Engine: Clone + Send + Sync + 'static {
         env: Vec<(String, String)>,
         limit: usize,
     ) -> impl Future<Output = Result<ExecCapture, EngineError>> + Send;
+    /// Runs `cmd` in a running container as `user`, with `input` on its
+    /// stdin (then closed), and waits for it; stdout and stderr are kept
+    /// apart, and an output beyond `limit` bytes is an error. The input
+    /// travels only over the exec's attached stream, so it is in no
+    /// configuration the engine keeps (an exec's environment is: Podman
+    /// stores it on disk).
+    fn exec_fed(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        user: &str,
+        input: &SecretString,
+        limit: usize,
+    ) -> impl Future<Output = Result<ExecCapture, EngineError>> + Send;
     /// Runs `cmd` like [`Engine::exec_capped`], but its stdout goes to the
     /// file `dest` on this host as it comes (an output beyond `limit` bytes
     /// is an error) and only its stderr is kept. Unlike the archive API,
@@ -509,23 +523,52 @@ type ExecStream = std::pin::Pin<
     >,
 >;
 
+/// An exec that was started attached to its output.
+struct AttachedExec {
+    /// What it does, worded for errors ("run `sh -c` in container `x`").
+    operation: String,
+    id: String,
+    /// Its stdout and stderr; empty when it could not attach.
+    output: ExecStream,
+    /// Its stdin, when it was asked for.
+    input: Option<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>>,
+}
+
+/// What an attached exec gets besides its command.
+#[derive(Default)]
+struct ExecOptions<'a> {
+    /// Added to the container's environment: only what is no secret.
+    env: Vec<(String, String)>,
+    /// The container's default user when `None`.
+    user: Option<&'a str>,
+    /// Attach its stdin too.
+    stdin: bool,
+}
+
 impl BollardEngine {
-    /// Starts `cmd` in `container` with `env` added, attached to its
-    /// stdout and stderr: the operation's wording, the exec's ID, and its
-    /// output. An exec that could not attach has no output.
+    /// Starts `cmd` in `container`, attached to its stdout and stderr (and
+    /// its stdin when `options` asks).
     async fn exec_attached(
         &self,
         container: &str,
         cmd: Vec<String>,
-        env: Vec<(String, String)>,
-    ) -> Result<(String, String, ExecStream), EngineError> {
+        options: ExecOptions<'_>,
+    ) -> Result<AttachedExec, EngineError> {
         let operation = format!(
             "run `{}` in container `{container}`",
             cmd[..cmd.len().min(2)].join(" ")
         );
         let config = bollard::models::ExecConfig {
             cmd: Some(cmd),
-            env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            env: Some(
+                options
+                    .env
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect(),
+            ),
+            user: options.user.map(str::to_owned),
+            attach_stdin: Some(options.stdin),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             ..bollard::models::ExecConfig::default()
@@ -540,11 +583,20 @@ impl BollardEngine {
             .start_exec(&created.id, None)
             .await
             .map_err(|e| classify(&operation, e))?;
-        let stream: ExecStream = match started {
-            bollard::exec::StartExecResults::Attached { output, .. } => output,
-            bollard::exec::StartExecResults::Detached => Box::pin(futures_util::stream::empty()),
+        let (output, input): (ExecStream, _) = match started {
+            bollard::exec::StartExecResults::Attached { output, input } => {
+                (output, options.stdin.then_some(input))
+            }
+            bollard::exec::StartExecResults::Detached => {
+                (Box::pin(futures_util::stream::empty()), None)
+            }
         };
-        Ok((operation, created.id, stream))
+        Ok(AttachedExec {
+            operation,
+            id: created.id,
+            output,
+            input,
+        })
     }
 
     /// The exit code of the finished exec `id` (-1 when the daemon has none).
@@ -556,6 +608,35 @@ impl BollardEngine {
             .map_err(|e| classify(operation, e))?;
         Ok(inspected.exit_code.unwrap_or(-1))
     }
+}
+
+/// Reads an exec's `output` to its end, stdout and stderr apart; more
+/// than `limit` bytes is an error.
+async fn capped_output(
+    operation: &str,
+    mut output: ExecStream,
+    limit: usize,
+) -> Result<ExecCapture, EngineError> {
+    let mut capture = ExecCapture::default();
+    let mut seen = 0usize;
+    while let Some(chunk) = output.next().await {
+        let chunk = chunk.map_err(|e| classify(operation, e))?;
+        seen += chunk.as_ref().len();
+        if seen > limit {
+            return Err(EngineError::new(
+                ErrorKind::Other,
+                operation,
+                format!("it printed more than {limit} bytes"),
+            ));
+        }
+        match chunk {
+            bollard::container::LogOutput::StdErr { message } => {
+                capture.stderr.push_str(&String::from_utf8_lossy(&message));
+            }
+            other => capture.stdout.push_str(&other.to_string()),
+        }
+    }
+    Ok(capture)
 }
 
 /// API 1.41 creates a second network with a taken name unless the request
@@ -1223,38 +1304,15 @@ impl Engine for BollardEngine {
     }
 
     async fn exec(&self, container: &str, cmd: Vec<String>) -> Result<ExecOutput, EngineError> {
-        let operation = format!("run `{}` in container `{container}`", cmd.join(" "));
-        let config = bollard::models::ExecConfig {
-            cmd: Some(cmd),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            ..bollard::models::ExecConfig::default()
-        };
-        let created = self
-            .docker
-            .create_exec(container, config)
-            .await
-            .map_err(|e| classify(&operation, e))?;
+        let mut exec = self
+            .exec_attached(container, cmd, ExecOptions::default())
+            .await?;
         let mut output = String::new();
-        if let bollard::exec::StartExecResults::Attached {
-            output: mut stream, ..
-        } = self
-            .docker
-            .start_exec(&created.id, None)
-            .await
-            .map_err(|e| classify(&operation, e))?
-        {
-            while let Some(chunk) = stream.next().await {
-                output.push_str(&chunk.map_err(|e| classify(&operation, e))?.to_string());
-            }
+        while let Some(chunk) = exec.output.next().await {
+            output.push_str(&chunk.map_err(|e| classify(&exec.operation, e))?.to_string());
         }
-        let inspected = self
-            .docker
-            .inspect_exec(&created.id)
-            .await
-            .map_err(|e| classify(&operation, e))?;
         Ok(ExecOutput {
-            exit_code: inspected.exit_code.unwrap_or(-1),
+            exit_code: self.exec_exit_code(&exec.id, &exec.operation).await?,
             output,
         })
     }
@@ -1389,27 +1447,55 @@ impl Engine for BollardEngine {
         env: Vec<(String, String)>,
         limit: usize,
     ) -> Result<ExecCapture, EngineError> {
-        let (operation, id, mut stream) = self.exec_attached(container, cmd, env).await?;
-        let mut capture = ExecCapture::default();
-        let mut seen = 0usize;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| classify(&operation, e))?;
-            seen += chunk.as_ref().len();
-            if seen > limit {
-                return Err(EngineError::new(
-                    ErrorKind::Other,
-                    operation,
-                    format!("it printed more than {limit} bytes"),
-                ));
-            }
-            match chunk {
-                bollard::container::LogOutput::StdErr { message } => {
-                    capture.stderr.push_str(&String::from_utf8_lossy(&message));
-                }
-                other => capture.stdout.push_str(&other.to_string()),
-            }
+        let options = ExecOptions {
+            env,
+            ..ExecOptions::default()
+        };
+        let exec = self.exec_attached(container, cmd, options).await?;
+        let mut capture = capped_output(&exec.operation, exec.output, limit).await?;
+        capture.exit_code = self.exec_exit_code(&exec.id, &exec.operation).await?;
+        Ok(capture)
+    }
+
+    async fn exec_fed(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        user: &str,
+        input: &SecretString,
+        limit: usize,
+    ) -> Result<ExecCapture, EngineError> {
+        use tokio::io::AsyncWriteExt;
+        let options = ExecOptions {
+            user: Some(user),
+            stdin: true,
+            ..ExecOptions::default()
+        };
+        let exec = self.exec_attached(container, cmd, options).await?;
+        let operation = exec.operation.as_str();
+        // Fed while the output is read, so neither side waits on the other.
+        let feed = async {
+            let Some(mut stdin) = exec.input else {
+                return Err(std::io::Error::other("the exec did not attach its stdin"));
+            };
+            let written = stdin.write_all(input.expose_secret().as_bytes()).await;
+            // Closing it is the end of the input; it is closed even after a
+            // failed write, so the command is not left waiting for more.
+            let closed = stdin.shutdown().await;
+            written.and(closed)
+        };
+        let (fed, capture) = tokio::join!(feed, capped_output(operation, exec.output, limit));
+        let mut capture = capture?;
+        capture.exit_code = self.exec_exit_code(&exec.id, operation).await?;
+        if let Err(e) = fed
+            && capture.exit_code == 0
+        {
+            return Err(EngineError::new(
+                ErrorKind::Other,
+                operation,
+                format!("could not write its input: {e}"),
+            ));
         }
-        capture.exit_code = self.exec_exit_code(&id, &operation).await?;
         Ok(capture)
     }
 
@@ -1422,7 +1508,16 @@ impl Engine for BollardEngine {
         limit: u64,
     ) -> Result<ExecCapture, EngineError> {
         use tokio::io::AsyncWriteExt;
-        let (operation, id, mut stream) = self.exec_attached(container, cmd, env).await?;
+        let options = ExecOptions {
+            env,
+            ..ExecOptions::default()
+        };
+        let AttachedExec {
+            operation,
+            id,
+            output: mut stream,
+            ..
+        } = self.exec_attached(container, cmd, options).await?;
         let other = |detail: String| EngineError::new(ErrorKind::Other, operation.as_str(), detail);
         let mut file = tokio::fs::File::create(dest)
             .await

@@ -1,24 +1,24 @@
 //! Running Claude in the bottle (SPEC §6 "Running Claude"): `docker exec`
 //! through the docker CLI, which owns the interactive terminal better than
-//! any API client would.
+//! any API client would. Its secrets were handed to the bottle before
+//! (`handoff`); none goes through the CLI.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 
-use super::agent_env;
 use crate::backend::BackendError;
-use crate::core::agent_env::EnvPair;
 use crate::core::provision::container_user;
+use crate::core::secret_handoff::launcher_command;
 
 /// `docker exec --detach-keys`: a sequence nobody types, so no keystroke
 /// meant for Claude detaches the terminal.
 pub(crate) const DETACH_KEYS: &str = "ctrl-_,ctrl-^,ctrl-_";
 
 /// The `docker exec` argument list that runs Claude (SPEC §6 "Running
-/// Claude"). Each of `exec_env` is passed as `-e NAME` alone: its value
-/// reaches the CLI through its environment ([`claude_command`]).
-/// Claude works in `workdir`: the workspace, or the directory of it that
-/// `--cwd` named (see `Workspace::subdir`).
+/// Claude"). With a `handoff_dir` (bring-up filled it), Claude starts
+/// through the launcher that loads it. Claude works in `workdir`: the
+/// workspace, or the directory of it that `--cwd` named (see
+/// `Workspace::subdir`).
 pub(crate) fn exec_args(
     container: &str,
     workdir: &str,
@@ -26,7 +26,7 @@ pub(crate) fn exec_args(
     remote_control: bool,
     claude_args: &[String],
     tty: bool,
-    exec_env: &[EnvPair],
+    handoff_dir: Option<&str>,
 ) -> Vec<String> {
     // `-i` always: piped stdin reaches Claude; `-t` only on a real terminal.
     let mut argv: Vec<String> = vec!["exec".into(), "-i".into()];
@@ -40,33 +40,30 @@ pub(crate) fn exec_args(
         container_user(),
         "-w".into(),
         workdir.into(),
+        container.into(),
     ]);
-    for pair in exec_env {
-        argv.push("-e".into());
-        argv.push(pair.name.clone());
-    }
-    argv.extend([container.into(), "claude".into()]);
+    let mut claude: Vec<String> = vec!["claude".into()];
     if remote_control {
-        argv.push("remote-control".into());
+        claude.push("remote-control".into());
     }
     if let Some(prompt) = prompt_file {
-        argv.push("--append-system-prompt-file".into());
-        argv.push(prompt.into());
+        claude.push("--append-system-prompt-file".into());
+        claude.push(prompt.into());
     }
-    argv.extend(claude_args.iter().cloned());
+    claude.extend(claude_args.iter().cloned());
+    match handoff_dir {
+        Some(dir) => argv.extend(launcher_command(dir, claude)),
+        None => argv.extend(claude),
+    }
     argv
 }
 
 /// The docker CLI running `argv` (from [`exec_args`]) on the daemon at
-/// `endpoint`, with the values of `exec_env` in its environment for its
-/// `-e NAME` arguments to pick up.
-pub(crate) fn claude_command(
-    endpoint: &str,
-    argv: &[String],
-    exec_env: &[EnvPair],
-) -> tokio::process::Command {
+/// `endpoint`. Its environment is this process's: no value of Claude's
+/// goes through it.
+pub(crate) fn claude_command(endpoint: &str, argv: &[String]) -> tokio::process::Command {
     let mut command = super::endpoint::docker_command(endpoint);
-    command.args(argv).envs(agent_env::exposed(exec_env));
+    command.args(argv);
     command
 }
 
@@ -76,14 +73,13 @@ pub(crate) fn claude_command(
 pub(crate) async fn run_claude(
     endpoint: &str,
     argv: &[String],
-    exec_env: &[EnvPair],
     tty: bool,
 ) -> Result<i32, BackendError> {
     tracing::debug!(?argv, "running Claude");
     // `docker exec -t` puts the terminal in raw mode; if this future is
     // dropped on a signal, the CLI is killed before it can restore it.
     let _terminal = tty.then(crate::term::TerminalModeGuard::save).flatten();
-    let status = claude_command(endpoint, argv, exec_env)
+    let status = claude_command(endpoint, argv)
         .stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())

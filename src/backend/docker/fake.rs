@@ -61,6 +61,14 @@ pub(crate) enum Call {
         container: String,
         cmd: Vec<String>,
     },
+    /// An exec fed `input` on its stdin (kept whole: tests look for
+    /// secrets in it).
+    ExecFed {
+        container: String,
+        cmd: Vec<String>,
+        user: String,
+        input: String,
+    },
     Stop(String),
     Disconnect {
         network: String,
@@ -108,6 +116,9 @@ impl Call {
                     cmd.first().map_or("", String::as_str)
                 )
             }
+            Self::ExecFed {
+                container, user, ..
+            } => format!("exec_fed {container} as {user}"),
             Self::Stop(c) => format!("stop {c}"),
             Self::Disconnect { network, container } => {
                 format!("disconnect {network} {container}")
@@ -196,6 +207,9 @@ pub(crate) struct FakeState {
     /// it just taken by a "concurrent session"'s network, as a real daemon
     /// does when two sessions pick the same subnet at once.
     pub stolen_subnets: u32,
+    /// Replies of successive `exec_fed` calls; none left is an empty
+    /// success.
+    pub fed_replies: VecDeque<Result<ExecCapture, EngineError>>,
     /// The fence's exit code and output instead of a fence that works.
     pub fence_outcome: Option<(i64, String)>,
 }
@@ -941,6 +955,29 @@ impl Engine for FakeEngine {
         });
         state
             .capped_replies
+            .pop_front()
+            .unwrap_or_else(|| Ok(ExecCapture::default()))
+    }
+
+    async fn exec_fed(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        user: &str,
+        input: &secrecy::SecretString,
+        _limit: usize,
+    ) -> Result<ExecCapture, EngineError> {
+        use secrecy::ExposeSecret;
+        let mut state = self.state();
+        let name = Self::container_name(&state, container);
+        state.calls.push(Call::ExecFed {
+            container: name,
+            cmd,
+            user: user.to_owned(),
+            input: input.expose_secret().to_owned(),
+        });
+        state
+            .fed_replies
             .pop_front()
             .unwrap_or_else(|| Ok(ExecCapture::default()))
     }

@@ -10,6 +10,7 @@
 //! - `warm`, `prewarm`: what makes a warm bottle fit a plan, and making them;
 //! - `specs`: what each container and network is made of;
 //! - `exec_claude`: the `docker exec` that runs Claude;
+//! - `handoff`: Claude's secrets, handed to the bottle over an exec's stdin;
 //! - `fence`: the agent's network namespace closed to all but its proxy;
 //! - `teardown`: removing one session; `remove`: the one removal routine,
 //!   which `cleanup` uses too;
@@ -19,14 +20,11 @@
 //!   proxy's log, and a new proxy config taken up without a restart;
 //! - `ledger`: what a session has created so far;
 //! - `work_export`: the agent's work, out of its container before teardown;
-//! - `agent_env`: what the docker CLI's own environment may carry (which
-//!   variables go where is `core::agent_env`);
 //! - `client`: the Engine API behind a narrow trait;
 //! - `endpoint`: the one daemon both the Engine API and the docker CLI reach;
 //! - `names`: resource names and labels;
 //! - `image`, `pull`: the built-in agent image, and pulling the proxy image.
 
-mod agent_env;
 mod agent_start;
 mod bring_up;
 mod claim;
@@ -37,6 +35,7 @@ mod endpoint;
 mod exec_claude;
 mod fence;
 mod find;
+mod handoff;
 pub mod image;
 mod images;
 mod ledger;

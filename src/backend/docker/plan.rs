@@ -7,7 +7,6 @@ use std::fmt;
 
 use ipnet::Ipv4Net;
 
-use super::agent_env::{self, AgentEnvError};
 use super::client::{Engine, EngineError, LabelFilter, NetworkInfo};
 use super::image::{DEFAULT_CLAUDE_CODE_VERSION, is_claude_code_version};
 use super::names::{Names, Owner, new_session_id, this_host};
@@ -325,7 +324,7 @@ pub(crate) enum PrepareError {
     #[error(transparent)]
     Provision(#[from] ProvisionError),
     #[error(transparent)]
-    AgentEnv(#[from] AgentEnvError),
+    AgentEnv(#[from] crate::core::agent_env::AgentEnvError),
     #[error(transparent)]
     Addresses(#[from] AddressesExhausted),
     #[error("image `{image}` of bottle `{bottle}` is not present locally")]
@@ -401,7 +400,7 @@ pub(crate) async fn prepare<E: Engine>(
     // Host-side checks first: they need no daemon and are the user's to fix.
     let policy = EgressPolicy::for_bottle(&spec.bottle_name, &spec.bottle)?;
     let pipelock_yaml = pipelock::render(&spec.bottle_name, &policy)?;
-    agent_env::check(&spec.bottle_name, &spec.env, printer)?;
+    crate::core::agent_env::check(&spec.bottle_name, &spec.env, printer)?;
 
     let agent_image = spec
         .bottle

@@ -127,22 +127,31 @@ impl<E: Engine> Session<E> {
     }
 
     pub async fn exec_claude(&mut self, args: &[String], tty: bool) -> Result<i32, BackendError> {
+        let argv = self.claude_exec_line(args, tty)?;
+        // The CLI must talk to the daemon the session was made on.
+        run_claude(self.engine.endpoint(), &argv, tty).await
+    }
+
+    /// The `docker exec` line that runs Claude; with secrets, through the
+    /// launcher that loads what bring-up handed over.
+    pub(crate) fn claude_exec_line(
+        &self,
+        args: &[String],
+        tty: bool,
+    ) -> Result<Vec<String>, BackendError> {
         let started = self
             .started
             .as_ref()
             .ok_or_else(|| BackendError::failure("the bottle is not running"))?;
-        let exec_env = crate::core::agent_env::exec_env(&self.plan.spec.env);
-        let argv = exec_args(
+        Ok(exec_args(
             &started.names.agent,
             &self.claude_dir(),
             started.prompt_file.as_deref(),
             self.plan.spec.remote_control,
             args,
             tty,
-            &exec_env,
-        );
-        // The CLI must talk to the daemon the session was made on.
-        run_claude(self.engine.endpoint(), &argv, &exec_env, tty).await
+            started.handoff_dir.as_deref(),
+        ))
     }
 
     /// Stops an unfinished bring-up and removes everything. Idempotent.

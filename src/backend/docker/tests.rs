@@ -693,6 +693,8 @@ async fn launch_follows_the_order_of_the_spec() {
             "create_container claude-bottle-fence-reviewer",
             "start claude-bottle-fence-reviewer",
             "remove_container claude-bottle-fence-reviewer",
+            // Claude's secrets, once the agent runs fenced.
+            "exec_fed claude-bottle-reviewer as 1000:1000",
         ]
     );
     let started = session.started().unwrap();
@@ -736,6 +738,7 @@ async fn the_agent_is_provisioned_while_the_proxy_gets_ready_and_started_after()
             "exec claude-bottle-pipelock-reviewer /pipelock healthcheck",
             "exec claude-bottle-pipelock-reviewer /pipelock healthcheck",
             "start claude-bottle-reviewer",
+            "exec_fed claude-bottle-reviewer as 1000:1000",
         ]
     );
 }
@@ -806,7 +809,7 @@ async fn the_agent_container_is_hardened_and_reaches_only_its_proxy() {
     assert_eq!(host, "claude-bottle-pipelock-reviewer");
     assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{ip}");
     let env: Vec<String> = agent.env.iter().map(|e| format!("{e:?}")).collect();
-    // GITHUB_TOKEN comes from the host: it goes on Claude's exec only.
+    // GITHUB_TOKEN comes from the host: it goes to Claude's process only.
     assert_eq!(
         env,
         [
@@ -840,7 +843,15 @@ async fn the_agent_container_is_hardened_and_reaches_only_its_proxy() {
     );
     assert_eq!(value("NO_PROXY"), "localhost,127.0.0.1");
     assert_eq!(value("HOME"), "/home/node");
-    assert!(!format!("{:?}", engine.state().calls).contains(SECRET));
+    // The secret is in no call but the handoff's stdin.
+    let calls = engine.state().calls.clone();
+    for call in &calls {
+        let shown = format!("{call:?}");
+        match call {
+            Call::ExecFed { input, .. } => assert!(input.contains(SECRET)),
+            _ => assert!(!shown.contains(SECRET), "{shown}"),
+        }
+    }
     let request = serde_json::to_string(&super::client::create_body(agent)).unwrap();
     assert!(!request.contains(SECRET), "{request}");
     assert!(!request.contains("GITHUB_TOKEN"), "{request}");
@@ -1020,6 +1031,7 @@ async fn a_name_taken_during_launch_moves_every_name_to_the_next_suffix() {
             "create_container claude-bottle-fence-reviewer-2",
             "start claude-bottle-fence-reviewer-2",
             "remove_container claude-bottle-fence-reviewer-2",
+            "exec_fed claude-bottle-reviewer-2 as 1000:1000",
         ]
     );
     // The agent's proxy settings follow the new name.
@@ -1452,7 +1464,7 @@ fn exec_line_follows_the_terminal_and_the_prompt() {
         false,
         &args,
         true,
-        &[],
+        None,
     );
     assert_eq!(
         line.join(" "),
@@ -1465,16 +1477,36 @@ fn exec_line_follows_the_terminal_and_the_prompt() {
         true,
         &args,
         false,
-        &[],
+        None,
     );
     assert_eq!(
         line.join(" "),
         "exec -i --detach-keys ctrl-_,ctrl-^,ctrl-_ -u 1000:1000 -w /home/node/workspace/sub dir c claude remote-control -p hello"
     );
+    // With secrets, the launcher that loads them runs Claude's command line.
+    let line = super::exec_claude::exec_args(
+        "c",
+        "/home/node/workspace",
+        None,
+        true,
+        &args,
+        false,
+        Some("/dev/shm/claude-bottle-env-s1"),
+    );
+    let launcher = crate::core::secret_handoff::launcher_command(
+        "/dev/shm/claude-bottle-env-s1",
+        ["claude", "remote-control", "-p", "hello"].map(str::to_owned),
+    );
+    assert_eq!(
+        line[..9].join(" "),
+        "exec -i --detach-keys ctrl-_,ctrl-^,ctrl-_ -u 1000:1000 -w /home/node/workspace c"
+    );
+    assert_eq!(line[9..], launcher[..]);
+    assert_eq!(line[9..11], ["sh", "-c"]);
 }
 
-#[test]
-fn secrets_reach_the_exec_by_name_with_values_only_in_the_clis_environment() {
+#[tokio::test]
+async fn secrets_travel_only_in_the_stdin_of_the_handoff_exec() {
     use std::ffi::OsStr;
     let home = tempfile::tempdir().unwrap();
     let mut spec = spec("reviewer", home.path());
@@ -1482,54 +1514,141 @@ fn secrets_reach_the_exec_by_name_with_values_only_in_the_clis_environment() {
         name: "CLAUDE_CODE_OAUTH_TOKEN".into(),
         source: EnvSource::OauthToken,
         host_var: Some("CLAUDE_BOTTLE_OAUTH_TOKEN".into()),
-        value: SecretString::from("oauth-token-value"),
+        value: SecretString::from("oauth-token-'$value'\n"),
     });
-    let exec_env = crate::core::agent_env::exec_env(&spec.env);
-    let argv = super::exec_claude::exec_args(
+    let engine = engine();
+    let session = started(&engine, spec).await;
+    let session_id = session.plan().owner.session.clone();
+    let argv = session
+        .claude_exec_line(&["-p".to_owned(), "hi".to_owned()], false)
+        .unwrap();
+    let dir = format!("/dev/shm/claude-bottle-env-{session_id}");
+    let calls = engine.state().calls.clone();
+    let fed: Vec<&Call> = calls
+        .iter()
+        .filter(|c| matches!(c, Call::ExecFed { .. }))
+        .collect();
+    assert_eq!(fed.len(), 1, "{:?}", engine.ops());
+    let Call::ExecFed {
+        container,
+        cmd,
+        user,
+        input,
+    } = fed[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(container, "claude-bottle-reviewer");
+    assert_eq!(user, "1000:1000");
+    assert_eq!(cmd, &crate::core::secret_handoff::writer_command(&dir));
+    assert_eq!(
+        input,
+        &format!(
+            "export GITHUB_TOKEN='{SECRET}'\nexport CLAUDE_CODE_OAUTH_TOKEN='oauth-token-'\\''$value'\\''\n'\n"
+        ),
+        "the secrets, and no literal"
+    );
+    // Nowhere else: no other call (container configs included), and not
+    // the docker CLI's command line or environment.
+    let others: Vec<String> = calls
+        .iter()
+        .filter(|c| !matches!(c, Call::ExecFed { .. }))
+        .map(|c| format!("{c:?}"))
+        .collect();
+    for value in [SECRET, "oauth-token-"] {
+        assert!(
+            !others.iter().any(|c| c.contains(value)),
+            "{value} in {others:?}"
+        );
+        assert!(
+            !argv.iter().any(|a| a.contains(value)),
+            "{value} in {argv:?}"
+        );
+    }
+    let expected = super::exec_claude::exec_args(
         "claude-bottle-reviewer",
         "/home/node/workspace",
-        None,
+        Some("/home/node/.claude-bottle-prompt.txt"),
         false,
         &["-p".to_owned(), "hi".to_owned()],
         false,
-        &exec_env,
+        Some(&dir),
     );
-    assert_eq!(
-        argv.join(" "),
-        "exec -i --detach-keys ctrl-_,ctrl-^,ctrl-_ -u 1000:1000 -w /home/node/workspace -e GITHUB_TOKEN -e CLAUDE_CODE_OAUTH_TOKEN claude-bottle-reviewer claude -p hi"
-    );
-    let command = super::exec_claude::claude_command("unix:///run/d.sock", &argv, &exec_env);
+    assert_eq!(argv, expected);
+    let command = super::exec_claude::claude_command("unix:///run/d.sock", &argv);
     let command = command.as_std();
     let args: Vec<&OsStr> = command.get_args().collect();
     assert_eq!(args, argv.iter().map(OsStr::new).collect::<Vec<_>>());
-    let envs: Vec<(&OsStr, Option<&OsStr>)> = command.get_envs().collect();
-    for (name, value) in [
-        ("GITHUB_TOKEN", SECRET),
-        ("CLAUDE_CODE_OAUTH_TOKEN", "oauth-token-value"),
-        ("DOCKER_HOST", "unix:///run/d.sock"),
-    ] {
-        assert!(
-            envs.contains(&(OsStr::new(name), Some(OsStr::new(value)))),
-            "{name} in {envs:?}"
-        );
-    }
-    assert!(
-        !envs.iter().any(|(name, _)| *name == "GIT_AUTHOR_NAME"),
-        "a literal stays in the container's config"
+    let set: Vec<(&OsStr, &OsStr)> = command
+        .get_envs()
+        .filter_map(|(name, value)| Some((name, value?)))
+        .collect();
+    assert_eq!(
+        set,
+        [(OsStr::new("DOCKER_HOST"), OsStr::new("unix:///run/d.sock"))],
+        "the CLI is pointed at the daemon, and given nothing else"
     );
 }
 
 #[tokio::test]
-async fn prepare_refuses_a_host_secret_named_like_a_docker_cli_setting() {
+async fn without_secrets_claude_runs_directly_and_a_failed_handoff_names_its_cause() {
+    let home = tempfile::tempdir().unwrap();
+    let mut spec = spec("reviewer", home.path());
+    spec.env.vars.retain(|v| v.source == EnvSource::Literal);
+    let engine = engine();
+    let session = started(&engine, spec).await;
+    let argv = session.claude_exec_line(&[], true).unwrap();
+    assert_eq!(
+        argv[9..],
+        [
+            "claude-bottle-reviewer",
+            "claude",
+            "--append-system-prompt-file",
+            "/home/node/.claude-bottle-prompt.txt"
+        ],
+        "{argv:?}"
+    );
+    assert!(
+        !engine
+            .state()
+            .calls
+            .iter()
+            .any(|c| matches!(c, Call::ExecFed { .. }))
+    );
+
+    // A handoff that fails fails the start, and leaves nothing.
+    let engine = super::tests::engine();
+    let mut session = unstarted(&engine, super::tests::spec("reviewer", home.path())).await;
+    engine
+        .state()
+        .fed_replies
+        .push_back(Ok(super::client::ExecCapture {
+            exit_code: 1,
+            stdout: String::new(),
+            stderr: "mkdir: cannot create directory: File exists\n".into(),
+        }));
+    let err = session.start().await.unwrap_err();
+    assert_eq!(
+        err.message,
+        "could not hand Claude's secret environment to the agent container `claude-bottle-reviewer`: its writer exited with 1: mkdir: cannot create directory: File exists"
+    );
+    assert!(err.hints[0].contains("/dev/shm"), "{:?}", err.hints);
+    assert!(!err.message.contains(SECRET));
+    session.close().await.unwrap();
+    assert_nothing_left(&engine);
+}
+
+#[tokio::test]
+async fn prepare_refuses_a_secret_that_no_environment_can_hold() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
     let mut spec = spec("reviewer", home.path());
-    spec.env.vars[0].name = "DOCKER_CONFIG".into();
+    spec.env.vars[0].value = SecretString::from("before\0after");
     let err = prepare_with(&engine, spec, &settings()).await.unwrap_err();
     assert!(matches!(err, PrepareError::AgentEnv(_)), "{err}");
     assert!(
         crate::backend::BackendError::from(err).kind == BackendErrorKind::Usage,
-        "a manifest problem is a usage error"
+        "a value the user gave that cannot work is a usage error"
     );
     assert!(engine.mutations().is_empty());
 }

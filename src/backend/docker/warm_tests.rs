@@ -93,7 +93,17 @@ async fn prewarm_makes_whole_running_bottles_with_nothing_of_a_session_in_them()
         "{uploaded:?}"
     );
     drop(state);
-    // No secret value was needed to make them, and none is in them.
+    // No secret value was needed to make them, and none is in them: none
+    // was handed over.
+    assert!(
+        !engine
+            .state()
+            .calls
+            .iter()
+            .any(|c| matches!(c, super::fake::Call::ExecFed { .. })),
+        "{:?}",
+        engine.ops()
+    );
     for spec in engine.created_containers() {
         for pair in &spec.env {
             assert_ne!(secrecy::ExposeSecret::expose_secret(&pair.value), SECRET);
@@ -126,8 +136,9 @@ async fn start_claims_a_warm_bottle_and_provisions_it_as_a_cold_one_is() {
         [
             "rename claude-bottle-reviewer.warm claude-bottle-reviewer",
             "upload claude-bottle-reviewer /",
+            "exec_fed claude-bottle-reviewer as 1000:1000",
         ],
-        "nothing is created, built or pulled"
+        "nothing is created, built or pulled; the files and the secrets go in"
     );
     let started = claimed.started().unwrap();
     assert_eq!(started.names.agent, "claude-bottle-reviewer");
