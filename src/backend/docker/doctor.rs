@@ -280,6 +280,7 @@ async fn trial<E: Engine>(
         cap_drop: Vec::new(),
         cap_add: Vec::new(),
         pids_limit: None,
+        no_user_namespaces: false,
     };
     // The ID once created; by name when the reply never came.
     let id = std::sync::Mutex::new(None::<String>);

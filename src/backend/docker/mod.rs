@@ -50,6 +50,7 @@ mod proxy_reload;
 mod proxy_start;
 mod pull;
 mod remove;
+mod seccomp;
 mod session;
 mod specs;
 mod teardown;
