@@ -7,8 +7,9 @@
 #
 #   rootless-podman.sh up      set up; prints `DOCKER_HOST=unix://...` on stdout
 #   rootless-podman.sh down    undo what `up` made, and nothing else
-#   rootless-podman.sh test    up, the tests (extra arguments go to nextest),
-#                              down, even when the tests fail
+#   rootless-podman.sh test    up, the rootless Podman part of scripts/test.sh
+#                              (extra arguments go to nextest), then down, even
+#                              when the tests fail
 #
 # What `up` makes, each only when missing, recorded in $state so that `down`
 # undoes exactly that:
@@ -157,13 +158,8 @@ test)
     shift
     trap down EXIT
     host=$(up)
-    host=${host#DOCKER_HOST=}
-    bash scripts/copy-test-images.sh "$host"
-    profile=default
-    [ -n "${CI:-}" ] && profile=ci
-    log "the rootless Podman part, against $host"
-    DOCKER_HOST=$host cargo nextest run --workspace --profile "$profile" \
-        -E "${CLAUDE_BOTTLE_ROOTLESS_FILTER:-binary(e2e_isolation)}" "$@"
+    CLAUDE_BOTTLE_TEST_ONLY=rootless-podman CLAUDE_BOTTLE_TEST_ROOTLESS_PODMAN_HOST=${host#DOCKER_HOST=} \
+        bash scripts/test.sh "$@"
     ;;
 *) die "usage: rootless-podman.sh up|down|test [NEXTEST ARGS]" ;;
 esac

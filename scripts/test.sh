@@ -86,12 +86,17 @@ warn_skipped() {
     fi
 }
 
-warn_skipped
+# `CLAUDE_BOTTLE_TEST_ONLY=rootless-podman` runs the rootless Podman part
+# alone (scripts/rootless-podman.sh test).
+only=${CLAUDE_BOTTLE_TEST_ONLY:-}
 status=0
-cargo nextest run --workspace --profile "$profile" "$@" || status=$?
-warn_skipped
-[ "$status" -eq 0 ] || exit "$status"
-cargo test --workspace --doc --quiet
+if [ -z "$only" ]; then
+    warn_skipped
+    cargo nextest run --workspace --profile "$profile" "$@" || status=$?
+    warn_skipped
+    [ "$status" -eq 0 ] || exit "$status"
+    cargo test --workspace --doc --quiet
+fi
 
 # --- the Podman part ---------------------------------------------------------
 
@@ -102,14 +107,18 @@ podman_host=${CLAUDE_BOTTLE_TEST_PODMAN_HOST:-unix:///run/podman/podman.sock}
 # and its bolt_state.db).
 podman_filter='(binary(e2e_isolation) and not test(a_secret_lives_only_in_the_agents_environment)) or (binary(docker_session) and (test(a_full_session) or test(/leaves_nothing$/) or test(cleanup_removes)))'
 podman_unavailable=""
-if [ -n "$unavailable" ]; then
+if [ -n "$only" ]; then
+    :
+elif [ -n "$unavailable" ]; then
     podman_unavailable="the test images could not be built on Docker ($unavailable)"
 elif ! DOCKER_HOST=$podman_host docker version --format '{{range .Server.Components}}{{.Name}};{{end}}' 2>/dev/null | grep -q 'Podman Engine'; then
     podman_unavailable="no Podman service answers at \`$podman_host\` (start one: podman system service --time=0 $podman_host)"
 elif ! bash scripts/copy-test-images.sh "$podman_host" >&2; then
     podman_unavailable="the test images could not be copied into Podman (scripts/copy-test-images.sh; its error is above)"
 fi
-if [ -n "$podman_unavailable" ]; then
+if [ -n "$only" ]; then
+    : # not this part
+elif [ -n "$podman_unavailable" ]; then
     if [ -n "${CI:-}" ]; then
         echo "test: error: $podman_unavailable; CI is set, so the Podman part must run: failing" >&2
         exit 1

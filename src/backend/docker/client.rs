@@ -288,6 +288,11 @@ pub(crate) struct DaemonInfo {
     pub runtimes: Vec<String>,
     /// `DockerRootDir`, on the daemon's host.
     pub root_dir: Option<String>,
+    /// The daemon's containers are under cgroup v1, where rootless Podman
+    /// can set no resource limit.
+    pub cgroup_v1: bool,
+    /// The storage driver (`overlay`, `vfs`, ...), when the daemon says.
+    pub storage_driver: Option<String>,
 }
 
 /// Filters for `list_*`: every `key=value` label must match.
@@ -1000,6 +1005,11 @@ impl Engine for BollardEngine {
                     .is_some_and(|dir| !dir.starts_with("/var/lib/")),
             runtimes,
             root_dir: info.docker_root_dir.filter(|d| !d.is_empty()),
+            cgroup_v1: matches!(
+                info.cgroup_version,
+                Some(bollard::models::SystemInfoCgroupVersionEnum::_1)
+            ),
+            storage_driver: info.driver.filter(|d| !d.is_empty()),
         })
     }
 
