@@ -15,7 +15,8 @@
 //! reads them), so nothing else Podman refuses is let through. The derived
 //! profile is written into a directory of its own next to the service's
 //! socket (which the service can read: rootless Podman runs as its user),
-//! named at random so nobody can put another profile in its place, and is
+//! or in the temp dir when that is not writable, named at random so nobody
+//! can put another profile in its place, and is
 //! removed once the container is created: Podman copies it into the
 //! container's spec. On Docker nothing changes: its default already refuses.
 
@@ -158,7 +159,10 @@ impl WrittenProfile {
                 path: source.to_owned(),
                 detail,
             })?;
+        // A socket shared through its group may sit in a directory only
+        // root writes to; that service is root's, and reads the temp dir.
         Self::write(dir, &profile)
+            .or_else(|first| Self::write(&std::env::temp_dir(), &profile).map_err(|_| first))
     }
 
     fn write(dir: &Path, profile: &Value) -> Result<Self, ProfileError> {
