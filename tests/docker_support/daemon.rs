@@ -61,6 +61,21 @@ pub fn is_podman() -> bool {
     String::from_utf8_lossy(&out.stdout).contains("Podman Engine")
 }
 
+/// Whether the daemon is rootless Podman: Podman whose storage is not
+/// root's (`/var/lib/containers`), the test the product makes too.
+#[allow(
+    dead_code,
+    reason = "only the binaries whose checks differ on rootless Podman ask"
+)]
+pub fn is_rootless_podman() -> bool {
+    if !is_podman() {
+        return false;
+    }
+    let out = docker(&["info", "--format", "{{.DockerRootDir}}"]);
+    let root = String::from_utf8_lossy(&out.stdout);
+    out.status.success() && !root.trim().is_empty() && !root.trim().starts_with("/var/lib/")
+}
+
 pub fn image_exists(image: &str) -> bool {
     docker(&["image", "inspect", image]).status.success()
 }

@@ -521,12 +521,17 @@ impl Session {
     pub fn control_on_egress(&mut self, name: &str, extra: &[&str], cmd: &[&str]) -> Output {
         let full_name = format!("{}-ctl-{name}", self.agent);
         // Unprivileged ICMP sockets for the controls' pings, as Docker allows
-        // by default and Podman's Docker API does not.
+        // by default and Podman's Docker API does not. Not Docker's
+        // `0 2147483647`: the kernel refuses a range beyond the group ids
+        // mapped into the network namespace's user namespace, which under
+        // rootless Podman end at 65536 (the container then fails to start,
+        // and the docker CLI says only "unable to upgrade to tcp, received
+        // 409").
         let mut args: Vec<String> = vec![
             "--network".into(),
             self.egress_network.clone(),
             "--sysctl".into(),
-            "net.ipv4.ping_group_range=0 2147483647".into(),
+            "net.ipv4.ping_group_range=0 65535".into(),
         ];
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         args.push(AGENT_IMAGE.into());

@@ -162,6 +162,10 @@ pub(crate) struct ContainerSpec {
     pub cap_drop: Vec<String>,
     pub cap_add: Vec<String>,
     pub pids_limit: Option<i64>,
+    /// No new user namespaces for its processes. Docker's default seccomp
+    /// profile refuses them already; on Podman it takes a profile of ours
+    /// (`seccomp.rs`).
+    pub no_user_namespaces: bool,
 }
 
 /// The `network` of a container that joins another's network namespace.
@@ -200,6 +204,7 @@ impl fmt::Debug for ContainerSpec {
             .field("cap_drop", &self.cap_drop)
             .field("cap_add", &self.cap_add)
             .field("pids_limit", &self.pids_limit)
+            .field("no_user_namespaces", &self.no_user_namespaces)
             .finish()
     }
 }
@@ -283,6 +288,11 @@ pub(crate) struct DaemonInfo {
     pub runtimes: Vec<String>,
     /// `DockerRootDir`, on the daemon's host.
     pub root_dir: Option<String>,
+    /// The daemon's containers are under cgroup v1, where rootless Podman
+    /// can set no resource limit.
+    pub cgroup_v1: bool,
+    /// The storage driver (`overlay`, `vfs`, ...), when the daemon says.
+    pub storage_driver: Option<String>,
 }
 
 /// Filters for `list_*`: every `key=value` label must match.
@@ -1076,6 +1086,11 @@ impl Engine for BollardEngine {
                     .is_some_and(|dir| !dir.starts_with("/var/lib/")),
             runtimes,
             root_dir: info.docker_root_dir.filter(|d| !d.is_empty()),
+            cgroup_v1: matches!(
+                info.cgroup_version,
+                Some(bollard::models::SystemInfoCgroupVersionEnum::_1)
+            ),
+            storage_driver: info.driver.filter(|d| !d.is_empty()),
         })
     }
 
@@ -1175,15 +1190,36 @@ impl Engine for BollardEngine {
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
+        let operation = format!("create container `{}`", spec.name);
         let options = CreateContainerOptions {
             name: Some(spec.name.clone()),
             platform: String::new(),
         };
+        let mut body = create_body(spec);
+        // Podman reads the profile while it creates the container: it may
+        // go (when this drops) once the create has answered.
+        let profile = if self.podman && spec.no_user_namespaces {
+            let profile =
+                super::seccomp::WrittenProfile::for_podman(&self.endpoint).map_err(|e| {
+                    let mut error = EngineError::new(ErrorKind::Other, &operation, e.to_string());
+                    error.hints = e.hints();
+                    error
+                })?;
+            if let Some(host) = body.host_config.as_mut() {
+                host.security_opt
+                    .get_or_insert_with(Vec::new)
+                    .push(format!("seccomp={}", profile.path().display()));
+            }
+            Some(profile)
+        } else {
+            None
+        };
         let created = self
             .docker
-            .create_container(Some(options), create_body(spec))
+            .create_container(Some(options), body)
             .await
-            .map_err(|e| classify(&format!("create container `{}`", spec.name), e))?;
+            .map_err(|e| classify(&operation, e))?;
+        drop(profile);
         Ok(created.id)
     }
 
@@ -1661,6 +1697,7 @@ mod tests {
             cap_drop: vec![],
             cap_add: vec!["NET_ADMIN".into()],
             pids_limit: None,
+            no_user_namespaces: false,
         };
         let on_network = create_body(&spec("net1"));
         let endpoints = on_network
@@ -1735,6 +1772,7 @@ mod tests {
             cap_drop: vec![],
             cap_add: vec![],
             pids_limit: None,
+            no_user_namespaces: false,
         };
         let debug = format!("{spec:?}");
         assert!(debug.contains("TOKEN"), "{debug}");

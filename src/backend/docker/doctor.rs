@@ -86,7 +86,9 @@ pub(crate) async fn checks<E: Engine>(
             out.push(runsc_check(*engine, info, inputs).await);
             if info.podman {
                 out.push(podman_container_check(*engine, inputs).await);
-                out.push(podman_host_check(info, &facts_of_host()));
+                out.push(podman_host_check(info, &facts_of_host(engine.endpoint())));
+                out.push(podman_seccomp_check(engine.endpoint()));
+                out.extend(podman_rootless_checks(info));
             }
             out.push(address_check(*engine, inputs).await);
             out.extend(image_checks(*engine, inputs).await);
@@ -280,6 +282,7 @@ async fn trial<E: Engine>(
         cap_drop: Vec::new(),
         cap_add: Vec::new(),
         pids_limit: None,
+        no_user_namespaces: false,
     };
     // The ID once created; by name when the reply never came.
     let id = std::sync::Mutex::new(None::<String>);
@@ -382,13 +385,31 @@ pub(crate) struct PodmanHostFacts {
     pub rootless_missing: Vec<(String, String)>,
 }
 
-fn facts_of_host() -> PodmanHostFacts {
+/// The host as the Podman service at `endpoint` needs it. Rootless, what
+/// matters is the service's user (the owner of its socket), who need not be
+/// the one running this tool (root may talk to a user's service).
+fn facts_of_host(endpoint: &str) -> PodmanHostFacts {
+    use std::os::unix::fs::MetadataExt;
     let on_path = |program: &str| {
         std::env::var_os("PATH")
             .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
     };
-    let user = std::env::var("USER").unwrap_or_default();
-    let uid = nix::unistd::getuid().to_string();
+    let me = nix::unistd::getuid();
+    let service_uid = endpoint
+        .strip_prefix("unix://")
+        .and_then(|socket| std::fs::metadata(socket).ok())
+        .map_or(me, |m| nix::unistd::Uid::from_raw(m.uid()));
+    let user = nix::unistd::User::from_uid(service_uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| {
+            (service_uid == me)
+                .then(|| std::env::var("USER").ok())
+                .flatten()
+        })
+        .unwrap_or_default();
+    let uid = service_uid.to_string();
     let has_range = |file: &str| {
         std::fs::read_to_string(file).is_ok_and(|text| {
             text.lines().any(|l| {
@@ -414,12 +435,22 @@ fn facts_of_host() -> PodmanHostFacts {
         }
     }
     // slirp4netns opens it as the user; some hosts leave it to root alone.
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-        .is_err()
-    {
+    // Without it the first container on a network fails to start, and
+    // Podman's rootless network namespace stays half made until it is
+    // reset (`podman system migrate` or a restart of the service).
+    let tun_usable = if service_uid == me {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .is_ok()
+    } else {
+        std::fs::metadata("/dev/net/tun").is_ok_and(|m| {
+            m.mode() & 0o006 == 0o006
+                || (m.uid() == service_uid.as_raw() && m.mode() & 0o600 == 0o600)
+        })
+    };
+    if !tun_usable {
         missing.push((
             "read and write access to `/dev/net/tun`".to_owned(),
             "give every user access to it, its usual mode: `chmod 0666 /dev/net/tun` (as root)"
@@ -476,6 +507,79 @@ pub(crate) fn podman_host_check(info: &DaemonInfo, facts: &PodmanHostFacts) -> C
         "podman-host",
         "rootful Podman, without Docker's iptables rules beside it",
     )
+}
+
+/// Whether `start` can give the agent its seccomp profile on Podman (see
+/// `seccomp.rs`): Podman's default profile must be readable here, and the
+/// service on this host. `start` refuses to run the agent otherwise.
+fn podman_seccomp_check(endpoint: &str) -> Check {
+    use super::seccomp::{PODMAN_PROFILES, ProfileError, podman_base, without_user_namespaces};
+    let made = if endpoint.starts_with("unix://") {
+        podman_base(&PODMAN_PROFILES).and_then(|(path, base)| {
+            without_user_namespaces(&base)
+                .map(|_| path)
+                .map_err(|detail| ProfileError::NotAProfile {
+                    path: path.to_owned(),
+                    detail,
+                })
+        })
+    } else {
+        Err(ProfileError::NotLocal {
+            endpoint: endpoint.to_owned(),
+        })
+    };
+    match made {
+        Ok(path) => Check::ok(
+            "podman-seccomp",
+            format!(
+                "the agent gets Podman's default seccomp profile (`{path}`) with new user namespaces refused, as Docker's default does"
+            ),
+        ),
+        Err(e) => {
+            let mut check = Check::fail(
+                "podman-seccomp",
+                format!(
+                    "start cannot keep the agent from making user namespaces, so it will not start one: {e}"
+                ),
+            );
+            check.hints = e.hints();
+            check
+        }
+    }
+}
+
+/// What rootless Podman cannot do on this host, beyond what it needs to run
+/// at all ([`podman_host_check`]).
+fn podman_rootless_checks(info: &DaemonInfo) -> Vec<Check> {
+    if !info.rootless {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    out.push(if info.cgroup_v1 {
+        Check::warn(
+            "podman-limits",
+            format!(
+                "rootless Podman on cgroup v1 can set no resource limit: the agent's limit of {} processes is not applied, so a fork storm in a bottle reaches the host",
+                super::specs::PIDS_LIMIT
+            ),
+        )
+        .hint("boot the host with cgroup v2 (`systemd.unified_cgroup_hierarchy=1`), where systemd delegates the `pids` controller to users by default; or use rootful Podman or Docker")
+    } else {
+        Check::ok(
+            "podman-limits",
+            "cgroup v2: rootless Podman can apply the agent's process limit where the `pids` controller is delegated to the user (systemd's default)",
+        )
+    });
+    if info.storage_driver.as_deref() == Some("vfs") {
+        out.push(
+            Check::warn(
+                "podman-storage",
+                "storage driver `vfs`: every container copies its image's layers whole, so bottles start slowly and take much disk",
+            )
+            .hint("as the service's user: `printf '[storage]\\ndriver = \"overlay\"\\n' > ~/.config/containers/storage.conf`, then `podman system reset` (removes its images and containers) and restart the service; the kernel's overlayfs works rootless since Linux 5.11"),
+        );
+    }
+    out
 }
 
 /// The narrowest rule that lets a podman bridge forward frames between its
@@ -702,6 +806,8 @@ mod tests {
             api_version: "1.41".to_owned(),
             runtimes: Vec::new(),
             root_dir: Some("/var/lib/docker".to_owned()),
+            cgroup_v1: false,
+            storage_driver: Some("overlay2".to_owned()),
         }
     }
 
@@ -831,6 +937,41 @@ mod tests {
         assert!(check.detail.contains("/etc/subuid"), "{check:?}");
         assert_eq!(check.hints, ["add one"]);
         assert_eq!(podman_host_check(&info, &alone).status, CheckStatus::Ok);
+    }
+
+    #[test]
+    fn rootless_podman_is_told_what_it_cannot_limit_and_a_slow_storage_driver() {
+        let mut info = daemon("4.3.1");
+        info.podman = true;
+        assert!(podman_rootless_checks(&info).is_empty(), "rootful");
+        info.rootless = true;
+        info.storage_driver = Some("overlay".to_owned());
+        let checks = podman_rootless_checks(&info);
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].name, "podman-limits");
+        assert_eq!(checks[0].status, CheckStatus::Ok);
+        info.cgroup_v1 = true;
+        info.storage_driver = Some("vfs".to_owned());
+        let checks = podman_rootless_checks(&info);
+        assert_eq!(checks.len(), 2);
+        assert_eq!(checks[0].status, CheckStatus::Warn);
+        assert!(checks[0].detail.contains("cgroup v1"), "{:?}", checks[0]);
+        assert!(!checks[0].hints.is_empty());
+        assert_eq!(checks[1].name, "podman-storage");
+        assert_eq!(checks[1].status, CheckStatus::Warn);
+        assert!(
+            checks[1].hints[0].contains("driver = \"overlay\""),
+            "{:?}",
+            checks[1]
+        );
+    }
+
+    #[test]
+    fn podman_on_another_host_cannot_get_the_agents_seccomp_profile() {
+        let check = podman_seccomp_check("tcp://10.0.0.1:2375");
+        assert_eq!(check.status, CheckStatus::Fail);
+        assert!(check.detail.contains("not on a local socket"), "{check:?}");
+        assert!(!check.hints.is_empty());
     }
 
     #[tokio::test]

@@ -49,6 +49,7 @@ mod proxy_reload;
 mod proxy_start;
 mod pull;
 mod remove;
+mod seccomp;
 mod session;
 mod specs;
 mod teardown;

@@ -93,6 +93,7 @@ pub(crate) fn proxy_container_spec(
         cap_drop: vec!["ALL".to_owned()],
         cap_add: Vec::new(),
         pids_limit: Some(PIDS_LIMIT),
+        no_user_namespaces: false,
     }
 }
 
@@ -134,6 +135,7 @@ pub(crate) fn agent_container_spec(
         cap_drop: vec!["ALL".to_owned()],
         cap_add: Vec::new(),
         pids_limit: Some(PIDS_LIMIT),
+        no_user_namespaces: true,
     }
 }
 
@@ -165,5 +167,6 @@ pub(crate) fn fence_container_spec(
         cap_drop: vec!["ALL".to_owned()],
         cap_add: vec!["NET_ADMIN".to_owned()],
         pids_limit: Some(PIDS_LIMIT),
+        no_user_namespaces: false,
     }
 }

@@ -98,6 +98,7 @@ fn container(text: &mut String, role: &str, spec: &ContainerSpec) {
         cap_drop,
         cap_add,
         pids_limit,
+        no_user_namespaces,
     } = spec;
     let env: Vec<(&str, &str)> = env
         .iter()
@@ -107,7 +108,7 @@ fn container(text: &mut String, role: &str, spec: &ContainerSpec) {
     let _ = writeln!(
         text,
         "{role} {image:?} {user:?} {entrypoint:?} {cmd:?} {working_dir:?} {env:?} {labels:?} \
-         {extra_hosts:?} {dns:?} {runtime:?} {init:?} {security_opt:?} {cap_drop:?} {cap_add:?} {pids_limit:?}"
+         {extra_hosts:?} {dns:?} {runtime:?} {init:?} {security_opt:?} {cap_drop:?} {cap_add:?} {pids_limit:?} {no_user_namespaces:?}"
     );
 }
 
