@@ -20,6 +20,11 @@
 //! A directory below the top of a work tree brings the whole repository:
 //! the workspace is the top, as a sparse checkout of that directory alone
 //! (see [`Selector::sparse`]), and Claude works in the directory.
+//!
+//! A repository that borrows objects from others (`git clone --shared` or
+//! `--reference`: `objects/info/alternates` names their object directories
+//! by host paths) gets copies of them inside its own; see
+//! [`Selector::alternates`].
 
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsStr;
@@ -33,6 +38,14 @@ use indicatif::HumanBytes;
 
 /// A `.git` file or git `config` larger than this is not a git file.
 const MAX_GIT_FILE: u64 = 1 << 20;
+
+/// How many levels of alternates of alternates git follows (and so the
+/// bottle's copy): the repository's own list is level 0.
+const MAX_ALTERNATES_DEPTH: usize = 5;
+
+/// Where, in an objects directory in the bottle, the copies of the object
+/// directories it borrows from go, numbered from 0.
+const ALTERNATES_COPIES: &str = "info/claude-bottle-alternates";
 
 /// Where the workspace's files come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +96,16 @@ pub struct Workspace {
     pub files: u64,
     /// The size of the regular files.
     pub bytes: u64,
+    /// What of it is copies of borrowed object directories.
+    pub borrowed: Borrowed,
+}
+
+/// The object directories copied in because a repository borrows from them
+/// (its alternates), and their size; part of the workspace's counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Borrowed {
+    pub dirs: u64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +121,20 @@ pub enum WorkspaceError {
 
     #[error("`{path}` is not a `.git` file git understands: {detail}")]
     GitFileInvalid { path: PathBuf, detail: String },
+
+    #[error(
+        "could not read the object directory `{alternate}` that `{list}` borrows objects from: {source}"
+    )]
+    AlternateUnreadable {
+        list: PathBuf,
+        alternate: PathBuf,
+        source: io::Error,
+    },
+
+    #[error(
+        "`{list}` borrows objects more than {MAX_ALTERNATES_DEPTH} levels of alternates deep, past what git follows"
+    )]
+    AlternatesTooDeep { list: PathBuf },
 }
 
 impl crate::diagnostic::Diagnostic for WorkspaceError {
@@ -112,6 +149,12 @@ impl crate::diagnostic::Diagnostic for WorkspaceError {
             }
             Self::GitFileInvalid { .. } => {
                 "a `.git` file holds one line `gitdir: PATH`; run `git status` there to see what git makes of it"
+            }
+            Self::AlternateUnreadable { .. } | Self::AlternatesTooDeep { .. } => {
+                return vec![
+                    "the repository was cloned with `--shared` or `--reference` and needs those objects; claude-bottle copies them into the bottle".to_owned(),
+                    "to make the repository stand alone, run `git repack -a -d` in it, then remove that `objects/info/alternates` file".to_owned(),
+                ];
             }
         };
         vec![hint.to_owned()]
@@ -151,6 +194,7 @@ pub fn select(root: &Path, host_home: &Path) -> Result<Workspace, WorkspaceError
             });
         }
     };
+    selector.alternates()?;
     tracing::debug!(
         files = selector.files,
         bytes = selector.bytes,
@@ -164,6 +208,7 @@ pub fn select(root: &Path, host_home: &Path) -> Result<Workspace, WorkspaceError
         entries: selector.entries,
         files: selector.files,
         bytes: selector.bytes,
+        borrowed: selector.borrowed,
     })
 }
 
@@ -187,12 +232,24 @@ impl Workspace {
 
     /// What the plan says of the workspace after its path.
     pub fn describe(&self) -> String {
-        let size = format!(
+        let mut size = format!(
             "{} {}, {}",
             self.files,
             if self.files == 1 { "file" } else { "files" },
             HumanBytes(self.bytes)
         );
+        if self.borrowed.dirs > 0 {
+            size.push_str(&format!(
+                " ({} of it the objects borrowed from {} alternate object {})",
+                HumanBytes(self.borrowed.bytes),
+                self.borrowed.dirs,
+                if self.borrowed.dirs == 1 {
+                    "directory"
+                } else {
+                    "directories"
+                }
+            ));
+        }
         match &self.kind {
             Kind::Plain => format!("not a git work tree, everything is copied: {size}"),
             Kind::Git => {
@@ -221,6 +278,7 @@ struct Selector {
     /// are in the bottle. A `.git` file pointing into one is rewritten to
     /// point at the copy.
     git_dirs: Vec<(PathBuf, PathBuf)>,
+    borrowed: Borrowed,
 }
 
 impl Selector {
@@ -405,6 +463,52 @@ impl Selector {
         Ok(())
     }
 
+    /// Makes every selected repository that borrows objects work without
+    /// the host's paths. Its `objects/info/alternates` lists object
+    /// directories by host paths (absolute, or relative to the objects
+    /// directory), and each of those may list more. Each directory of that
+    /// chain (as deep as git follows it, each once) is copied into the
+    /// repository's objects directory as `info/claude-bottle-alternates/N`,
+    /// without its own list, and the bottle's `alternates` names the copies
+    /// by relative paths, all at one level. The host's files are only read.
+    fn alternates(&mut self) -> Result<(), WorkspaceError> {
+        let lists: Vec<(PathBuf, PathBuf)> = self
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::File && is_alternates_list(&e.dest))
+            .map(|e| (e.dest.clone(), e.host.clone()))
+            .collect();
+        for (dest, host) in lists {
+            let (Some(dest_objects), Some(host_objects)) = (
+                dest.parent().and_then(Path::parent),
+                host.parent().and_then(Path::parent),
+            ) else {
+                continue;
+            };
+            let host_objects = canonical(host_objects)?;
+            let mut borrowed = Vec::new();
+            borrowed_dirs(&host_objects, &host_objects, 0, &mut borrowed)?;
+            let copies = dest_objects.join(ALTERNATES_COPIES);
+            if !borrowed.is_empty() {
+                let info = host.parent().unwrap_or(&host_objects).to_path_buf();
+                self.push(copies.clone(), info, EntryKind::Dir, 0);
+            }
+            let mut list = Vec::new();
+            for (n, dir) in borrowed.iter().enumerate() {
+                let before = self.bytes;
+                self.walk(dir, &copies.join(n.to_string()), &|rel| {
+                    rel == Path::new("info/alternates")
+                })?;
+                self.borrowed.dirs += 1;
+                self.borrowed.bytes += self.bytes - before;
+                list.extend_from_slice(format!("{ALTERNATES_COPIES}/{n}\n").as_bytes());
+            }
+            tracing::debug!(list = %host.display(), dirs = borrowed.len(), "alternate object directories copied into the bottle");
+            self.set_generated(dest, &host, list);
+        }
+        Ok(())
+    }
+
     /// Puts `content` at `dest` in the workspace, in place of what was
     /// selected there; `host` is what it stands for, for messages.
     fn set_generated(&mut self, dest: PathBuf, host: &Path, content: Vec<u8>) {
@@ -554,6 +658,107 @@ fn per_worktree(relative: &Path) -> bool {
                 | "sequencer"
                 | "gc.pid"
         )
+}
+
+/// Whether the workspace path `dest` is a repository's list of alternates:
+/// `objects/info/alternates` in a `.git` directory.
+fn is_alternates_list(dest: &Path) -> bool {
+    dest.ends_with("objects/info/alternates") && dest.components().any(|c| c.as_os_str() == ".git")
+}
+
+/// Appends to `found` the object directories (canonical) that the objects
+/// directory `objects` borrows from, `depth` levels of alternates below the
+/// repository's own `top`, in the order git searches them: each one's own
+/// alternates right after it. Each is listed once, and never `top`.
+fn borrowed_dirs(
+    top: &Path,
+    objects: &Path,
+    depth: usize,
+    found: &mut Vec<PathBuf>,
+) -> Result<(), WorkspaceError> {
+    let list = objects.join("info/alternates");
+    if depth > 0 && fs::symlink_metadata(&list).is_err() {
+        return Ok(());
+    }
+    let entries = alternates_entries(&read_small(&list)?);
+    if depth > MAX_ALTERNATES_DEPTH && !entries.is_empty() {
+        return Err(WorkspaceError::AlternatesTooDeep {
+            list: top.join("info/alternates"),
+        });
+    }
+    for entry in entries {
+        // Relative to the objects directory, as git reads it; a `http://`
+        // line is a relative path to git too, and missing.
+        let named = objects.join(OsStr::from_bytes(&entry));
+        let unreadable = |source| WorkspaceError::AlternateUnreadable {
+            list: list.clone(),
+            alternate: named.clone(),
+            source,
+        };
+        let dir = named.canonicalize().map_err(unreadable)?;
+        fs::read_dir(&dir).map_err(unreadable)?;
+        if dir == top || found.contains(&dir) {
+            continue;
+        }
+        found.push(dir.clone());
+        borrowed_dirs(top, &dir, depth + 1, found)?;
+    }
+    Ok(())
+}
+
+/// The paths an `objects/info/alternates` file names, as git reads it: one
+/// a line; empty lines and lines starting with `#` skipped; a line starting
+/// with `"` C-quoted (kept as it is when the quoting is broken); trailing
+/// slashes dropped.
+fn alternates_entries(content: &[u8]) -> Vec<Vec<u8>> {
+    content
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty() && !line.starts_with(b"#"))
+        .map(|line| {
+            let mut path = unquote_c(line).unwrap_or_else(|| line.to_vec());
+            while path.len() > 1 && path.ends_with(b"/") {
+                path.pop();
+            }
+            path
+        })
+        .filter(|path| !path.is_empty())
+        .collect()
+}
+
+/// A C-quoted string as git writes it (`"a\tb\303\251"`), unquoted;
+/// `None` when `quoted` is not one.
+fn unquote_c(quoted: &[u8]) -> Option<Vec<u8>> {
+    let inner = quoted.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    let mut out = Vec::with_capacity(inner.len());
+    let mut bytes = inner.iter().copied();
+    while let Some(byte) = bytes.next() {
+        match byte {
+            b'"' => return None,
+            b'\\' => {
+                let escaped = bytes.next()?;
+                out.push(match escaped {
+                    b'a' => 0x07,
+                    b'b' => 0x08,
+                    b'f' => 0x0c,
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'v' => 0x0b,
+                    b'\\' | b'"' => escaped,
+                    b'0'..=b'3' => {
+                        let (d1, d2) = (bytes.next()?, bytes.next()?);
+                        if !(b'0'..=b'7').contains(&d1) || !(b'0'..=b'7').contains(&d2) {
+                            return None;
+                        }
+                        ((escaped - b'0') << 6) | ((d1 - b'0') << 3) | (d2 - b'0')
+                    }
+                    _ => return None,
+                });
+            }
+            _ => out.push(byte),
+        }
+    }
+    Some(out)
 }
 
 /// `[core] worktree = <back>` as an appended config section.
@@ -1338,6 +1543,240 @@ pub(crate) mod tests {
         assert_eq!(git(&sub, &["log", "--format=%s"]).trim(), "first");
     }
 
+    /// The objects directory of the repository at `repo`, canonical.
+    fn objects_of(repo: &Path) -> PathBuf {
+        repo.join(".git/objects").canonicalize().expect("objects")
+    }
+
+    /// A `--shared` clone borrows its objects from the repository it was
+    /// cloned from, which may borrow from another: the bottle gets copies
+    /// of both (each once, whatever way it is named), its own list names
+    /// them relatively, and git works there with the host's repositories
+    /// gone. The host's list is as it was.
+    #[test]
+    fn a_shared_clone_carries_the_objects_it_borrows_along_the_chain() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let base = tmp.path().join("base");
+        project(&base);
+        let origin = tmp.path().join("origin");
+        let clone = tmp.path().join("clone");
+        for (from, to) in [(&base, &origin), (&origin, &clone)] {
+            git(
+                tmp.path(),
+                &[
+                    "clone",
+                    "-q",
+                    "--shared",
+                    from.to_str().expect("utf-8"),
+                    to.to_str().expect("utf-8"),
+                ],
+            );
+        }
+        write(&origin.join("origin.rs"), "// in origin only\n");
+        git(&origin, &["add", "origin.rs"]);
+        git(&origin, &["commit", "-q", "-m", "in origin"]);
+        git(&clone, &["pull", "-q", "--ff-only"]);
+        write(&clone.join("wip.rs"), "// untracked\n");
+        // As a user may write it: a comment, a blank line, a trailing
+        // slash, and `base` again by a relative path.
+        let list = clone.join(".git/objects/info/alternates");
+        let host_list = format!(
+            "# borrowed\n\n{}/\n../../../base/.git/objects\n",
+            objects_of(&origin).display()
+        );
+        fs::write(&list, &host_list).expect("write alternates");
+        let on_host = git(&clone, &["status", "--porcelain"]);
+        let log_on_host = git(&clone, &["log", "--format=%s"]);
+
+        let workspace = select(&clone, tmp.path()).expect("select");
+        let borrowed_bytes: u64 = [&origin, &base]
+            .iter()
+            .flat_map(|repo| walk(&objects_of(repo)).expect("walk"))
+            .filter(|e| e.kind == EntryKind::File && !e.dest.ends_with("info/alternates"))
+            .map(|e| fs::metadata(&e.host).expect("stat").len())
+            .sum();
+        assert_eq!(
+            workspace.borrowed,
+            Borrowed {
+                dirs: 2,
+                bytes: borrowed_bytes
+            }
+        );
+        let described = workspace.describe();
+        assert!(
+            described.contains("of it the objects borrowed from 2 alternate object directories"),
+            "{described}"
+        );
+        let copy = unpack(workspace, &tmp.path().join("bottle"));
+        assert_eq!(
+            fs::read_to_string(&list).expect("host list"),
+            host_list,
+            "the host's list is untouched"
+        );
+        for repo in [&base, &origin, &clone] {
+            fs::remove_dir_all(repo).expect("remove a host repository");
+        }
+        assert_eq!(
+            fs::read_to_string(copy.join(".git/objects/info/alternates")).expect("list"),
+            "info/claude-bottle-alternates/0\ninfo/claude-bottle-alternates/1\n"
+        );
+        assert!(
+            !copy
+                .join(".git/objects/info/claude-bottle-alternates/0/info/alternates")
+                .exists(),
+            "a copy keeps no host paths"
+        );
+        assert_eq!(git(&copy, &["status", "--porcelain"]), on_host);
+        assert_eq!(git(&copy, &["log", "--format=%s"]), log_on_host);
+        assert_eq!(log_on_host, "in origin\nfirst\n");
+        git(&copy, &["fsck", "--no-progress"]);
+    }
+
+    /// A linked worktree of a `--shared` clone: the common directory's
+    /// alternates come along.
+    #[test]
+    fn a_worktree_of_a_shared_clone_carries_the_objects_it_borrows() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let origin = tmp.path().join("origin");
+        project(&origin);
+        let clone = tmp.path().join("clone");
+        git(
+            tmp.path(),
+            &[
+                "clone",
+                "-q",
+                "--shared",
+                origin.to_str().expect("utf-8"),
+                clone.to_str().expect("utf-8"),
+            ],
+        );
+        let linked = tmp.path().join("linked");
+        git(
+            &clone,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "-b",
+                "feature",
+                linked.to_str().expect("utf-8"),
+            ],
+        );
+        let workspace = select(&linked, tmp.path()).expect("select");
+        assert_eq!(workspace.borrowed.dirs, 1);
+        let copy = unpack(workspace, &tmp.path().join("bottle"));
+        for repo in [&origin, &clone, &linked] {
+            fs::remove_dir_all(repo).expect("remove a host repository");
+        }
+        assert_eq!(git(&copy, &["log", "--format=%s"]), "first\n");
+        assert_eq!(git(&copy, &["status", "--porcelain"]), "");
+    }
+
+    /// Git follows alternates of alternates 5 levels below the repository's
+    /// own list, and ignores deeper ones; the bottle's copy goes as deep,
+    /// and a repository that needs deeper ones is refused.
+    #[test]
+    fn alternates_are_followed_as_deep_as_git_follows_them() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repos: Vec<PathBuf> = (0..8).map(|n| tmp.path().join(format!("r{n}"))).collect();
+        project(&repos[0]);
+        for n in 1..repos.len() {
+            fs::create_dir_all(&repos[n]).expect("mkdir");
+            git(&repos[n], &["init", "-q"]);
+            fs::write(
+                repos[n].join(".git/objects/info/alternates"),
+                format!("{}\n", objects_of(&repos[n - 1]).display()),
+            )
+            .expect("alternates");
+            // Git itself cannot read the first commit from the deepest.
+            if n < 7 {
+                git(
+                    &repos[n],
+                    &["reset", "-q", git(&repos[0], &["rev-parse", "HEAD"]).trim()],
+                );
+            }
+        }
+        let deepest_git_reads = &repos[6];
+        assert_eq!(git(deepest_git_reads, &["log", "--format=%s"]), "first\n");
+        let workspace = select(deepest_git_reads, tmp.path()).expect("select");
+        assert_eq!(workspace.borrowed.dirs, 6);
+        let copy = unpack(workspace, &tmp.path().join("bottle"));
+        assert_eq!(git(&copy, &["log", "--format=%s"]), "first\n");
+
+        let too_deep = &repos[7];
+        let err = select(too_deep, tmp.path()).expect_err("too deep");
+        assert!(
+            matches!(&err, WorkspaceError::AlternatesTooDeep { list } if list == &objects_of(too_deep).join("info/alternates")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("more than 5 levels"), "{err}");
+    }
+
+    /// An alternate that is gone (or a URL, which git reads as a missing
+    /// relative path) is refused, naming it, with how to go without it.
+    #[test]
+    fn a_missing_alternate_is_refused_with_how_to_do_without_it() {
+        use crate::diagnostic::Diagnostic;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = tmp.path().join("repo");
+        project(&repo);
+        let list = repo.join(".git/objects/info/alternates");
+        for (named, missing) in [
+            (
+                "/nowhere/objects".to_owned(),
+                PathBuf::from("/nowhere/objects"),
+            ),
+            (
+                "http://example.invalid/objects".to_owned(),
+                objects_of(&repo).join("http://example.invalid/objects"),
+            ),
+        ] {
+            fs::write(&list, format!("{named}\n")).expect("alternates");
+            let err = select(&repo, tmp.path()).expect_err("missing alternate");
+            match &err {
+                WorkspaceError::AlternateUnreadable {
+                    list: in_list,
+                    alternate,
+                    source,
+                } => {
+                    assert_eq!(in_list, &objects_of(&repo).join("info/alternates"));
+                    assert_eq!(alternate, &missing);
+                    assert_eq!(source.kind(), io::ErrorKind::NotFound);
+                }
+                other => panic!("{other}"),
+            }
+            assert!(
+                err.to_string()
+                    .contains(&format!("`{}`", missing.display())),
+                "{err}"
+            );
+            assert!(
+                err.hints().iter().any(|h| h.contains("git repack -a -d")),
+                "{:?}",
+                err.hints()
+            );
+        }
+    }
+
+    #[test]
+    fn alternates_lists_are_read_as_git_reads_them() {
+        let content = b"# comment\n\n/abs/objects/\nrel/objects\n\"/with\\nnewline\\303\\251\"\n\"broken\n/\n";
+        let entries: Vec<String> = alternates_entries(content)
+            .iter()
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                "/abs/objects",
+                "rel/objects",
+                "/with\nnewline\u{e9}",
+                "\"broken",
+                "/"
+            ]
+        );
+    }
+
     /// The plan's words for each kind of workspace.
     #[test]
     fn each_kind_of_workspace_is_described() {
@@ -1362,6 +1801,7 @@ pub(crate) mod tests {
                     entries: Vec::new(),
                     files,
                     bytes,
+                    borrowed: Borrowed::default(),
                 }
                 .describe()
             })
