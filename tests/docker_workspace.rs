@@ -1,6 +1,7 @@
 //! `--cwd` on the real daemon (issue 8 §2): what git would carry reaches the
 //! bottle, ignored files never do, and the repository works inside it for
-//! a plain work tree, a linked worktree and a superproject with a submodule.
+//! a plain work tree, a linked worktree, a superproject with a submodule and
+//! a `--shared` clone (whose work comes home).
 //!
 //! Each test builds a repository in its fixture's `work` directory (the
 //! directory `start --cwd` runs in), runs a session whose stub `claude`
@@ -203,4 +204,67 @@ fn a_repository_with_a_submodule_works_in_the_bottle() {
     );
     assert_eq!(parts[2].trim_end(), sub_on_host);
     assert_eq!(parts[3].lines().collect::<Vec<_>>(), ["first", "no-target"]);
+}
+
+/// A `git clone --shared` borrows its objects from the repository it was
+/// cloned from by a host path: inside, git works on copies of them, and
+/// the agent's work comes home to the clone, whose list of alternates is
+/// as it was.
+#[test]
+fn a_shared_clone_works_in_the_bottle_and_its_work_comes_home() {
+    let fx = fixture("shared");
+    let origin = fx.dir.path().join("origin");
+    project(&origin);
+    let work = fx.dir.path().join("work");
+    git(
+        fx.dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--shared",
+            origin.to_str().expect("utf-8"),
+            work.to_str().expect("utf-8"),
+        ],
+    );
+    let list = work.join(".git/objects/info/alternates");
+    let host_list = fs::read(&list).expect("a --shared clone has alternates");
+    write(&work.join("notes.md"), "untracked, not ignored\n");
+    let on_host = git(&work, &["status", "--porcelain"]);
+
+    let (plan, inside) = session(
+        &fx,
+        "git status --porcelain && echo --- && git log --format=%s && echo --- && \
+         git config user.email agent@bottle && git config user.name agent && \
+         echo more >> src/main.rs && git commit -qam 'agent on main' && \
+         echo wip > wip.txt && git log --format=%s",
+    );
+    assert!(
+        plan.contains("borrowed from 1 alternate object directory"),
+        "the plan says what goes in:\n{plan}"
+    );
+    let parts: Vec<&str> = inside.split("---\n").collect();
+    assert_eq!(parts[0].trim_end(), on_host);
+    assert_eq!(parts[1].lines().collect::<Vec<_>>(), ["first"]);
+    assert_eq!(
+        parts[2].lines().collect::<Vec<_>>(),
+        ["agent on main", "first"]
+    );
+    let ns = format!("bottle/{}", fx.agent);
+    assert_eq!(
+        git(&work, &["log", "--format=%s", &format!("{ns}/main")]),
+        "agent on main\nfirst"
+    );
+    assert_eq!(
+        git(
+            &work,
+            &[
+                "diff",
+                "--name-status",
+                &format!("{ns}/main"),
+                &format!("{ns}/uncommitted")
+            ]
+        ),
+        "A\tnotes.md\nA\twip.txt"
+    );
+    assert_eq!(fs::read(&list).expect("alternates"), host_list);
 }
