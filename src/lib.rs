@@ -15,3 +15,9 @@ pub mod diagnostic;
 pub mod manifest;
 pub mod printer;
 pub mod term;
+
+/// Host `git` as the tests run it to set up and inspect repositories: one
+/// definition for the unit tests and the integration tests.
+#[cfg(test)]
+#[path = "../tests/docker_support/git.rs"]
+mod test_git;

@@ -6,6 +6,7 @@ pub mod allowlist_change;
 pub mod egress;
 pub mod egress_log;
 pub mod env;
+pub mod host_git;
 pub mod pipelock;
 pub mod provision;
 pub mod secret_handoff;

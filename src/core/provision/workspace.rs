@@ -36,6 +36,8 @@ use std::process::{Command, Stdio};
 
 use indicatif::HumanBytes;
 
+use crate::core::host_git;
+
 /// A `.git` file or git `config` larger than this is not a git file.
 const MAX_GIT_FILE: u64 = 1 << 20;
 
@@ -874,27 +876,18 @@ fn no_symlink_between(root: &Path, relative: &Path, checked: &mut HashSet<PathBu
     true
 }
 
-/// `git` with a fixed, safe setup: no `GIT_*` variable of the caller's
-/// redirects it to another repository, index or work tree; `core.fsmonitor`
-/// (a command the repository's config could name) is off; it takes no
-/// optional locks, so it writes nothing into the repository; and it never
-/// prompts. The user's own configuration still applies, so a global
-/// excludes file keeps its files on the host as it keeps them out of
-/// `git add`.
+/// `git` in `dir` with a fixed, safe setup: kept from the caller's
+/// environment (see [`host_git::command`]); `core.fsmonitor` (a command the
+/// repository's config could name) is off; and it takes no optional locks,
+/// so it writes nothing into the repository. The user's own configuration
+/// still applies, so a global excludes file keeps its files on the host as
+/// it keeps them out of `git add`.
 fn git(dir: &Path) -> Command {
-    let mut command = Command::new("git");
-    for (name, _) in std::env::vars_os() {
-        if name.as_bytes().starts_with(b"GIT_") {
-            command.env_remove(name);
-        }
-    }
+    let mut command = host_git::command();
     command
         .env("GIT_OPTIONAL_LOCKS", "0")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("LC_ALL", "C")
         .args(["-c", "core.fsmonitor=false", "-C"])
-        .arg(dir)
-        .stdin(Stdio::null());
+        .arg(dir);
     command
 }
 
@@ -992,31 +985,14 @@ fn skip_worktree_index(
                 "core.splitIndex=false",
             ])
             .args(["-c", "index.sparse=false"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if input.is_some() {
-            command.stdin(Stdio::piped());
-        }
-        let mut child = command
-            .spawn()
-            .map_err(|source| WorkspaceError::GitNotRun {
+            .args(args);
+        let output = host_git::output(&mut command, input).map_err(|err| match err {
+            host_git::RunError::Spawn(source) => WorkspaceError::GitNotRun {
                 path: top.to_path_buf(),
                 source,
-            })?;
-        // From a thread of its own: git may answer before it has read all.
-        let writer = input.zip(child.stdin.take()).map(|(input, mut stdin)| {
-            std::thread::spawn(move || io::Write::write_all(&mut stdin, &input))
-        });
-        let output = child
-            .wait_with_output()
-            .map_err(|e| failed(e.to_string()))?;
-        if let Some(writer) = writer {
-            writer
-                .join()
-                .map_err(|_| failed("could not write to git".to_owned()))?
-                .map_err(|e| failed(format!("could not write to git: {e}")))?;
-        }
+            },
+            other => failed(other.to_string()),
+        })?;
         if !output.status.success() {
             return Err(failed(
                 String::from_utf8_lossy(&output.stderr).trim().to_owned(),
@@ -1095,35 +1071,9 @@ pub(crate) mod tests {
     use super::*;
     use crate::core::provision::archive;
     use crate::core::provision::{Item, ProvisionSet, Source};
+    use crate::test_git::git;
     use std::os::unix::fs::symlink;
     use std::sync::Arc;
-
-    /// Runs git in `dir` as a user would, with a fixed identity.
-    pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
-        let output = Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "-c",
-                "init.defaultBranch=main",
-                "-c",
-                "protocol.file.allow=always",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("git runs");
-        assert!(
-            output.status.success(),
-            "git {args:?} in {}: {}",
-            dir.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
 
     fn write(path: &Path, content: &str) {
         fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
@@ -1360,12 +1310,12 @@ pub(crate) mod tests {
             on_host,
             "nothing outside the subdirectory changed"
         );
-        assert_eq!(git(&copy, &["log", "--format=%s"]), "docs\nfirst\n");
+        assert_eq!(git(&copy, &["log", "--format=%s"]), "docs\nfirst");
         assert!(!copy.join("docs").exists());
         // The host's index and files are as they were.
         assert_eq!(
             git(&root, &["ls-files", "-v", "docs/guide.md"]),
-            "H docs/guide.md\n"
+            "H docs/guide.md"
         );
     }
 
@@ -1440,7 +1390,7 @@ pub(crate) mod tests {
         let copy = unpack(workspace, &tmp.path().join("bottle"));
         fs::remove_dir_all(&main).expect("remove the main repository");
         fs::remove_dir_all(&linked).expect("remove the worktree");
-        assert_eq!(git(&copy, &["branch", "--show-current"]).trim(), "feature");
+        assert_eq!(git(&copy, &["branch", "--show-current"]), "feature");
         assert_eq!(
             git(&copy, &["log", "--format=%s"])
                 .lines()
@@ -1540,7 +1490,7 @@ pub(crate) mod tests {
                 .collect::<Vec<_>>(),
             ["?? new.rs"]
         );
-        assert_eq!(git(&sub, &["log", "--format=%s"]).trim(), "first");
+        assert_eq!(git(&sub, &["log", "--format=%s"]), "first");
     }
 
     /// The objects directory of the repository at `repo`, canonical.
@@ -1628,7 +1578,7 @@ pub(crate) mod tests {
         );
         assert_eq!(git(&copy, &["status", "--porcelain"]), on_host);
         assert_eq!(git(&copy, &["log", "--format=%s"]), log_on_host);
-        assert_eq!(log_on_host, "in origin\nfirst\n");
+        assert_eq!(log_on_host, "in origin\nfirst");
         git(&copy, &["fsck", "--no-progress"]);
     }
 
@@ -1668,7 +1618,7 @@ pub(crate) mod tests {
         for repo in [&origin, &clone, &linked] {
             fs::remove_dir_all(repo).expect("remove a host repository");
         }
-        assert_eq!(git(&copy, &["log", "--format=%s"]), "first\n");
+        assert_eq!(git(&copy, &["log", "--format=%s"]), "first");
         assert_eq!(git(&copy, &["status", "--porcelain"]), "");
     }
 
@@ -1692,16 +1642,16 @@ pub(crate) mod tests {
             if n < 7 {
                 git(
                     &repos[n],
-                    &["reset", "-q", git(&repos[0], &["rev-parse", "HEAD"]).trim()],
+                    &["reset", "-q", &git(&repos[0], &["rev-parse", "HEAD"])],
                 );
             }
         }
         let deepest_git_reads = &repos[6];
-        assert_eq!(git(deepest_git_reads, &["log", "--format=%s"]), "first\n");
+        assert_eq!(git(deepest_git_reads, &["log", "--format=%s"]), "first");
         let workspace = select(deepest_git_reads, tmp.path()).expect("select");
         assert_eq!(workspace.borrowed.dirs, 6);
         let copy = unpack(workspace, &tmp.path().join("bottle"));
-        assert_eq!(git(&copy, &["log", "--format=%s"]), "first\n");
+        assert_eq!(git(&copy, &["log", "--format=%s"]), "first");
 
         let too_deep = &repos[7];
         let err = select(too_deep, tmp.path()).expect_err("too deep");

@@ -168,24 +168,12 @@ pub fn bundle_command(
 /// importing what they produce: the whole round trip without an engine.
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::process::Command;
 
     use super::*;
     use crate::core::work_home::host::HostRepo;
     use crate::core::work_home::refs::{BottleWork, plan};
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(["-c", "init.defaultBranch=main"])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("git runs");
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
+    use crate::test_git::git;
 
     fn run_bytes(argv: &[String]) -> Vec<u8> {
         let out = Command::new(&argv[0])

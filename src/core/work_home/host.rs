@@ -6,9 +6,10 @@
 //! never touched.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use crate::core::host_git;
 
 use super::refs::{ImportPlan, ObjectId, PlannedRef, Source, Written};
 
@@ -50,24 +51,16 @@ pub struct HostRepo {
     pub git_dir: PathBuf,
 }
 
-/// `git` with the fixed configuration and none of the caller's `GIT_*`
-/// variables, which could point it elsewhere.
+/// `git` with the fixed configuration, kept from the caller's environment
+/// and from the system's and the user's configuration.
 fn git_command() -> Command {
-    let mut command = Command::new("git");
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("GIT_") {
-            command.env_remove(name);
-        }
-    }
+    let mut command = host_git::command();
     command
         .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("LC_ALL", "C");
+        .env("GIT_CONFIG_GLOBAL", "/dev/null");
     for setting in SAFE_CONFIG {
         command.args(["-c", setting]);
     }
-    command.stdin(Stdio::null());
     command
 }
 
@@ -105,34 +98,9 @@ impl HostRepo {
             detail,
         };
         let mut command = git_command();
-        command
-            .arg("--git-dir")
-            .arg(&self.git_dir)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if input.is_some() {
-            command.stdin(Stdio::piped());
-        }
-        let mut child = command
-            .spawn()
-            .map_err(|e| failed(format!("could not run git: {e}")))?;
-        // Written from a thread of its own: git may answer before it has
-        // read everything, and both pipes would fill.
-        let writer = input.zip(child.stdin.take()).map(|(input, mut stdin)| {
-            let input = input.to_owned();
-            std::thread::spawn(move || stdin.write_all(input.as_bytes()))
-        });
-        let out = child
-            .wait_with_output()
+        command.arg("--git-dir").arg(&self.git_dir).args(args);
+        let out = host_git::output(&mut command, input.map(|i| i.as_bytes().to_vec()))
             .map_err(|e| failed(e.to_string()))?;
-        if let Some(writer) = writer {
-            match writer.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(failed(format!("could not write to git: {e}"))),
-                Err(_) => return Err(failed("could not write to git".to_owned())),
-            }
-        }
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(failed(
@@ -386,24 +354,7 @@ impl HostRepo {
 mod tests {
     use super::*;
     use crate::core::work_home::refs::{BottleWork, plan};
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("git runs");
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
+    use crate::test_git::git;
 
     #[test]
     fn a_plain_directory_is_no_repository() {
