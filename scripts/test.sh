@@ -100,6 +100,29 @@ fi
 
 # --- the Podman part ---------------------------------------------------------
 
+# Why the Podman service at $1 (named $2 in messages) cannot run the tests,
+# with $3 appended when none answers; nothing when it can (its test images
+# are then copied in).
+podman_problem() {
+    if ! DOCKER_HOST=$1 docker version --format '{{range .Server.Components}}{{.Name}};{{end}}' 2>/dev/null | grep -q 'Podman Engine'; then
+        echo "no Podman service answers at \`$1\`$3"
+    elif ! bash scripts/copy-test-images.sh "$1" >&2; then
+        echo "the test images could not be copied into $2 (scripts/copy-test-images.sh; its error is above)"
+    fi
+}
+
+# The part $1 cannot run, for the reason $2: with CI set the run fails;
+# elsewhere its tests (the filter $3) are reported as skipped.
+podman_part_skipped() {
+    if [ -n "${CI:-}" ]; then
+        echo "test: error: $2; CI is set, so $1 must run: failing" >&2
+        exit 1
+    fi
+    count=$(cargo nextest list --workspace --message-format oneline -E "$3" | grep -c . || true)
+    printf '\ntest: !!! WARNING: %s (%s tests) SKIPPED: %s\n' "$1" "$count" "$2" >&2
+    printf 'test: !!! it did not run; with CI set this is an error\n\n' >&2
+}
+
 podman_host=${CLAUDE_BOTTLE_TEST_PODMAN_HOST:-unix:///run/podman/podman.sock}
 # On Podman, the e2e isolation suite whole, and the session tests of
 # teardown and cleanup.
@@ -109,21 +132,13 @@ if [ -n "$only" ]; then
     :
 elif [ -n "$unavailable" ]; then
     podman_unavailable="the test images could not be built on Docker ($unavailable)"
-elif ! DOCKER_HOST=$podman_host docker version --format '{{range .Server.Components}}{{.Name}};{{end}}' 2>/dev/null | grep -q 'Podman Engine'; then
-    podman_unavailable="no Podman service answers at \`$podman_host\` (start one: podman system service --time=0 $podman_host)"
-elif ! bash scripts/copy-test-images.sh "$podman_host" >&2; then
-    podman_unavailable="the test images could not be copied into Podman (scripts/copy-test-images.sh; its error is above)"
+else
+    podman_unavailable=$(podman_problem "$podman_host" Podman " (start one: podman system service --time=0 $podman_host)")
 fi
 if [ -n "$only" ]; then
     : # not this part
 elif [ -n "$podman_unavailable" ]; then
-    if [ -n "${CI:-}" ]; then
-        echo "test: error: $podman_unavailable; CI is set, so the Podman part must run: failing" >&2
-        exit 1
-    fi
-    podman_count=$(cargo nextest list --workspace --message-format oneline -E "$podman_filter" | grep -c . || true)
-    printf '\ntest: !!! WARNING: the Podman part (%s tests) SKIPPED: %s\n' "$podman_count" "$podman_unavailable" >&2
-    printf 'test: !!! it did not run; with CI set this is an error\n\n' >&2
+    podman_part_skipped "the Podman part" "$podman_unavailable" "$podman_filter"
 else
     echo "test: the Podman part, against $podman_host" >&2
     DOCKER_HOST=$podman_host cargo nextest run --workspace --profile "$profile" -E "$podman_filter" "$@" || status=$?
@@ -141,19 +156,11 @@ rootless_filter=$podman_filter
 rootless_unavailable=""
 if [ -z "$rootless_host" ]; then
     rootless_unavailable="\`CLAUDE_BOTTLE_TEST_ROOTLESS_PODMAN_HOST\` is not set (as root: eval \"export \$(scripts/rootless-podman.sh up)\"; or scripts/rootless-podman.sh test)"
-elif ! DOCKER_HOST=$rootless_host docker version --format '{{range .Server.Components}}{{.Name}};{{end}}' 2>/dev/null | grep -q 'Podman Engine'; then
-    rootless_unavailable="no Podman service answers at \`$rootless_host\`"
-elif ! bash scripts/copy-test-images.sh "$rootless_host" >&2; then
-    rootless_unavailable="the test images could not be copied into rootless Podman (scripts/copy-test-images.sh; its error is above)"
+else
+    rootless_unavailable=$(podman_problem "$rootless_host" "rootless Podman" "")
 fi
 if [ -n "$rootless_unavailable" ]; then
-    if [ -n "${CI:-}" ]; then
-        echo "test: error: $rootless_unavailable; CI is set, so the rootless Podman part must run: failing" >&2
-        exit 1
-    fi
-    rootless_count=$(cargo nextest list --workspace --message-format oneline -E "$rootless_filter" | grep -c . || true)
-    printf '\ntest: !!! WARNING: the rootless Podman part (%s tests) SKIPPED: %s\n' "$rootless_count" "$rootless_unavailable" >&2
-    printf 'test: !!! it did not run; with CI set this is an error\n\n' >&2
+    podman_part_skipped "the rootless Podman part" "$rootless_unavailable" "$rootless_filter"
     exit "$status"
 fi
 # Rootless Podman on cgroup v1 cannot limit a container's processes, so the

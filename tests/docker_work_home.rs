@@ -100,22 +100,28 @@ fn host_view(work: &Path) -> (String, Vec<u8>, String, String) {
     )
 }
 
+/// `start --cwd` (in the fixture's `work` directory unless moved), the
+/// stub running `snippet` and taking `stub_args`; stdin closed.
+fn start_command(fx: &Fixture, snippet: &str, stub_args: &[&str]) -> Command {
+    let mut args = vec![
+        "start",
+        &fx.agent,
+        "--yes",
+        "--cwd",
+        "--",
+        "--stub-sh",
+        snippet,
+    ];
+    args.extend_from_slice(stub_args);
+    let mut command = cmd(fx, &args);
+    command.stdin(Stdio::null());
+    command
+}
+
 fn start(fx: &Fixture, snippet: &str) -> Output {
-    cmd(
-        fx,
-        &[
-            "start",
-            &fx.agent,
-            "--yes",
-            "--cwd",
-            "--",
-            "--stub-sh",
-            snippet,
-        ],
-    )
-    .stdin(Stdio::null())
-    .output()
-    .expect("run claude-bottle")
+    start_command(fx, snippet, &[])
+        .output()
+        .expect("run claude-bottle")
 }
 
 /// The stub's report of its first probe: it must have done its work.
@@ -229,25 +235,11 @@ fn after_sigterm_while_claude_runs_the_work_comes_home() {
     let work = work(&fx);
     let before = host_view(&work);
     let stdout_path = fx.dir.path().join("stdout");
-    let mut child = cmd(
-        &fx,
-        &[
-            "start",
-            &fx.agent,
-            "--yes",
-            "--cwd",
-            "--",
-            "--stub-sh",
-            &agent_work(),
-            "--stub-sleep",
-            "300",
-        ],
-    )
-    .stdin(Stdio::null())
-    .stdout(fs::File::create(&stdout_path).unwrap())
-    .stderr(fs::File::create(fx.dir.path().join("stderr")).unwrap())
-    .spawn()
-    .expect("spawn claude-bottle");
+    let mut child = start_command(&fx, &agent_work(), &["--stub-sleep", "300"])
+        .stdout(fs::File::create(&stdout_path).unwrap())
+        .stderr(fs::File::create(fx.dir.path().join("stderr")).unwrap())
+        .spawn()
+        .expect("spawn claude-bottle");
     let deadline = Instant::now() + Duration::from_secs(120);
     while !fs::read_to_string(&stdout_path)
         .unwrap_or_default()
@@ -727,22 +719,10 @@ git config user.email agent@bottle && git config user.name agent
 git checkout -qb feature && echo more >> app.txt && git commit -qam 'agent in app'
 echo wip > wip.txt
 mkdir -p target && echo built > target/out";
-    let out = cmd(
-        &fx,
-        &[
-            "start",
-            &fx.agent,
-            "--yes",
-            "--cwd",
-            "--",
-            "--stub-sh",
-            snippet,
-        ],
-    )
-    .current_dir(&app)
-    .stdin(Stdio::null())
-    .output()
-    .expect("run claude-bottle");
+    let out = start_command(&fx, snippet, &[])
+        .current_dir(&app)
+        .output()
+        .expect("run claude-bottle");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
     assert_eq!(
