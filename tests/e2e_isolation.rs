@@ -560,40 +560,44 @@ fn no_dns_query_from_the_agent_resolves_or_leaves_its_container() {
 // 5. SSH through the proxy
 // ---------------------------------------------------------------------------
 
-/// An ed25519 key pair made in a throwaway container (no ssh-keygen needed on
-/// the host): (private key file text, public key line).
-fn ssh_keypair(comment: &str) -> (String, String) {
-    let out = docker_ok(&[
+/// `docker run --rm` arguments for a throwaway container of `image`, with
+/// no network and the suite's label, running `cmd` as `user` (the image's
+/// own when `None`): a control, or a tool the host may lack.
+fn offline_run<'a>(user: Option<&'a str>, image: &'a str, cmd: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
         "run",
         "--rm",
         "--label",
         e2e_support::docker::TEST_LABEL,
         "--network",
         "none",
-        AGENT_IMAGE,
-        "sh",
-        "-c",
-        &format!(
-            "ssh-keygen -q -t ed25519 -N '' -C {comment} -f /tmp/k && cat /tmp/k && echo SPLIT && cat /tmp/k.pub"
-        ),
-    ]);
+    ];
+    if let Some(user) = user {
+        args.extend(["-u", user]);
+    }
+    args.push(image);
+    args.extend_from_slice(cmd);
+    args
+}
+
+/// An ed25519 key pair made in a throwaway container (no ssh-keygen needed on
+/// the host): (private key file text, public key line).
+fn ssh_keypair(comment: &str) -> (String, String) {
+    let script = format!(
+        "ssh-keygen -q -t ed25519 -N '' -C {comment} -f /tmp/k && cat /tmp/k && echo SPLIT && cat /tmp/k.pub"
+    );
+    let out = docker_ok(&offline_run(None, AGENT_IMAGE, &["sh", "-c", &script]));
     let (private, public) = out.split_once("SPLIT").expect("keygen output");
     (format!("{}\n", private.trim()), public.trim().to_owned())
 }
 
 /// The sshd test image's fixed host key (`type base64`).
 fn sshd_host_key() -> String {
-    let line = docker_ok(&[
-        "run",
-        "--rm",
-        "--label",
-        e2e_support::docker::TEST_LABEL,
-        "--network",
-        "none",
+    let line = docker_ok(&offline_run(
+        None,
         SSHD_IMAGE,
-        "cat",
-        "/etc/ssh/ssh_host_ed25519_key.pub",
-    ]);
+        &["cat", "/etc/ssh/ssh_host_ed25519_key.pub"],
+    ));
     line.split_whitespace()
         .take(2)
         .collect::<Vec<_>>()
@@ -1251,20 +1255,15 @@ fn the_agent_cannot_become_root_or_reach_docker_and_normal_work_functions() {
     let config = &config[0];
 
     // Control: the same setuid binary DOES give euid 0 without no-new-privileges.
-    let control = docker_ok(&[
-        "run",
-        "--rm",
-        "--label",
-        e2e_support::docker::TEST_LABEL,
-        "--network",
-        "none",
-        "-u",
-        "0",
+    let control = docker_ok(&offline_run(
+        Some("0"),
         AGENT_IMAGE,
-        "sh",
-        "-c",
-        "cp /usr/bin/id /tmp/i && chmod 4755 /tmp/i && setpriv --reuid=1000 --regid=1000 --clear-groups /tmp/i -u",
-    ]);
+        &[
+            "sh",
+            "-c",
+            "cp /usr/bin/id /tmp/i && chmod 4755 /tmp/i && setpriv --reuid=1000 --regid=1000 --clear-groups /tmp/i -u",
+        ],
+    ));
     assert_eq!(
         control, "0",
         "CONTROL: a setuid-root binary raises euid where no-new-privileges is off"
@@ -1410,20 +1409,11 @@ fn the_agent_cannot_make_a_user_namespace() {
     // Control: a plain container of this engine may make one on Podman,
     // whose default seccomp profile allows it, so the agent's refusal is the
     // product's doing; on Docker, whose default refuses it, it may not.
-    let plain = docker(&[
-        "run",
-        "--rm",
-        "--label",
-        e2e_support::docker::TEST_LABEL,
-        "--network",
-        "none",
-        "-u",
-        "1000",
+    let plain = docker(&offline_run(
+        Some("1000"),
         AGENT_IMAGE,
-        "unshare",
-        "--user",
-        "true",
-    ]);
+        &["unshare", "--user", "true"],
+    ));
     assert_eq!(
         plain.status.success(),
         is_podman(),
