@@ -23,7 +23,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use docker_support::fixture::Fixture;
-use docker_support::git::git;
+use docker_support::git::{clone_shared, git, worktree_add};
 use serde_json::Value;
 
 const AGENT_PREFIX: &str = "dws-";
@@ -126,17 +126,7 @@ fn a_linked_worktree_works_in_the_bottle() {
     let main = fx.dir.path().join("main");
     project(&main);
     let work = fx.dir.path().join("work");
-    git(
-        &main,
-        &[
-            "worktree",
-            "add",
-            "-q",
-            "-b",
-            "feature",
-            work.to_str().expect("utf-8"),
-        ],
-    );
+    worktree_add(&main, "feature", &work);
     write(&work.join("feature.rs"), "// on the branch\n");
     git(&work, &["add", "feature.rs"]);
     git(&work, &["commit", "-q", "-m", "on the feature branch"]);
@@ -216,16 +206,7 @@ fn a_shared_clone_works_in_the_bottle_and_its_work_comes_home() {
     let origin = fx.dir.path().join("origin");
     project(&origin);
     let work = fx.dir.path().join("work");
-    git(
-        fx.dir.path(),
-        &[
-            "clone",
-            "-q",
-            "--shared",
-            origin.to_str().expect("utf-8"),
-            work.to_str().expect("utf-8"),
-        ],
-    );
+    clone_shared(&origin, &work);
     let list = work.join(".git/objects/info/alternates");
     let host_list = fs::read(&list).expect("a --shared clone has alternates");
     write(&work.join("notes.md"), "untracked, not ignored\n");

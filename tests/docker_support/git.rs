@@ -33,3 +33,23 @@ pub fn git_bytes(dir: &Path, args: &[&str]) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// `git clone --shared FROM TO`: `to` borrows `from`'s objects through its
+/// `objects/info/alternates`.
+#[allow(dead_code, reason = "each test binary uses part of it")]
+pub fn clone_shared(from: &Path, to: &Path) {
+    let (Some(from_str), Some(to_str)) = (from.to_str(), to.to_str()) else {
+        panic!("paths in UTF-8: {} {}", from.display(), to.display());
+    };
+    let parent = to.parent().expect("a parent directory");
+    git(parent, &["clone", "-q", "--shared", from_str, to_str]);
+}
+
+/// `git worktree add -b BRANCH PATH` in `repo`: a linked worktree of it.
+#[allow(dead_code, reason = "each test binary uses part of it")]
+pub fn worktree_add(repo: &Path, branch: &str, path: &Path) {
+    let Some(path_str) = path.to_str() else {
+        panic!("a path in UTF-8: {}", path.display());
+    };
+    git(repo, &["worktree", "add", "-q", "-b", branch, path_str]);
+}

@@ -1071,7 +1071,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::core::provision::archive;
     use crate::core::provision::{Item, ProvisionSet, Source};
-    use crate::test_git::git;
+    use crate::test_git::{clone_shared, git, worktree_add};
     use std::os::unix::fs::symlink;
     use std::sync::Arc;
 
@@ -1341,17 +1341,7 @@ pub(crate) mod tests {
         let main = tmp.path().join("main");
         project(&main);
         let linked = tmp.path().join("linked");
-        git(
-            &main,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "-b",
-                "feature",
-                linked.to_str().expect("utf-8"),
-            ],
-        );
+        worktree_add(&main, "feature", &linked);
         write(&linked.join("feature.rs"), "// staged\n");
         git(&linked, &["add", "feature.rs"]);
         git(&linked, &["commit", "-q", "-m", "on the feature branch"]);
@@ -1510,18 +1500,8 @@ pub(crate) mod tests {
         project(&base);
         let origin = tmp.path().join("origin");
         let clone = tmp.path().join("clone");
-        for (from, to) in [(&base, &origin), (&origin, &clone)] {
-            git(
-                tmp.path(),
-                &[
-                    "clone",
-                    "-q",
-                    "--shared",
-                    from.to_str().expect("utf-8"),
-                    to.to_str().expect("utf-8"),
-                ],
-            );
-        }
+        clone_shared(&base, &origin);
+        clone_shared(&origin, &clone);
         write(&origin.join("origin.rs"), "// in origin only\n");
         git(&origin, &["add", "origin.rs"]);
         git(&origin, &["commit", "-q", "-m", "in origin"]);
@@ -1590,28 +1570,9 @@ pub(crate) mod tests {
         let origin = tmp.path().join("origin");
         project(&origin);
         let clone = tmp.path().join("clone");
-        git(
-            tmp.path(),
-            &[
-                "clone",
-                "-q",
-                "--shared",
-                origin.to_str().expect("utf-8"),
-                clone.to_str().expect("utf-8"),
-            ],
-        );
+        clone_shared(&origin, &clone);
         let linked = tmp.path().join("linked");
-        git(
-            &clone,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "-b",
-                "feature",
-                linked.to_str().expect("utf-8"),
-            ],
-        );
+        worktree_add(&clone, "feature", &linked);
         let workspace = select(&linked, tmp.path()).expect("select");
         assert_eq!(workspace.borrowed.dirs, 1);
         let copy = unpack(workspace, &tmp.path().join("bottle"));
