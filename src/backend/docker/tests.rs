@@ -1674,6 +1674,24 @@ async fn a_daemon_that_stops_answering_cannot_hold_teardown_forever() {
     assert_nothing_left(&engine);
 }
 
+#[tokio::test(start_paused = true)]
+async fn networks_wait_out_a_container_removal_longer_than_their_retries() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut session = started(&engine, spec("reviewer", home.path())).await;
+    // Far longer than the retries a network gets once no removal is pending.
+    engine.state().slow_removals = Some(Duration::from_secs(30));
+    engine.state().calls.clear();
+    session.close().await.unwrap();
+    assert_nothing_left(&engine);
+    let ops = engine.ops();
+    let tries = ops
+        .iter()
+        .filter(|o| *o == "remove_network claude-bottle-internal-reviewer")
+        .count();
+    assert!(tries > 50, "tried while the containers went: {ops:?}");
+}
+
 #[tokio::test]
 async fn an_abandoned_session_removes_nothing_when_dropped() {
     let home = tempfile::tempdir().unwrap();
