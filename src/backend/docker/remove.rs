@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
 use super::client::{Engine, EngineError};
@@ -28,6 +29,14 @@ pub(crate) const REMOVE_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Short pauses: this is on the way from Claude's exit to the prompt.
 const ACTIVE_ENDPOINT_RETRIES: u32 = 50;
 const ACTIVE_ENDPOINT_PAUSE: Duration = Duration::from_millis(20);
+
+/// A container to take off a network before either is removed: that
+/// network can then go while the containers are still being stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Detach {
+    pub network: Created,
+    pub container: Created,
+}
 
 /// What one [`remove`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -46,18 +55,21 @@ pub(crate) async fn remove<E: Engine>(
     containers: &[Created],
     networks: &[Created],
 ) -> Removal {
-    remove_then(engine, containers, networks, async { (true, ()) })
+    remove_then(engine, containers, networks, &[], async { (true, ()) })
         .await
         .0
 }
 
 /// [`remove`], but the networks go only when `networks_go`, run while the
 /// containers are removed, says so (and what else it returns is passed on);
-/// otherwise they are left alone.
+/// otherwise they are left alone. A network with containers to `detach`
+/// first does not wait for the containers to stop: once they are off it
+/// (or could not be taken off), it goes.
 pub(crate) async fn remove_then<E: Engine, T>(
     engine: &E,
     containers: &[Created],
     networks: &[Created],
+    detach: &[Detach],
     networks_go: impl Future<Output = (bool, T)>,
 ) -> (Removal, T) {
     let pending = AtomicUsize::new(containers.len());
@@ -81,18 +93,41 @@ pub(crate) async fn remove_then<E: Engine, T>(
         if networks.is_empty() || !go {
             return (Vec::new(), passed_on);
         }
-        let stops = containers
-            .iter()
-            .zip(done_rx)
-            .map(|(c, removed)| stopped_or_removed(engine, &c.id, removed));
-        futures_util::future::join_all(stops).await;
+        let stops = futures_util::future::join_all(
+            containers
+                .iter()
+                .zip(done_rx)
+                .map(|(c, removed)| stopped_or_removed(engine, &c.id, removed)),
+        )
+        .shared();
         let pending = &pending;
-        let removals = networks.iter().map(|n| async move {
-            let operation = format!("remove network `{}`", n.name);
-            (
-                n,
-                remove_network_when_free(engine, &n.id, operation, pending).await,
-            )
+        let removals = networks.iter().map(|n| {
+            let stops = stops.clone();
+            async move {
+                let first: Vec<&Detach> = detach.iter().filter(|d| d.network.id == n.id).collect();
+                if first.is_empty() {
+                    stops.await;
+                } else {
+                    let detached = first.iter().map(|d| async move {
+                        let operation = format!(
+                            "take container `{}` off network `{}`",
+                            d.container.name, n.name
+                        );
+                        let result =
+                            bounded(operation, engine.disconnect_network(&n.id, &d.container.id))
+                                .await;
+                        // Not taken off (stopped or gone already): its endpoint
+                        // goes with its removal, which is waited out below.
+                        tracing::debug!(?result, "took `{}` off `{}`", d.container.name, n.name);
+                    });
+                    futures_util::future::join_all(detached).await;
+                }
+                let operation = format!("remove network `{}`", n.name);
+                (
+                    n,
+                    remove_network_when_free(engine, &n.id, operation, pending).await,
+                )
+            }
         });
         (futures_util::future::join_all(removals).await, passed_on)
     };

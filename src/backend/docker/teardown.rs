@@ -20,7 +20,7 @@
 use super::client::{Engine, EngineError, LabelFilter};
 use super::ledger::{Created, SharedLedger};
 use super::names::LABEL_SESSION;
-use super::remove::{REMOVE_CALL_TIMEOUT, remove, remove_then};
+use super::remove::{Detach, REMOVE_CALL_TIMEOUT, remove, remove_then};
 
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -56,11 +56,13 @@ pub(crate) struct Keep {
 /// before the first removal, after Claude has exited. The ledger's networks
 /// go as soon as those containers have stopped, unless the listing found a
 /// container the ledger does not hold: then they wait for its removal too.
+/// A network with containers to `detach` goes once they are off it.
 pub(crate) async fn teardown<E: Engine>(
     engine: &E,
     ledger: &SharedLedger,
     session: &str,
     keep: Option<&Keep>,
+    detach: &[Detach],
 ) -> Result<(), TeardownError> {
     let (mut containers, networks) = ledger.snapshot();
     // Newest first: the agent goes before the proxy it talks to.
@@ -87,7 +89,7 @@ pub(crate) async fn teardown<E: Engine>(
         (!late, (found_containers, found_networks, set_aside))
     };
     let (known, (found_containers, found_networks, set_aside_failed)) =
-        remove_then(engine, &containers, &networks, networks_go).await;
+        remove_then(engine, &containers, &networks, detach, networks_go).await;
     let mut failures = Vec::new();
     let mut late = Vec::new();
     match found_containers {

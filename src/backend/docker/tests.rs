@@ -1255,6 +1255,9 @@ async fn teardown_removes_containers_then_networks_and_is_idempotent() {
             "remove_container claude-bottle-reviewer",
             "remove_container claude-bottle-pipelock-reviewer",
             "remove_network claude-bottle-internal-reviewer",
+            // The proxy (`c0003`) is taken off the egress network first, so
+            // that network need not wait for it to stop.
+            "disconnect claude-bottle-egress-reviewer c0003",
             "remove_network claude-bottle-egress-reviewer",
         ]
     );
@@ -1666,10 +1669,12 @@ async fn a_daemon_that_stops_answering_cannot_hold_teardown_forever() {
         err.message
     );
     assert_eq!(err.hints, ["run `claude-bottle cleanup` to remove them"]);
-    // What stayed (both containers, and the networks they hold) is cleanup's to find.
+    // What stayed (both containers, and the internal network they hold) is
+    // cleanup's to find; the egress network went once the proxy was off it.
     engine.state().removals_hang = false;
     let plan = super::cleanup::prepare_cleanup(&engine).await.unwrap();
-    assert_eq!(plan.items.len(), 4, "{plan}");
+    assert_eq!(plan.items.len(), 3, "{plan}");
+    assert!(!plan.to_string().contains("egress"), "{plan}");
     super::cleanup::cleanup(&engine, &plan).await.unwrap();
     assert_nothing_left(&engine);
 }
