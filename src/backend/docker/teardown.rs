@@ -11,11 +11,12 @@
 //! show a bottle on its way out, and a removal that failed could no longer
 //! turn the exit status into an error. So the wait is made short instead:
 //! containers go at once (force, no graceful stop: the session is over),
-//! the label listing overlaps their removal, and the networks go at once as
-//! soon as the containers have stopped, while the daemon still deletes their
-//! files. What is left is the daemon's own work (stopping each container and
-//! releasing its endpoints, then removing the networks one at a time), which
-//! no ordering of calls makes shorter.
+//! the label listing overlaps their removal, a network whose containers the
+//! caller takes off it first (the egress network, off the proxy) goes while
+//! they stop, and the others go as soon as the containers have stopped,
+//! while the daemon still deletes their files. What is left is the daemon's
+//! own work (stopping each container and releasing its endpoints, removing
+//! the networks one at a time).
 
 use super::client::{Engine, EngineError, LabelFilter};
 use super::ledger::{Created, SharedLedger};
