@@ -94,7 +94,7 @@ for i in $(seq "$runs"); do
     cb start bench --yes -- --stub-exit 0 </dev/null >/dev/null 2>&1
     t1=$(now)
     awk -v a="$t0" -v b="$t1" 'BEGIN {print b-a}' >>"$scratch/startstop"
-    python3 scripts/bench_floor.py 1 "$agent_image" "$proxy_image" "10.214.$((i % 250))" "$scratch/pipelock.yaml" >>"$scratch/floor"
+    python3 scripts/bench_floor.py 1 "$agent_image" "$proxy_image" "$fence_image" "10.214.$((i % 250))" "$scratch/pipelock.yaml" >>"$scratch/floor"
 done
 startstop=$(median <"$scratch/startstop")
 floor=$(median <"$scratch/floor")

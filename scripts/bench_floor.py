@@ -6,11 +6,14 @@ fewest Engine API calls, on one kept-alive connection to the daemon's unix
 socket (standard library only): two networks on explicit subnets, the proxy
 (its config uploaded, on both networks, started, probed until its health
 command passes, at the same 50 ms interval as the tool), the agent
-(provisioned by one upload, started), one exec of the stub `claude`, then
-the containers and networks removed, each pair at once. Prints one line per
-run: the seconds it took.
+(provisioned by one upload, started), the fence (a one-shot container in the
+agent's network namespace with `NET_ADMIN`, running the tool's own iptables
+script, waited for), one exec of the stub `claude`, then the containers and
+networks removed, each kind at once. The proxy gets a fixed address at
+creation, where the tool asks the daemon for the one it got: no call for it.
+Prints one line per run: the seconds it took.
 
-usage: bench_floor.py RUNS AGENT_IMAGE PROXY_IMAGE SUBNET_PREFIX PROXY_CONFIG
+usage: bench_floor.py RUNS AGENT_IMAGE PROXY_IMAGE FENCE_IMAGE SUBNET_PREFIX PROXY_CONFIG
 (SUBNET_PREFIX like 10.214.7 is where the two /28s go: .0/28 and .16/28)
 """
 
@@ -18,6 +21,7 @@ import http.client
 import io
 import json
 import os
+import re
 import socket
 import sys
 import tarfile
@@ -26,6 +30,20 @@ import time
 
 SOCKET = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
 LABELS = {"claude-bottle.bench": "floor", "claude-bottle.bench.pid": str(os.getpid())}
+SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+
+
+def from_source(path, pattern):
+    """A constant of the tool, read from its source: one definition."""
+    with open(os.path.join(SRC, path)) as f:
+        found = re.search(pattern, f.read(), re.S)
+    if not found:
+        raise SystemExit(f"bench_floor: no match for {pattern!r} in src/{path}")
+    return found.group(1)
+
+
+FENCE_SCRIPT = from_source("backend/docker/fence.rs", r'const SCRIPT: &str = r#"(.*?)"#;')
+LISTEN_PORT = from_source("core/pipelock.rs", r"pub const LISTEN_PORT: u16 = (\d+);")
 
 
 class Unix(http.client.HTTPConnection):
@@ -89,7 +107,7 @@ def remover(path):
     return job
 
 
-def one_run(n, agent_image, proxy_image, prefix, proxy_config):
+def one_run(n, agent_image, proxy_image, fence_image, prefix, proxy_config):
     conn = Unix()
     name = f"claude-bottle-bench-floor-{os.getpid()}-{n}"
     internal = call(conn, "POST", "/networks/create", {
@@ -103,9 +121,12 @@ def one_run(n, agent_image, proxy_image, prefix, proxy_config):
     })["Id"]
     host = {"NetworkMode": internal, "SecurityOpt": ["no-new-privileges"], "CapDrop": ["ALL"],
             "PidsLimit": 4096}
+    proxy_address = f"{prefix}.2"
     proxy = call(conn, "POST", f"/containers/create?name={name}-proxy", {
         "Image": proxy_image, "Cmd": ["run", "--config", "/etc/pipelock/pipelock.yaml"],
         "Labels": LABELS, "HostConfig": host,
+        "NetworkingConfig": {"EndpointsConfig": {
+            internal: {"IPAMConfig": {"IPv4Address": proxy_address}}}},
     })["Id"]
     call(conn, "PUT", f"/containers/{proxy}/archive?path=/",
          raw=tar_of({"etc/pipelock/pipelock.yaml": proxy_config}),
@@ -121,19 +142,30 @@ def one_run(n, agent_image, proxy_image, prefix, proxy_config):
     while exec_in(conn, proxy, ["/pipelock", "healthcheck"]) != 0:
         time.sleep(0.05)
     call(conn, "POST", f"/containers/{agent}/start")
+    fence = call(conn, "POST", f"/containers/create?name={name}-fence", {
+        "Image": fence_image, "User": "0:0",
+        "Entrypoint": ["sh", "-c", FENCE_SCRIPT, "fence", proxy_address, LISTEN_PORT],
+        "Labels": LABELS,
+        "HostConfig": {"NetworkMode": f"container:{agent}", "SecurityOpt": ["no-new-privileges"],
+                       "CapDrop": ["ALL"], "CapAdd": ["NET_ADMIN"], "PidsLimit": 4096},
+    })["Id"]
+    call(conn, "POST", f"/containers/{fence}/start")
+    waited = call(conn, "POST", f"/containers/{fence}/wait")
+    if waited.get("StatusCode") != 0:
+        raise SystemExit(f"bench_floor: the fence exited with {waited}")
     exec_in(conn, agent, ["claude", "--stub-exit", "0"])
     conn.close()
-    in_parallel([remover(f"/containers/{c}?force=1&v=1") for c in (agent, proxy)])
+    in_parallel([remover(f"/containers/{c}?force=1&v=1") for c in (agent, proxy, fence)])
     in_parallel([remover(f"/networks/{n}") for n in (internal, egress)])
 
 
 def main():
-    runs, agent_image, proxy_image, prefix, config_path = sys.argv[1:6]
+    runs, agent_image, proxy_image, fence_image, prefix, config_path = sys.argv[1:7]
     with open(config_path, "rb") as f:
         proxy_config = f.read()
     for n in range(int(runs)):
         start = time.monotonic()
-        one_run(n, agent_image, proxy_image, prefix, proxy_config)
+        one_run(n, agent_image, proxy_image, fence_image, prefix, proxy_config)
         print(f"{time.monotonic() - start:.4f}", flush=True)
 
 

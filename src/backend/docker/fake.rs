@@ -187,6 +187,9 @@ pub(crate) struct FakeState {
     pub slow_creations: Option<Duration>,
     /// Container removals never answer.
     pub removals_hang: bool,
+    /// Container removals take this long, the container attached to its
+    /// networks meanwhile, as a daemon deleting a large writable layer.
+    pub slow_removals: Option<Duration>,
     /// The line a container appends to `logs` when it gets SIGHUP, as a
     /// proxy reporting its reload.
     pub reload_line: Option<String>,
@@ -1058,6 +1061,10 @@ impl Engine for FakeEngine {
     async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
         if self.state().removals_hang {
             std::future::pending::<()>().await;
+        }
+        let slow = self.state().slow_removals;
+        if let Some(delay) = slow {
+            tokio::time::sleep(delay).await;
         }
         let mut state = self.state();
         let name = Self::container_name(&state, id);

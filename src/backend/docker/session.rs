@@ -15,6 +15,7 @@ use super::exec_claude::{exec_args, run_claude};
 use super::ledger::{Created, SharedLedger};
 use super::plan::Runtime;
 use super::plan::SessionPlan;
+use super::remove::Detach;
 use super::teardown::{Keep, teardown};
 use super::work_export::{export_bundle, export_changed, find_repos, list_work};
 use crate::backend::{BackendError, KeptBottle, WorkListing};
@@ -175,18 +176,40 @@ impl<E: Engine> Session<E> {
         let clock = Instant::now();
         let session = self.ledger.session_label(&self.plan.owner.session);
         let keep = self.keep.as_ref();
-        let mut torn_down = teardown(&self.engine, &self.ledger, &session, keep).await;
+        let detach = self.detach_first();
+        let mut torn_down = teardown(&self.engine, &self.ledger, &session, keep, &detach).await;
         if aborted && torn_down.is_ok() {
             // A creation the daemon was still working on when the task was
             // aborted can land after the sweep: give it time, sweep again.
             tokio::time::sleep(self.timeouts.late_creation).await;
-            torn_down = teardown(&self.engine, &self.ledger, &session, keep).await;
+            torn_down = teardown(&self.engine, &self.ledger, &session, keep, &[]).await;
         }
         torn_down.map_err(|e| BackendError::from_failure(&e))?;
         tracing::debug!("torn down in {:?}", clock.elapsed());
         self.started = None;
         self.closed = true;
         Ok(())
+    }
+
+    /// The proxy taken off the egress network, its only container, before
+    /// teardown: the daemon can then remove that network while it still
+    /// stops the containers, rather than after.
+    fn detach_first(&self) -> Vec<Detach> {
+        let Some(started) = &self.started else {
+            return Vec::new();
+        };
+        let (containers, networks) = self.ledger.snapshot();
+        let proxy = containers.iter().find(|c| c.name == started.names.proxy);
+        let egress = networks
+            .iter()
+            .find(|n| n.name == started.names.egress_network);
+        match (proxy, egress) {
+            (Some(proxy), Some(egress)) => vec![Detach {
+                network: egress.clone(),
+                container: proxy.clone(),
+            }],
+            _ => Vec::new(),
+        }
     }
 
     /// The proxy's log so far; empty before the proxy exists.
@@ -380,7 +403,7 @@ impl<E: Engine> Drop for Session<E> {
                                 .reconnect()
                                 .await
                                 .map_err(|e| BackendError::from_failure(&e))?;
-                            teardown(&engine, &ledger, &session, keep.as_ref())
+                            teardown(&engine, &ledger, &session, keep.as_ref(), &[])
                                 .await
                                 .map_err(|e| BackendError::from_failure(&e))
                         })

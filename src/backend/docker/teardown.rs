@@ -11,12 +11,17 @@
 //! show a bottle on its way out, and a removal that failed could no longer
 //! turn the exit status into an error. So the wait is made short instead:
 //! containers go at once (force, no graceful stop: the session is over),
-//! the label listing overlaps their removal, then the networks go at once.
+//! the label listing overlaps their removal, a network whose containers the
+//! caller takes off it first (the egress network, off the proxy) goes while
+//! they stop, and the others go as soon as the containers have stopped,
+//! while the daemon still deletes their files. What is left is the daemon's
+//! own work (stopping each container and releasing its endpoints, removing
+//! the networks one at a time).
 
 use super::client::{Engine, EngineError, LabelFilter};
 use super::ledger::{Created, SharedLedger};
 use super::names::LABEL_SESSION;
-use super::remove::{REMOVE_CALL_TIMEOUT, remove};
+use super::remove::{Detach, REMOVE_CALL_TIMEOUT, remove, remove_then};
 
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -49,14 +54,18 @@ pub(crate) struct Keep {
 /// The ledger's containers are removed while the daemon is asked for
 /// anything else carrying the session's label (a creation whose reply never
 /// arrived): that listing is a round trip the user would otherwise wait for
-/// before the first removal, after Claude has exited.
+/// before the first removal, after Claude has exited. The ledger's networks
+/// go as soon as those containers have stopped, unless the listing found a
+/// container the ledger does not hold: then they wait for its removal too.
+/// A network with containers to `detach` goes once they are off it.
 pub(crate) async fn teardown<E: Engine>(
     engine: &E,
     ledger: &SharedLedger,
     session: &str,
     keep: Option<&Keep>,
+    detach: &[Detach],
 ) -> Result<(), TeardownError> {
-    let (mut containers, mut networks) = ledger.snapshot();
+    let (mut containers, networks) = ledger.snapshot();
     // Newest first: the agent goes before the proxy it talks to.
     containers.reverse();
     let kept_id = keep.map(|k| k.container.id.as_str());
@@ -64,25 +73,46 @@ pub(crate) async fn teardown<E: Engine>(
         containers.retain(|c| c.id != id);
         ledger.forget_container(id);
     }
+    // Whether the ledger's networks can go with its containers, and what
+    // the listing and setting the kept container aside found.
+    let networks_go = async {
+        let (found_containers, found_networks) = labelled(engine, session).await;
+        let late = match &found_containers {
+            Ok(found) => found.iter().any(|c| {
+                Some(c.id.as_str()) != kept_id && !containers.iter().any(|k| k.id == c.id)
+            }),
+            Err(_) => false,
+        };
+        let set_aside = match keep {
+            Some(kept) => set_aside(engine, kept, &networks).await.err(),
+            None => None,
+        };
+        (!late, (found_containers, found_networks, set_aside))
+    };
+    let (known, (found_containers, found_networks, set_aside_failed)) =
+        remove_then(engine, &containers, &networks, detach, networks_go).await;
     let mut failures = Vec::new();
-    let ((found_containers, found_networks), known) =
-        futures_util::join!(labelled(engine, session), remove(engine, &containers, &[]));
     let mut late = Vec::new();
     match found_containers {
         Ok(found) => add_missing(&mut late, found, &containers),
         Err(e) => failures.push(e.to_string()),
     }
-    match found_networks {
-        Ok(found) => add_missing(&mut networks, found, &[]),
-        Err(e) => failures.push(e.to_string()),
-    }
     if let Some(kept) = keep {
         late.retain(|c| c.id != kept.container.id);
-        if let Err(e) = set_aside(engine, kept, &networks).await {
-            failures.push(e.to_string());
-        }
     }
-    let rest = remove(engine, &late, &networks).await;
+    failures.extend(set_aside_failed.map(|e| e.to_string()));
+    // The networks left: the ledger's, when a late container held them back,
+    // and any only the label found.
+    let mut rest_networks: Vec<Created> = if late.is_empty() {
+        Vec::new()
+    } else {
+        networks.clone()
+    };
+    match found_networks {
+        Ok(found) => add_missing(&mut rest_networks, found, &networks),
+        Err(e) => failures.push(e.to_string()),
+    }
+    let rest = remove(engine, &late, &rest_networks).await;
     for removal in [known, rest] {
         for c in &removal.containers {
             ledger.forget_container(&c.id);

@@ -1267,6 +1267,9 @@ async fn teardown_removes_containers_then_networks_and_is_idempotent() {
             "remove_container claude-bottle-reviewer",
             "remove_container claude-bottle-pipelock-reviewer",
             "remove_network claude-bottle-internal-reviewer",
+            // The proxy (`c0003`) is taken off the egress network first, so
+            // that network need not wait for it to stop.
+            "disconnect claude-bottle-egress-reviewer c0003",
             "remove_network claude-bottle-egress-reviewer",
         ]
     );
@@ -1793,12 +1796,32 @@ async fn a_daemon_that_stops_answering_cannot_hold_teardown_forever() {
         err.message
     );
     assert_eq!(err.hints, ["run `claude-bottle cleanup` to remove them"]);
-    // What stayed (both containers, and the networks they hold) is cleanup's to find.
+    // What stayed (both containers, and the internal network they hold) is
+    // cleanup's to find; the egress network went once the proxy was off it.
     engine.state().removals_hang = false;
     let plan = super::cleanup::prepare_cleanup(&engine).await.unwrap();
-    assert_eq!(plan.items.len(), 4, "{plan}");
+    assert_eq!(plan.items.len(), 3, "{plan}");
+    assert!(!plan.to_string().contains("egress"), "{plan}");
     super::cleanup::cleanup(&engine, &plan).await.unwrap();
     assert_nothing_left(&engine);
+}
+
+#[tokio::test(start_paused = true)]
+async fn networks_wait_out_a_container_removal_longer_than_their_retries() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let mut session = started(&engine, spec("reviewer", home.path())).await;
+    // Far longer than the retries a network gets once no removal is pending.
+    engine.state().slow_removals = Some(Duration::from_secs(30));
+    engine.state().calls.clear();
+    session.close().await.unwrap();
+    assert_nothing_left(&engine);
+    let ops = engine.ops();
+    let tries = ops
+        .iter()
+        .filter(|o| *o == "remove_network claude-bottle-internal-reviewer")
+        .count();
+    assert!(tries > 50, "tried while the containers went: {ops:?}");
 }
 
 #[tokio::test]
