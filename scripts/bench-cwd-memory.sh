@@ -22,12 +22,13 @@ many_files=${BENCH_MANY_FILES:-20000}
 many_kb=${BENCH_MANY_KB:-10}
 agent_image=claude-bottle-test/agent:current
 standin_image=claude-bottle-test/pipelock-standin:current
+fence_image=claude-bottle-test/fence:current
 
 if [ ! -x /usr/bin/time ]; then
     echo "bench-cwd: GNU time is required (apt-get install time)" >&2
     exit 1
 fi
-for image in "$agent_image" "$standin_image"; do
+for image in "$agent_image" "$standin_image" "$fence_image"; do
     if ! docker image inspect "$image" >/dev/null 2>&1; then
         echo "bench-cwd: image \`$image\` is missing; run scripts/build-test-images.sh" >&2
         exit 1
@@ -77,7 +78,8 @@ rm "$scratch/seed"
 
 # Runs `start --cwd` in $1; leaves GNU time's and the tool's stderr in $scratch/log.
 session() {
-    (cd "$1" && HOME="$scratch/home" CLAUDE_BOTTLE_PIPELOCK_IMAGE="$standin_image" NO_COLOR=1 \
+    (cd "$1" && HOME="$scratch/home" CLAUDE_BOTTLE_PIPELOCK_IMAGE="$standin_image" \
+        CLAUDE_BOTTLE_FENCE_IMAGE="$fence_image" NO_COLOR=1 \
         /usr/bin/time -v "$bin" -v --manifest "$scratch/manifest.json" \
         start "$agent" --yes --cwd -- --stub-sh 'du -sm ~/workspace' \
         </dev/null >"$scratch/out" 2>"$scratch/log")
