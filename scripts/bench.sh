@@ -188,7 +188,11 @@ for n in $bottles; do
     else
         # Memory: the bottle's two containers, plus the host's tool and docker CLI.
         containers=$(docker ps --filter label=claude-bottle.managed=true --format '{{.Names}}' | grep -E -- '-bench-[0-9]+$' || true)
-        mem_containers=$(docker stats --no-stream --format '{{.MemUsage}}' $containers | awk '
+        # One container at a time: `docker stats` of many at once answered
+        # `EOF` on Docker 20.10 here, and the script stopped.
+        mem_containers=$(for c in $containers; do
+            docker stats --no-stream --format '{{.MemUsage}}' "$c" || echo "bench: no memory figure for $c" >&2
+        done | awk '
             {v=$1; u=v; gsub(/[0-9.]/, "", u); gsub(/[^0-9.]/, "", v)
              m = (u=="GiB") ? v*1024 : (u=="MiB") ? v : (u=="KiB") ? v/1024 : v/1048576; s+=m}
             END {print s}')
