@@ -141,10 +141,7 @@ elif [ -n "$podman_unavailable" ]; then
     podman_part_skipped "the Podman part" "$podman_unavailable" "$podman_filter"
 else
     echo "test: the Podman part, against $podman_host" >&2
-    # One retry, reported by nextest as FLAKY: Podman 4.3 answers a container
-    # listing made while another test's container joins a network with
-    # "network inspection mismatch ... internal libpod error" (seen in CI).
-    DOCKER_HOST=$podman_host cargo nextest run --workspace --profile "$profile" --retries 1 -E "$podman_filter" "$@" || status=$?
+    DOCKER_HOST=$podman_host cargo nextest run --workspace --profile "$profile" -E "$podman_filter" "$@" || status=$?
 fi
 
 # --- the rootless Podman part --------------------------------------------------

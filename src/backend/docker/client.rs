@@ -775,12 +775,52 @@ fn network_info(network: bollard::models::Network) -> NetworkInfo {
     }
 }
 
+/// How many times a read that met Podman's network inspection race is made
+/// before its error stands.
+const INSPECTION_RACE_ATTEMPTS: u32 = 5;
+
+/// Podman 4.3 fails a container listing or inspection with "network
+/// inspection mismatch: asked to join 1 network(s) ... but have information
+/// on 2 network(s): internal libpod error" when a container joins or leaves
+/// a network while it is read. The read is only a snapshot, so it is made
+/// again, a bounded number of times and a little later each time.
+async fn retry_inspection_race<T, F, Fut>(mut read: F) -> Result<T, EngineError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, EngineError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match read().await {
+            Err(error)
+                if attempt < INSPECTION_RACE_ATTEMPTS
+                    && error.kind == ErrorKind::Other
+                    && error.detail.contains("network inspection mismatch") =>
+            {
+                tracing::debug!(attempt, %error, "met Podman's network inspection race; reading again");
+                tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Podman's container list, read again while it meets the network
+/// inspection race ([`retry_inspection_race`]).
+async fn podman_list_containers(
+    endpoint: &str,
+    filters: &HashMap<String, Vec<String>>,
+) -> Result<Vec<ContainerInfo>, EngineError> {
+    retry_inspection_race(|| podman_list_containers_once(endpoint, filters)).await
+}
+
 /// `GET /containers/json` of Podman's Docker API, read without bollard.
 /// Podman reports a container that exited but is not cleaned up yet as
 /// `stopped`, a state the Docker API does not have: bollard refuses the
 /// whole list then, and a filter on the state cannot leave it out (Podman's
 /// `exited` matches it). So the list is read here, the state as text.
-async fn podman_list_containers(
+async fn podman_list_containers_once(
     endpoint: &str,
     filters: &HashMap<String, Vec<String>>,
 ) -> Result<Vec<ContainerInfo>, EngineError> {
@@ -1273,11 +1313,13 @@ impl Engine for BollardEngine {
     }
 
     async fn inspect_container(&self, id: &str) -> Result<ContainerStatus, EngineError> {
-        let inspected = self
-            .docker
-            .inspect_container(id, None)
-            .await
-            .map_err(|e| classify(&format!("inspect container `{id}`"), e))?;
+        let inspected = retry_inspection_race(|| async {
+            self.docker
+                .inspect_container(id, None)
+                .await
+                .map_err(|e| classify(&format!("inspect container `{id}`"), e))
+        })
+        .await?;
         let state = inspected.state.unwrap_or_default();
         let addresses = inspected
             .network_settings
@@ -1390,26 +1432,31 @@ impl Engine for BollardEngine {
     }
 
     async fn list_networks(&self, filter: LabelFilter) -> Result<Vec<NetworkInfo>, EngineError> {
-        let options = ListNetworksOptions {
-            filters: Some(label_filters(&filter)),
-        };
-        let found = self
-            .docker
-            .list_networks(Some(options))
-            .await
-            .map_err(|e| classify("list networks", e))?;
+        // Podman's network list inspects the containers on each network.
+        let found = retry_inspection_race(|| async {
+            let options = ListNetworksOptions {
+                filters: Some(label_filters(&filter)),
+            };
+            self.docker
+                .list_networks(Some(options))
+                .await
+                .map_err(|e| classify("list networks", e))
+        })
+        .await?;
         Ok(found.into_iter().map(network_info).collect())
     }
 
     async fn networks_named(&self, name: &str) -> Result<Vec<NetworkInfo>, EngineError> {
-        let options = ListNetworksOptions {
-            filters: Some(HashMap::from([("name".to_owned(), vec![name.to_owned()])])),
-        };
-        let found = self
-            .docker
-            .list_networks(Some(options))
-            .await
-            .map_err(|e| classify(&format!("list networks named `{name}`"), e))?;
+        let found = retry_inspection_race(|| async {
+            let options = ListNetworksOptions {
+                filters: Some(HashMap::from([("name".to_owned(), vec![name.to_owned()])])),
+            };
+            self.docker
+                .list_networks(Some(options))
+                .await
+                .map_err(|e| classify(&format!("list networks named `{name}`"), e))
+        })
+        .await?;
         // The daemon's name filter matches substrings.
         Ok(found
             .into_iter()
@@ -1715,32 +1762,56 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn podmans_list_is_read_with_its_stopped_state() {
+    /// A one-connection-per-request HTTP server on a fresh unix socket that
+    /// answers with `replies` in turn; it yields the requests it read.
+    fn serve_replies(
+        replies: Vec<(&'static str, String)>,
+    ) -> (
+        tempfile::TempDir,
+        String,
+        tokio::task::JoinHandle<Vec<String>>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("podman.sock");
         let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-        let body = r#"[{"Id":"a1","Names":["/claude-bottle-fence-x"],"State":"stopped","Created":7,"Labels":{"claude-bottle.managed":"true"}},{"Id":"b2","Names":["/claude-bottle-x"],"State":"running","Created":8,"Labels":null}]"#;
         let server = tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut request = vec![0u8; 4096];
-            let n = stream.read(&mut request).await.unwrap();
-            let reply = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            stream.write_all(reply.as_bytes()).await.unwrap();
-            String::from_utf8_lossy(&request[..n]).into_owned()
+            let mut requests = Vec::new();
+            for (status, body) in replies {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut request = vec![0u8; 4096];
+                let n = stream.read(&mut request).await.unwrap();
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(reply.as_bytes()).await.unwrap();
+                requests.push(String::from_utf8_lossy(&request[..n]).into_owned());
+            }
+            requests
         });
-        let filters = label_filters(&vec![("claude-bottle.managed".into(), "true".into())]);
-        let listed = podman_list_containers(&format!("unix://{}", socket.display()), &filters)
+        (dir, format!("unix://{}", socket.display()), server)
+    }
+
+    const MANAGED_LIST: &str = r#"[{"Id":"a1","Names":["/claude-bottle-fence-x"],"State":"stopped","Created":7,"Labels":{"claude-bottle.managed":"true"}},{"Id":"b2","Names":["/claude-bottle-x"],"State":"running","Created":8,"Labels":null}]"#;
+
+    /// Podman 4.3's words when a container joins a network while it is listed.
+    const INSPECTION_RACE: &str = r#"{"cause":"internal libpod error","message":"network inspection mismatch: asked to join 1 network(s) [n1], but have information on 2 network(s): internal libpod error","response":500}"#;
+
+    fn managed_filter() -> HashMap<String, Vec<String>> {
+        label_filters(&vec![("claude-bottle.managed".into(), "true".into())])
+    }
+
+    #[tokio::test]
+    async fn podmans_list_is_read_with_its_stopped_state() {
+        let (_dir, endpoint, server) = serve_replies(vec![("200 OK", MANAGED_LIST.to_owned())]);
+        let listed = podman_list_containers(&endpoint, &managed_filter())
             .await
             .unwrap();
-        let request = server.await.unwrap();
+        let requests = server.await.unwrap();
         assert!(
-            request.starts_with("GET /v1.41/containers/json?all=1&filters=%7B%22label%22"),
-            "{request}"
+            requests[0].starts_with("GET /v1.41/containers/json?all=1&filters=%7B%22label%22"),
+            "{requests:?}"
         );
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[0].name, "claude-bottle-fence-x");
@@ -1749,7 +1820,59 @@ mod tests {
         assert_eq!(listed[1].state, "running");
         assert!(listed[1].labels.is_empty());
         // bollard's own type refuses that list whole.
-        assert!(serde_json::from_str::<Vec<bollard::models::ContainerSummary>>(body).is_err());
+        assert!(
+            serde_json::from_str::<Vec<bollard::models::ContainerSummary>>(MANAGED_LIST).is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn podmans_list_is_asked_again_when_it_meets_the_network_inspection_race() {
+        let race = ("500 Internal Server Error", INSPECTION_RACE.to_owned());
+        let (_dir, endpoint, server) = serve_replies(vec![
+            race.clone(),
+            race,
+            ("200 OK", MANAGED_LIST.to_owned()),
+        ]);
+        let listed = podman_list_containers(&endpoint, &managed_filter())
+            .await
+            .unwrap();
+        assert_eq!(server.await.unwrap().len(), 3);
+        assert_eq!(listed.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_network_inspection_race_is_asked_again_a_bounded_number_of_times() {
+        let replies = (0..INSPECTION_RACE_ATTEMPTS)
+            .map(|_| ("500 Internal Server Error", INSPECTION_RACE.to_owned()))
+            .collect();
+        let (_dir, endpoint, server) = serve_replies(replies);
+        let error = podman_list_containers(&endpoint, &managed_filter())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            server.await.unwrap().len(),
+            INSPECTION_RACE_ATTEMPTS as usize
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("could not list containers: 500")
+                && error.detail.contains("network inspection mismatch"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_listing_errors_are_not_asked_again() {
+        let (_dir, endpoint, server) = serve_replies(vec![(
+            "500 Internal Server Error",
+            r#"{"message":"database is locked"}"#.to_owned(),
+        )]);
+        let error = podman_list_containers(&endpoint, &managed_filter())
+            .await
+            .unwrap_err();
+        assert_eq!(server.await.unwrap().len(), 1);
+        assert!(error.detail.contains("database is locked"), "{error}");
     }
 
     #[test]
