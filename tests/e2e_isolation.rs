@@ -1216,7 +1216,7 @@ fn the_agent_cannot_become_root_or_reach_docker_and_normal_work_functions() {
         .probe("docker_host_env", "env | grep -i '^DOCKER_'")
         .probe(
             "docker_tcp",
-            &format!("{NO_PROXY_ENV} for ip in $HOST_IPS $GATEWAY; do for p in 2375 2376 $PORT; do nc -z -w 2 $ip $p && echo OPEN $ip:$p; done; done; true"),
+            &format!("{NO_PROXY_ENV} for ip in $HOST_IPS $GATEWAY; do for p in 2375 2376 $PORT; do (nc -z -w 2 $ip $p && echo OPEN $ip:$p) & done; done; wait; true"),
         )
         .probe(
             "git_work",

@@ -22,18 +22,23 @@ use crate::docker_support::daemon::docker_ok;
 /// device, which an unprivileged process may do, and the kernel then sends
 /// on-link): one line `REACHED <ip> <body>` or `BLOCKED <ip>` each, the
 /// second attempt's address written `<ip>%eth0`. Each attempt is bounded
-/// (3 s connect, 4 s total).
+/// (3 s connect, 4 s total), and every target's pair runs at once: the host
+/// has a bridge address per network of every test running beside this one,
+/// and a dropped connection waits out its bound.
 const SWEEP: &str = r#"for ip in $TARGETS; do
   for via in route eth0; do
     label=$ip; bind=
     if [ "$via" = eth0 ]; then label="$ip%eth0"; bind="--interface eth0"; fi
-    if body=$(curl $bind --noproxy '*' -sS --connect-timeout 3 -m 4 "http://$ip:$PORT/" 2>/dev/null); then
-      echo "REACHED $label $body"
-    else
-      echo "BLOCKED $label"
-    fi
+    (
+      if body=$(curl $bind --noproxy '*' -sS --connect-timeout 3 -m 4 "http://$ip:$PORT/" 2>/dev/null); then
+        echo "REACHED $label $body"
+      else
+        echo "BLOCKED $label"
+      fi
+    ) &
   done
-done"#;
+done
+wait"#;
 
 const NO_PROXY_ENV: &str =
     "unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy;";
