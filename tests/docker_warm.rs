@@ -6,13 +6,9 @@
 //! Images and resources as in docker_session.rs: agents are named
 //! `dw-<test>-<pid>-<n>` and a [`Fixture`] removes whatever carries its
 //! agent's label when it drops. A warm bottle's `claude-bottle.pid` is that
-//! of the `prewarm` that made it, which has exited, so stale resources of
-//! this suite are told by the test process in the agent's name instead.
+//! of the `prewarm` that made it, which has exited, so the shared sweep also
+//! asks whether the test process in the agent's name lives.
 
-#[allow(
-    dead_code,
-    reason = "this suite sweeps its stale resources itself: see `require`"
-)]
 mod docker_support {
     pub mod daemon;
     pub mod fixture;
@@ -25,10 +21,10 @@ use std::fs;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use docker_support::daemon::{docker_ok, pid_alive, remove_resources};
+use docker_support::daemon::docker_ok;
 use docker_support::fixture::Fixture;
 use docker_support::lock::{RuntimeLock, SessionLocks};
-use docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE, managed_resources};
+use docker_support::sessions::{AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE};
 use serde_json::{Value, json};
 
 const SECRET: &str = "dw-secret-value-5e0b71";
@@ -37,24 +33,7 @@ const AGENT_PREFIX: &str = "dw-";
 /// Requires the daemon and the images, then removes what tests of this
 /// suite whose process is gone left behind.
 fn require() {
-    docker_support::daemon::require("docker_warm", &[AGENT_IMAGE, PIPELOCK_STANDIN_IMAGE]);
-    let stale: Vec<_> = managed_resources()
-        .into_iter()
-        .filter(|r| {
-            r.agent.strip_prefix(AGENT_PREFIX).is_some_and(|rest| {
-                let test_pid = rest.rsplit('-').nth(1).unwrap_or_default();
-                !pid_alive(test_pid)
-            })
-        })
-        .collect();
-    let ids = |kind: &str| -> Vec<String> {
-        stale
-            .iter()
-            .filter(|r| r.kind == kind)
-            .map(|r| r.id.clone())
-            .collect()
-    };
-    remove_resources(&ids("container"), &ids("network"));
+    docker_support::fixture::require("docker_warm", AGENT_PREFIX);
 }
 
 /// A fixture with a prompt, a skill, an SSH entry, a literal and a secret

@@ -47,11 +47,19 @@ pub fn managed_resources() -> Vec<Managed> {
 }
 
 /// Removes the product's resources of agents named `agent_prefix...` whose
-/// session process is gone: what a crashed earlier run of the suite left.
+/// session process and test process are both gone: what a crashed earlier
+/// run of the suite left. The test process counts too because a resource can
+/// outlive its session while its test still needs it: a warm bottle's
+/// `claude-bottle.pid` is the `prewarm` that made it, which has exited, and a
+/// killed session's resources wait for the test's `cleanup`.
 pub fn sweep_stale_agents(agent_prefix: &str) {
     let stale: Vec<Managed> = managed_resources()
         .into_iter()
-        .filter(|r| r.agent.starts_with(agent_prefix) && !pid_alive(&r.pid))
+        .filter(|r| {
+            r.agent.starts_with(agent_prefix)
+                && !pid_alive(&r.pid)
+                && !pid_alive(test_pid(&r.agent))
+        })
         .collect();
     if !stale.is_empty() {
         let names: Vec<String> = stale
@@ -68,6 +76,12 @@ pub fn sweep_stale_agents(agent_prefix: &str) {
             .collect()
     };
     remove_resources(&ids("container"), &ids("network"));
+}
+
+/// The test process an agent's name carries: the suites name their agents
+/// `<prefix><tag>-<test pid>-<n>`. Text that is no such name gives no pid.
+fn test_pid(agent: &str) -> &str {
+    agent.rsplit('-').nth(1).unwrap_or_default()
 }
 
 /// Names of the containers (any state) carrying every one of `labels`
