@@ -171,27 +171,35 @@ fn unknown_backend_exits_two_listing_known_backends() {
     insta::assert_snapshot!("unknown_backend", stderr_of(&out));
 }
 
+/// Runs a dry-run `start` with `var` set to `value` and a daemon address
+/// where no daemon is, and asserts the refusal: exit 2, naming the variable
+/// and its value, without the daemon ever reached. Returns the stderr.
+fn refuses_before_the_daemon(fx: &Fixture, var: &str, value: &str) -> String {
+    let out = fx
+        .cmd()
+        // No daemon there: the refusal must come first.
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env(var, value)
+        .env("CB_TEST_SECRET", "x")
+        .env("CB_TEST_OTHER", "y")
+        .args(["start", "reviewer", "--dry-run"])
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{value}: {stderr}");
+    assert!(
+        stderr.contains(&format!("`{var}` is `{value}`")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("nonexistent"), "{stderr}");
+    stderr
+}
+
 #[test]
 fn a_malformed_claude_code_version_exits_two_before_the_daemon_is_reached() {
     let fx = Fixture::new(RICH_MANIFEST);
     for bad in ["latest", "2.1.328; rm -rf /", "v2.1.328"] {
-        let out = fx
-            .cmd()
-            // No daemon there: the refusal must come first.
-            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-            .env("CLAUDE_BOTTLE_CLAUDE_CODE_VERSION", bad)
-            .env("CB_TEST_SECRET", "x")
-            .env("CB_TEST_OTHER", "y")
-            .args(["start", "reviewer", "--dry-run"])
-            .output()
-            .unwrap();
-        let stderr = stderr_of(&out);
-        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
-        assert!(
-            stderr.contains(&format!("`CLAUDE_BOTTLE_CLAUDE_CODE_VERSION` is `{bad}`")),
-            "{stderr}"
-        );
-        assert!(!stderr.contains("nonexistent"), "{stderr}");
+        refuses_before_the_daemon(&fx, "CLAUDE_BOTTLE_CLAUDE_CODE_VERSION", bad);
     }
 }
 
@@ -203,23 +211,8 @@ fn a_malformed_address_pool_exits_2_before_the_daemon_and_names_the_fix() {
         ("10.213.7.9/16", "set it to `10.213.0.0/16`"),
         ("10.213.0.0/29", "such as `10.213.0.0/16`"),
     ] {
-        let out = fx
-            .cmd()
-            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-            .env("CLAUDE_BOTTLE_ADDRESS_POOL", bad)
-            .env("CB_TEST_SECRET", "x")
-            .env("CB_TEST_OTHER", "y")
-            .args(["start", "reviewer", "--dry-run"])
-            .output()
-            .unwrap();
-        let stderr = stderr_of(&out);
-        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
-        assert!(
-            stderr.contains(&format!("`CLAUDE_BOTTLE_ADDRESS_POOL` is `{bad}`")),
-            "{stderr}"
-        );
+        let stderr = refuses_before_the_daemon(&fx, "CLAUDE_BOTTLE_ADDRESS_POOL", bad);
         assert!(stderr.contains(fix), "{stderr}");
-        assert!(!stderr.contains("nonexistent"), "{stderr}");
     }
 }
 
