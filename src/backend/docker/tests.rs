@@ -13,7 +13,7 @@ use super::names::{LABEL_MANAGED, LABEL_PID, LABEL_ROLE, LABEL_SESSION};
 use super::plan::{self, PrepareError, Runtime, SessionPlan, Settings};
 use super::session::Session;
 use super::specs::{self, INHIBIT_IPV4};
-use crate::backend::BackendErrorKind;
+use crate::backend::{BackendError, BackendErrorKind};
 use crate::core::env::{EnvSource, ResolvedEnv, ResolvedVar};
 use crate::core::spec::BottleSpec;
 use crate::diagnostic::Diagnostic;
@@ -85,6 +85,13 @@ pub(super) fn engine() -> FakeEngine {
     FakeEngine::new().with_images(&[BUILT_IN, PROXY_IMAGE])
 }
 
+/// `engine()` on a daemon with `runsc` registered beside `runc`.
+fn engine_with_runsc() -> FakeEngine {
+    let engine = engine();
+    engine.state().runtimes = vec!["runc".into(), "runsc".into()];
+    engine
+}
+
 /// `prepare` with `settings`, the built-in image `BUILT_IN`, and a printer
 /// nobody reads.
 pub(super) async fn prepare_with(
@@ -115,18 +122,53 @@ pub(super) fn quick() -> Timeouts {
     }
 }
 
+/// A session of `plan` on `engine` with quick timeouts and a printer nobody
+/// reads.
+fn session_of(engine: &FakeEngine, plan: SessionPlan) -> Session<FakeEngine> {
+    Session::new(engine.clone(), plan, Printer::capture(false)).with_timeouts(quick())
+}
+
 /// A prepared session on `engine` with quick timeouts, not started yet.
 pub(super) async fn unstarted(engine: &FakeEngine, spec: BottleSpec) -> Session<FakeEngine> {
-    let plan = prepared(engine, spec).await;
-    Session::new(engine.clone(), plan, Printer::capture(false)).with_timeouts(quick())
+    session_of(engine, prepared(engine, spec).await)
+}
+
+/// `unstarted`, with the calls of `prepare` forgotten: what the engine
+/// records from here on is the start's.
+async fn unstarted_with_calls_cleared(
+    engine: &FakeEngine,
+    spec: BottleSpec,
+) -> Session<FakeEngine> {
+    let session = unstarted(engine, spec).await;
+    engine.state().calls.clear();
+    session
 }
 
 /// A started session on `engine`, with the calls of `prepare` forgotten.
 async fn started(engine: &FakeEngine, spec: BottleSpec) -> Session<FakeEngine> {
-    let mut session = unstarted(engine, spec).await;
-    engine.state().calls.clear();
+    let mut session = unstarted_with_calls_cleared(engine, spec).await;
     session.start().await.unwrap();
     session
+}
+
+/// Names of the containers the fake daemon holds, in its order.
+fn container_names(engine: &FakeEngine) -> Vec<String> {
+    engine
+        .state()
+        .containers
+        .values()
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+/// Names of the networks the fake daemon holds, in its order.
+fn network_names(engine: &FakeEngine) -> Vec<String> {
+    engine
+        .state()
+        .networks
+        .values()
+        .map(|n| n.name.clone())
+        .collect()
 }
 
 /// The fake daemon holds no container and no network.
@@ -320,9 +362,7 @@ async fn a_failed_pull_is_a_clear_error_and_everything_is_torn_down() {
     let home = tempfile::tempdir().unwrap();
     let engine = FakeEngine::new().with_images(&[BUILT_IN]);
     engine.state().pull_failure = Some(no_registry());
-    let plan = prepared(&engine, spec("reviewer", home.path())).await;
-    let mut session =
-        Session::new(engine.clone(), plan, Printer::capture(false)).with_timeouts(quick());
+    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
     let err = session.start().await.unwrap_err();
     assert_eq!(
         err.message,
@@ -364,8 +404,7 @@ async fn a_workspace_file_changed_after_the_plan_fails_the_copy_and_everything_i
     let plan = prepared(&engine, spec).await;
     std::fs::remove_file(&data).unwrap();
     std::os::unix::fs::symlink("/etc/hostname", &data).unwrap();
-    let mut session =
-        Session::new(engine.clone(), plan, Printer::capture(false)).with_timeouts(quick());
+    let mut session = session_of(&engine, plan);
     let err = session.start().await.unwrap_err();
     assert_eq!(
         err.message,
@@ -900,8 +939,7 @@ async fn the_proxy_gets_its_config_before_start_and_is_probed_until_ready() {
 #[tokio::test]
 async fn runsc_is_for_the_agent_only() {
     let home = tempfile::tempdir().unwrap();
-    let engine = engine();
-    engine.state().runtimes = vec!["runc".into(), "runsc".into()];
+    let engine = engine_with_runsc();
     let _session = started(&engine, spec("reviewer", home.path())).await;
     let specs = engine.created_containers();
     assert_eq!(
@@ -916,17 +954,25 @@ async fn runsc_is_for_the_agent_only() {
     );
 }
 
-#[tokio::test]
-async fn a_runtime_that_cannot_start_containers_is_a_clear_error() {
+/// The error of a start on a daemon whose `runsc` fails every container
+/// with `failure`; the failed session is closed and must leave nothing.
+async fn start_error_with_a_failing_runsc(failure: &str) -> BackendError {
     let home = tempfile::tempdir().unwrap();
-    let engine = engine();
-    engine.state().runtimes = vec!["runc".into(), "runsc".into()];
-    engine.state().failing_runtime = Some((
-        "runsc".into(),
-        "OCI runtime create failed: exec: \"runsc\": executable file not found".into(),
-    ));
+    let engine = engine_with_runsc();
+    engine.state().failing_runtime = Some(("runsc".into(), failure.into()));
     let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
     let err = session.start().await.unwrap_err();
+    session.close().await.unwrap();
+    assert_nothing_left(&engine);
+    err
+}
+
+#[tokio::test]
+async fn a_runtime_that_cannot_start_containers_is_a_clear_error() {
+    let err = start_error_with_a_failing_runsc(
+        "OCI runtime create failed: exec: \"runsc\": executable file not found",
+    )
+    .await;
     assert!(
         err.message.starts_with(
             "could not start the agent container `claude-bottle-reviewer` with runtime `runsc`"
@@ -939,21 +985,14 @@ async fn a_runtime_that_cannot_start_containers_is_a_clear_error() {
         "{:?}",
         err.hints
     );
-    session.close().await.unwrap();
-    assert_nothing_left(&engine);
 }
 
 #[tokio::test]
 async fn an_old_gvisor_on_a_new_kernel_is_a_clear_error_with_its_fix() {
-    let home = tempfile::tempdir().unwrap();
-    let engine = engine();
-    engine.state().runtimes = vec!["runc".into(), "runsc".into()];
-    engine.state().failing_runtime = Some((
-        "runsc".into(),
-        "OCI runtime start failed: starting container: setting up network: creating interfaces from net namespace \"/proc/1/ns/net\": cannot run with network enabled in root network namespace: unknown".into(),
-    ));
-    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
-    let err = session.start().await.unwrap_err();
+    let err = start_error_with_a_failing_runsc(
+        "OCI runtime start failed: starting container: setting up network: creating interfaces from net namespace \"/proc/1/ns/net\": cannot run with network enabled in root network namespace: unknown",
+    )
+    .await;
     assert!(
         err.message.contains("with runtime `runsc`: ")
             && err.message.contains("root network namespace"),
@@ -971,8 +1010,6 @@ async fn an_old_gvisor_on_a_new_kernel_is_a_clear_error_with_its_fix() {
         "{:?}",
         err.hints
     );
-    session.close().await.unwrap();
-    assert_nothing_left(&engine);
 }
 
 #[tokio::test]
@@ -993,18 +1030,15 @@ async fn a_retry_waits_for_the_networks_of_the_failed_attempt_to_be_free() {
         "claude-bottle-reviewer-2"
     );
     session.close().await.unwrap();
-    let state = engine.state();
-    let left: Vec<_> = state.containers.values().map(|c| c.name.clone()).collect();
-    assert_eq!(left, ["claude-bottle-reviewer"]);
-    assert!(state.networks.is_empty(), "{:?}", state.networks);
+    assert_eq!(container_names(&engine), ["claude-bottle-reviewer"]);
+    assert_eq!(network_names(&engine), Vec::<String>::new());
 }
 
 #[tokio::test]
 async fn a_name_taken_during_launch_moves_every_name_to_the_next_suffix() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
-    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
-    engine.state().calls.clear();
+    let mut session = unstarted_with_calls_cleared(&engine, spec("reviewer", home.path())).await;
     // Another session takes the proxy name between prepare and launch.
     engine
         .state()
@@ -1040,17 +1074,17 @@ async fn a_name_taken_during_launch_moves_every_name_to_the_next_suffix() {
     assert!(agent.extra_hosts[0].starts_with("claude-bottle-pipelock-reviewer-2:"));
     session.close().await.unwrap();
     // The stolen name belongs to someone else and stays.
-    let state = engine.state();
-    let left: Vec<_> = state.containers.values().map(|c| c.name.clone()).collect();
-    assert_eq!(left, ["claude-bottle-pipelock-reviewer"]);
+    assert_eq!(
+        container_names(&engine),
+        ["claude-bottle-pipelock-reviewer"]
+    );
 }
 
 #[tokio::test]
 async fn a_network_made_twice_at_once_stays_with_the_older_session() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
-    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
-    engine.state().calls.clear();
+    let mut session = unstarted_with_calls_cleared(&engine, spec("reviewer", home.path())).await;
     engine
         .state()
         .racing_names
@@ -1071,10 +1105,14 @@ async fn a_network_made_twice_at_once_stays_with_the_older_session() {
     );
     session.close().await.unwrap();
     // Only the older twin, the other session's, is left.
-    let state = engine.state();
-    let left: Vec<_> = state.networks.values().map(|n| n.name.clone()).collect();
-    assert_eq!(left, ["claude-bottle-internal-reviewer"]);
-    assert!(state.networks.values().all(|n| n.labels.is_empty()));
+    assert_eq!(network_names(&engine), ["claude-bottle-internal-reviewer"]);
+    assert!(
+        engine
+            .state()
+            .networks
+            .values()
+            .all(|n| n.labels.is_empty())
+    );
 }
 
 fn subnets(specs: &[super::client::NetworkSpec]) -> Vec<String> {
@@ -1161,8 +1199,7 @@ async fn prepare_avoids_every_network_and_host_route_and_says_when_the_pool_is_f
 async fn a_subnet_taken_meanwhile_is_chosen_again_from_a_fresh_list() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
-    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
-    engine.state().calls.clear();
+    let mut session = unstarted_with_calls_cleared(&engine, spec("reviewer", home.path())).await;
     // A concurrent session gets the planned internal subnet first.
     engine.state().stolen_subnets = 1;
     session.start().await.unwrap();
@@ -1188,17 +1225,14 @@ async fn a_subnet_taken_meanwhile_is_chosen_again_from_a_fresh_list() {
             .any(|c| matches!(c, Call::ListNetworks(f) if f.is_empty()))
     );
     session.close().await.unwrap();
-    let state = engine.state();
-    let left: Vec<_> = state.networks.values().map(|n| n.name.clone()).collect();
-    assert_eq!(left, ["another-session"]);
+    assert_eq!(network_names(&engine), ["another-session"]);
 }
 
 #[tokio::test]
 async fn a_subnet_taken_again_and_again_is_a_clear_error_after_bounded_tries() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine();
-    let mut session = unstarted(&engine, spec("reviewer", home.path())).await;
-    engine.state().calls.clear();
+    let mut session = unstarted_with_calls_cleared(&engine, spec("reviewer", home.path())).await;
     engine.state().stolen_subnets = 1000;
     let err = session.start().await.unwrap_err();
     assert!(
@@ -1247,10 +1281,8 @@ async fn a_taken_pinned_name_is_an_error_not_a_retry() {
             .contains("`my-bottle` (from `--name`) is already in use")
     );
     session.close().await.unwrap();
-    let state = engine.state();
-    let left: Vec<_> = state.containers.values().map(|c| c.name.clone()).collect();
-    assert_eq!(left, ["my-bottle"]);
-    assert!(state.networks.is_empty());
+    assert_eq!(container_names(&engine), ["my-bottle"]);
+    assert_eq!(network_names(&engine), Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -1292,14 +1324,8 @@ async fn teardown_never_touches_another_session() {
         "claude-bottle-reviewer-2"
     );
     first.close().await.unwrap();
-    let names: Vec<String> = engine
-        .state()
-        .containers
-        .values()
-        .map(|c| c.name.clone())
-        .collect();
     assert_eq!(
-        names,
+        container_names(&engine),
         [
             "claude-bottle-pipelock-reviewer-2",
             "claude-bottle-reviewer-2"
@@ -1768,13 +1794,10 @@ async fn without_the_second_sweep_that_creation_would_be_left() {
     // The control: no grace, so the sweep runs before the creation lands.
     let engine = closed_while_a_creation_is_in_flight(Duration::ZERO).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let left: Vec<String> = engine
-        .state()
-        .containers
-        .values()
-        .map(|c| c.name.clone())
-        .collect();
-    assert_eq!(left, ["claude-bottle-pipelock-reviewer"]);
+    assert_eq!(
+        container_names(&engine),
+        ["claude-bottle-pipelock-reviewer"]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -2041,8 +2064,7 @@ async fn the_work_is_listed_then_bundled_and_copied_out_of_the_agent() {
 #[tokio::test]
 async fn the_fence_joins_the_started_agent_with_net_admin_alone_and_goes_before_start_returns() {
     let home = tempfile::tempdir().unwrap();
-    let engine = engine();
-    engine.state().runtimes = vec!["runc".into(), "runsc".into()];
+    let engine = engine_with_runsc();
     let mut session = started(&engine, spec("reviewer", home.path())).await;
     let started = session.started().unwrap().clone();
     let specs = engine.created_containers();
@@ -2080,14 +2102,8 @@ async fn the_fence_joins_the_started_agent_with_net_admin_alone_and_goes_before_
         position("wait claude-bottle-fence-reviewer")
             < position("remove_container claude-bottle-fence-reviewer")
     );
-    let left: Vec<String> = engine
-        .state()
-        .containers
-        .values()
-        .map(|c| c.name.clone())
-        .collect();
     assert_eq!(
-        left,
+        container_names(&engine),
         ["claude-bottle-pipelock-reviewer", "claude-bottle-reviewer"]
     );
     session.close().await.unwrap();
