@@ -186,8 +186,15 @@ for n in $bottles; do
     if [ -n "$failed" ]; then
         scale_rows+=("$n|failed: $failed|")
     else
-        # Memory: the bottle's two containers, plus the host's tool and docker CLI.
-        containers=$(docker ps --filter label=claude-bottle.managed=true --format '{{.Names}}' | grep -E -- '-bench-[0-9]+$' || true)
+        # Memory: the bottle's two containers, its agent and its proxy, plus the
+        # host's tool and docker CLI. Chosen by role and agent label, not by
+        # name: `claude-bottle-fence-bench-N` ends like the bottle's names, but
+        # the fence is a one-shot container `start` removes before it returns,
+        # no part of a running bottle; one still there is left out.
+        containers=$(for role in agent proxy; do
+            docker ps --filter label=claude-bottle.managed=true --filter "label=claude-bottle.role=$role" \
+                --format '{{.Names}} {{.Label "claude-bottle.agent"}}'
+        done | awk '$2 ~ /^bench-[0-9]+$/ {print $1}')
         # One container at a time: `docker stats` of many at once answered
         # `EOF` on Docker 20.10 here, and the script stopped.
         mem_containers=$(for c in $containers; do
