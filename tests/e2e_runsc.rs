@@ -23,7 +23,10 @@
 //! leave nothing. Shown twice: with a stand-in `runsc` that fails like
 //! `/bin/false` for this test's agent container only (on any machine), and
 //! with the real gVisor registered without its runtime arguments, which
-//! fails on this kernel. A hang is caught by nextest's timeout.
+//! fails on this kernel. A hang is caught by nextest's timeout. gVisor's
+//! sandbox of a container it failed to start outlives the container on Docker
+//! 20.10; the test ends those of its own containers and checks none is left
+//! (`OwnSandboxes`, e2e_support/runtime.rs).
 
 mod docker_support {
     pub mod daemon;
@@ -48,7 +51,7 @@ use docker_support::sessions::{containers_with, networks_with};
 use e2e_support::docker::{inspect, sweep_stale};
 use e2e_support::host::rand_u64;
 use e2e_support::no_way_to_host::assert_no_way_to_host;
-use e2e_support::runtime::RunscRegistered;
+use e2e_support::runtime::{OwnSandboxes, RunscRegistered};
 use e2e_support::session::{
     AGENT_IMAGE, PROMPT, Session, SessionDirs, SessionSpec, TestHost, unique_agent,
 };
@@ -365,7 +368,7 @@ fn gvisor_provisions_runs_claude_and_keeps_egress_and_dns_as_under_runc() {
     }
     outcome.assert_clean();
 
-    let doctor = doctor_runsc_row();
+    let doctor = doctor_runsc_row(&mut OwnSandboxes::watch());
     assert_eq!(doctor["status"], "ok", "{doctor}");
     assert!(
         doctor["detail"]
@@ -378,19 +381,26 @@ fn gvisor_provisions_runs_claude_and_keeps_egress_and_dns_as_under_runc() {
 
 /// `doctor --json`'s `runsc` row, for a manifest whose bottle uses the agent
 /// test image (so doctor has an image to try runsc with); no trial
-/// container may be left.
-fn doctor_runsc_row() -> Value {
+/// container may be left. The trial container is counted in `sandboxes`.
+fn doctor_runsc_row(sandboxes: &mut OwnSandboxes) -> Value {
     let dirs = SessionDirs::new();
     dirs.write_manifest(&json!({
         "bottles": { "gv": { "image": AGENT_IMAGE } },
         "agents": { "gv": { "bottle": "gv" } }
     }));
-    let out = dirs
+    let doctor = dirs
         .command()
         .args(["doctor", "--json"])
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run claude-bottle doctor");
+    // Doctor names its trial container after its process.
+    sandboxes.own(format!("claude-bottle-doctor-{}", doctor.id()));
+    let out = doctor
+        .wait_with_output()
+        .expect("wait for claude-bottle doctor");
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!(
         "--- doctor stdout\n{stdout}\n--- doctor stderr\n{}",
@@ -442,6 +452,11 @@ impl Drop for Backstop {
     }
 }
 
+/// The name of `agent`'s container in a session that got it its name.
+fn agent_container(agent: &str) -> String {
+    format!("claude-bottle-{agent}")
+}
+
 /// Runs `start` for `agent` under a registered `runsc` that cannot start its
 /// container, and checks it ends with a clear error naming the runtime and
 /// the container, with the hints, and leaves nothing. Returns the hints.
@@ -478,7 +493,7 @@ fn assert_start_fails_clearly(agent: &str) -> Vec<String> {
             .any(|l| l.trim() == "docker runtime: runsc (gVisor)"),
         "detection saw the registered `runsc`"
     );
-    let container = format!("`claude-bottle-{agent}`");
+    let container = format!("`{}`", agent_container(agent));
     let error = stderr
         .lines()
         .find(|l| l.contains("runtime `runsc`"))
@@ -537,7 +552,9 @@ const RUNTIME_ARGS_HINT: &str = r#"`"runtimeArgs": ["--network=host"]`"#;
 fn gvisor_without_its_runtime_args_is_explained_by_doctor_and_start() {
     e2e_support::require();
     let _runsc = RunscRegistered::gvisor_without_args();
+    let mut sandboxes = OwnSandboxes::watch();
     let trial_name = format!("{}-trial", unique_agent("gvtrial"));
+    sandboxes.own(&trial_name);
     let trial = docker(&[
         "run",
         "--rm",
@@ -556,7 +573,7 @@ fn gvisor_without_its_runtime_args_is_explained_by_doctor_and_start() {
     remove_resources(&[trial_name], &[]);
     let trial_error = String::from_utf8_lossy(&trial.stderr).into_owned();
     eprintln!("direct trial: {} {trial_error}", trial.status);
-    let doctor = doctor_runsc_row();
+    let doctor = doctor_runsc_row(&mut sandboxes);
     if trial.status.success() {
         eprintln!(
             "e2e: gVisor runs here without runtime arguments (a fixed release, or an older kernel)"
@@ -576,9 +593,24 @@ fn gvisor_without_its_runtime_args_is_explained_by_doctor_and_start() {
             .contains(RUNTIME_ARGS_HINT),
         "doctor names the runtime arguments that fix it: {doctor}"
     );
-    let hints = assert_start_fails_clearly(&unique_agent("gvnoargs"));
+    let agent = unique_agent("gvnoargs");
+    sandboxes.own(agent_container(&agent));
+    let hints = assert_start_fails_clearly(&agent);
     assert!(
         hints.iter().any(|h| h.contains(RUNTIME_ARGS_HINT)),
         "start names the runtime arguments that fix it: {hints:?}"
+    );
+    // A sandbox that failed to start outlives its container (see
+    // OwnSandboxes): none of the three may be left running.
+    let ended = sandboxes.end();
+    assert_eq!(
+        ended.created.len(),
+        3,
+        "CONTROL: the trial, doctor's trial and the agent container were seen created: {ended:?}"
+    );
+    assert_eq!(
+        ended.surviving,
+        Vec::<String>::new(),
+        "processes of this test's containers are still running"
     );
 }

@@ -9,6 +9,8 @@
 //! lock.rs). The lock is a `flock` on a well-known file in /tmp, so it works
 //! across the separate processes nextest runs tests in, and across binaries.
 
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -351,4 +353,248 @@ fn which(program: &str) -> Option<PathBuf> {
         .split(':')
         .map(|dir| Path::new(dir).join(program))
         .find(|p| p.is_file())
+}
+
+/// How long the processes of an ended sandbox may take to exit.
+const SANDBOX_EXIT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Ends the gVisor sandboxes that outlive a test's own containers.
+///
+/// When `runsc` has created a container but fails to start it (Debian's
+/// release without [`GVISOR_RUNTIME_ARGS`] on a new kernel), its sandbox and
+/// gofer stay up waiting for a start, under their containerd shim, and
+/// nothing ends them: Docker 20.10 deletes the failed start's containerd
+/// task without killing it, which containerd refuses ("task must be stopped
+/// before deletion"; moby/moby#44399, fixed in Docker 23.0), then forgets
+/// the container all the same; and this `runsc` refuses to signal a
+/// container that never started ("cannot signal container in state
+/// created"), so a kill through containerd could not end it either. Every
+/// failed `docker start` under such a `runsc` leaves three processes.
+///
+/// So a test whose containers may fail that way watches the daemon's
+/// container creations from before it makes any, names the containers that
+/// are its own ([`OwnSandboxes::own`]), and at its end has `runsc delete
+/// --force` end what is left of exactly those, and containerd forget them
+/// (which ends their shims). Drop does it too, when the test panicked first.
+pub struct OwnSandboxes {
+    names: Vec<String>,
+    watch: Option<Watch>,
+}
+
+struct Watch {
+    events: std::process::Child,
+    /// `<id> <name>` of each container created since the watch began.
+    created: std::thread::JoinHandle<Vec<String>>,
+}
+
+/// What [`OwnSandboxes::end`] found of the test's containers.
+#[derive(Debug)]
+pub struct Ended {
+    /// The names of the test's containers the daemon created.
+    pub created: BTreeSet<String>,
+    /// The processes (pid and command line) of those containers still alive
+    /// afterwards: none, unless ending them failed.
+    pub surviving: Vec<String>,
+}
+
+impl OwnSandboxes {
+    /// Starts watching the daemon's container creations.
+    pub fn watch() -> Self {
+        // Replayed from a second ago: `docker events` subscribes only after
+        // it started, and a creation in between would be missed.
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is after 1970")
+            .saturating_sub(Duration::from_secs(1));
+        let mut events = std::process::Command::new("docker")
+            .args([
+                "events",
+                "--since",
+                &format!("{}.{:09}", since.as_secs(), since.subsec_nanos()),
+                "--filter",
+                "type=container",
+                "--filter",
+                "event=create",
+                "--format",
+                "{{.ID}} {{.Actor.Attributes.name}}",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run `docker events`");
+        let stdout = events.stdout.take().expect("`docker events` stdout");
+        // Read as they come, so a busy daemon cannot fill the pipe.
+        let created = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect()
+        });
+        Self {
+            names: Vec::new(),
+            watch: Some(Watch { events, created }),
+        }
+    }
+
+    /// Counts the container named `name` as the test's own.
+    pub fn own(&mut self, name: impl Into<String>) {
+        self.names.push(name.into());
+    }
+
+    /// Stops watching and ends what is left of the test's containers that
+    /// the daemon no longer has. Never panics (Drop runs it).
+    pub fn end(&mut self) -> Ended {
+        let Some(mut watch) = self.watch.take() else {
+            return Ended {
+                created: BTreeSet::new(),
+                surviving: Vec::new(),
+            };
+        };
+        // A creation is reported as it happens: all the test's are in.
+        let _ = watch.events.kill();
+        let _ = watch.events.wait();
+        let created = watch.created.join().unwrap_or_default();
+        let own: Vec<(&str, &str)> = created
+            .iter()
+            .filter_map(|line| line.split_once(' '))
+            .filter(|(_, name)| self.names.iter().any(|n| n == name))
+            .collect();
+        let mut ids = Vec::new();
+        for &(id, _) in &own {
+            let known = docker(&["container", "inspect", "--format", "{{.Id}}", id]);
+            if !known.status.success() {
+                end_sandbox(id);
+                ids.push(id);
+            }
+        }
+        let deadline = Instant::now() + SANDBOX_EXIT_LIMIT;
+        let surviving = loop {
+            let surviving = processes_of(&ids);
+            if surviving.is_empty() || Instant::now() > deadline {
+                break surviving;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        Ended {
+            created: own.iter().map(|(_, name)| (*name).to_owned()).collect(),
+            surviving: surviving
+                .into_iter()
+                .map(|(pid, args)| format!("{pid} {}", args.join(" ")))
+                .collect(),
+        }
+    }
+}
+
+impl Drop for OwnSandboxes {
+    fn drop(&mut self) {
+        let ended = self.end();
+        if !ended.surviving.is_empty() {
+            eprintln!(
+                "e2e: the sandboxes of this test's containers are still running: {:?}",
+                ended.surviving
+            );
+        }
+    }
+}
+
+/// Ends the `runsc` sandbox the daemon left of container `id`, and has its
+/// containerd forget the container, which ends the shim. Never panics.
+fn end_sandbox(id: &str) {
+    for (pid, args) in processes_of(&[id]) {
+        if args.first().map(String::as_str) != Some("runsc-sandbox") {
+            continue;
+        }
+        // The state of the daemon's `runsc` is kept under the `--root` it
+        // was run with, not runsc's default.
+        let Some(root) = args.iter().find(|a| a.starts_with("--root=")) else {
+            continue;
+        };
+        let runsc = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .unwrap_or_else(|_| PathBuf::from("runsc"));
+        report_failure(
+            std::process::Command::new(&runsc)
+                .args([root.as_str(), "delete", "--force", id])
+                .output(),
+            "runsc delete",
+        );
+    }
+    for (_, args) in processes_of(&[id]) {
+        let is_shim = args
+            .first()
+            .is_some_and(|a| a.ends_with("containerd-shim-runc-v2"));
+        if !is_shim || flag_value(&args, "-id") != Some(id) {
+            continue;
+        }
+        // The daemon's own containerd, which is not the system's.
+        let (Some(address), Some(namespace)) = (
+            flag_value(&args, "-address"),
+            flag_value(&args, "-namespace"),
+        ) else {
+            continue;
+        };
+        let ctr = |what: &str| {
+            std::process::Command::new("ctr")
+                .args(["--address", address, "-n", namespace, what, "delete", id])
+                .output()
+        };
+        // The task is stopped once the shim has seen the sandbox exit.
+        let deadline = Instant::now() + SANDBOX_EXIT_LIMIT;
+        let task = loop {
+            let task = ctr("task");
+            let done = matches!(&task, Ok(out) if out.status.success());
+            if done || Instant::now() > deadline {
+                break task;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        report_failure(task, "ctr task delete");
+        report_failure(ctr("container"), "ctr container delete");
+    }
+}
+
+fn report_failure(out: std::io::Result<std::process::Output>, what: &str) {
+    match out {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => eprintln!(
+            "e2e: `{what}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => eprintln!("e2e: cannot run `{what}`: {e}"),
+    }
+}
+
+/// The value after `flag` in `args`.
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    let at = args.iter().position(|a| a == flag)?;
+    args.get(at + 1).map(String::as_str)
+}
+
+/// The processes (pid, arguments) whose command line names one of the
+/// container `ids`: its shim, sandbox and gofer.
+fn processes_of(ids: &[&str]) -> Vec<(u32, Vec<String>)> {
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        // Gone meanwhile, or a kernel thread: no command line.
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| ids.iter().any(|id| a.contains(id))) {
+            found.push((pid, args));
+        }
+    }
+    found
 }
