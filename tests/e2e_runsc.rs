@@ -51,7 +51,7 @@ use docker_support::sessions::{containers_with, networks_with};
 use e2e_support::docker::{inspect, sweep_stale};
 use e2e_support::host::rand_u64;
 use e2e_support::no_way_to_host::assert_no_way_to_host;
-use e2e_support::runtime::{OwnSandboxes, RunscRegistered};
+use e2e_support::runtime::{OwnSandboxes, RunscRegistered, processes_of};
 use e2e_support::session::{
     AGENT_IMAGE, PROMPT, Session, SessionDirs, SessionSpec, TestHost, unique_agent,
 };
@@ -599,6 +599,19 @@ fn gvisor_without_its_runtime_args_is_explained_by_doctor_and_start() {
     assert!(
         hints.iter().any(|h| h.contains(RUNTIME_ARGS_HINT)),
         "start names the runtime arguments that fix it: {hints:?}"
+    );
+    // What the hint says a failed start can leave is what this daemon left:
+    // gVisor's sandbox of the container it names.
+    let leftover = hints
+        .iter()
+        .find_map(|h| h.split("`pgrep -af ").nth(1)?.split('`').next())
+        .expect("a hint names the processes a failed start under runsc can leave");
+    let processes = processes_of(&[leftover]);
+    assert!(
+        processes
+            .iter()
+            .any(|(_, args)| args.first().is_some_and(|a| a.contains("runsc-sandbox"))),
+        "the hint's `pgrep -af {leftover}` names gVisor's sandbox: {processes:?}"
     );
     // A sandbox that failed to start outlives its container (see
     // OwnSandboxes): none of the three may be left running.

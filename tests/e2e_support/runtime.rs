@@ -571,7 +571,7 @@ fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
 
 /// The processes (pid, arguments) whose command line names one of the
 /// container `ids`: its shim, sandbox and gofer.
-fn processes_of(ids: &[&str]) -> Vec<(u32, Vec<String>)> {
+pub fn processes_of(ids: &[&str]) -> Vec<(u32, Vec<String>)> {
     if ids.is_empty() {
         return Vec::new();
     }

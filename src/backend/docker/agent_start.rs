@@ -66,6 +66,7 @@ impl<E: Engine> BringUp<E> {
             Attempt::Failed(match self.plan.runtime.name() {
                 Some(runtime) => LaunchError::RuntimeFailed {
                     name: names.agent.clone(),
+                    id: id.to_owned(),
                     runtime: runtime.to_owned(),
                     detail,
                 },

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::client::{ContainerSpec, Engine, EngineError, ErrorKind};
 use super::ledger::{Created, SharedLedger};
 use super::names::{MAX_SUFFIX, Names};
-use super::plan::{PIPELOCK_IMAGE_ENV, RUNSC, runsc_fix};
+use super::plan::{PIPELOCK_IMAGE_ENV, RUNSC, runsc_fix, runsc_leftover_hint};
 use super::plan::{SessionPlan, WarmChoice};
 use super::pull::ProxyPullError;
 use crate::backend::BackendError;
@@ -97,6 +97,8 @@ pub(crate) enum LaunchError {
     #[error("could not start the agent container `{name}` with runtime `{runtime}`: {detail}")]
     RuntimeFailed {
         name: String,
+        /// The container's ID: what its leftover processes are named by.
+        id: String,
         runtime: String,
         detail: String,
     },
@@ -164,13 +166,18 @@ impl Diagnostic for LaunchError {
                 "the host may be overloaded; check that the proxy image (`{PIPELOCK_IMAGE_ENV}`) answers `/pipelock healthcheck`"
             ),
             Self::RuntimeFailed {
-                runtime, detail, ..
+                id,
+                runtime,
+                detail,
+                ..
             } => {
                 let general = format!(
                     "the daemon lists `{runtime}` among its runtimes but it does not run containers; fix or unregister it in the daemon's config (`docker info` shows the runtimes)"
                 );
-                let fix = (runtime == RUNSC).then(|| runsc_fix(detail)).flatten();
-                return fix.into_iter().chain([general]).collect();
+                let runsc = runtime == RUNSC;
+                let fix = runsc.then(|| runsc_fix(detail)).flatten();
+                let leftover = runsc.then(|| runsc_leftover_hint(id));
+                return fix.into_iter().chain([general]).chain(leftover).collect();
             }
             Self::FenceFailed { image, .. } => super::fence::fence_hint(image),
             Self::HandoffFailed { .. } => format!(

@@ -12,7 +12,7 @@ use super::client::{ContainerSpec, DaemonInfo, Engine, EngineError, Labels};
 use super::endpoint::docker_command;
 use super::image::DEFAULT_CLAUDE_CODE_VERSION;
 use super::names::{LABEL_HOST, LABEL_MANAGED, LABEL_PID, LABEL_ROLE, this_host};
-use super::plan::{CLAUDE_CODE_VERSION_ENV, RUNSC, runsc_fix};
+use super::plan::{CLAUDE_CODE_VERSION_ENV, RUNSC, runsc_fix, runsc_leftover_hint};
 use crate::backend::Check;
 use crate::core::subnet::{self, AddressPool};
 use crate::diagnostic::Diagnostic;
@@ -233,7 +233,7 @@ async fn runsc_check<E: Engine>(engine: &E, info: &DaemonInfo, inputs: &Inputs) 
                 clock.elapsed().as_secs_f64()
             ),
         ),
-        Err(why) => {
+        Err(TrialFailed { why, created }) => {
             let check = Check::fail(
                 "runsc",
                 format!("registered, but a container could not run under it: {why}"),
@@ -242,9 +242,20 @@ async fn runsc_check<E: Engine>(engine: &E, info: &DaemonInfo, inputs: &Inputs) 
                 Some(fix) => check.hint(fix),
                 None => check,
             };
-            check.hint("`start` uses runsc whenever it is registered, so every bottle would fail: fix the gVisor install, or unregister `runsc` from the daemon's configuration")
+            let check = check.hint("`start` uses runsc whenever it is registered, so every bottle would fail: fix the gVisor install, or unregister `runsc` from the daemon's configuration");
+            match created {
+                Some(id) => check.hint(runsc_leftover_hint(&id)),
+                None => check,
+            }
         }
     }
+}
+
+/// Why a trial container did not run.
+struct TrialFailed {
+    why: String,
+    /// Its ID, when it was created.
+    created: Option<String>,
 }
 
 /// Runs `true` in a container of `image` under `runtime` (the default when
@@ -255,7 +266,7 @@ async fn trial<E: Engine>(
     image: &str,
     runtime: Option<&str>,
     init: bool,
-) -> Result<(), String> {
+) -> Result<(), TrialFailed> {
     let name = format!("claude-bottle-doctor-{}", std::process::id());
     let spec = ContainerSpec {
         name: name.clone(),
@@ -307,10 +318,10 @@ async fn trial<E: Engine>(
     .await;
     let result =
         ran.unwrap_or_else(|_| Err(format!("no result within {} s", TRIAL_LIMIT.as_secs())));
-    let leftover = id
+    let created = id
         .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .or(Some(name));
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let leftover = created.clone().or(Some(name));
     if let Some(leftover) = leftover
         && let Err(e) = bounded(
             "remove the trial container",
@@ -320,7 +331,7 @@ async fn trial<E: Engine>(
     {
         tracing::warn!(container = %leftover, error = %e, "could not remove the runsc trial container");
     }
-    result
+    result.map_err(|why| TrialFailed { why, created })
 }
 
 /// A container as a bottle's agent is run (an init process, the engine's
@@ -339,7 +350,7 @@ async fn podman_container_check<E: Engine>(engine: &E, inputs: &Inputs) -> Check
             "podman-containers",
             format!("a container of `{image}` with an init process ran"),
         ),
-        Err(why) => {
+        Err(TrialFailed { why, .. }) => {
             let check = Check::fail(
                 "podman-containers",
                 format!("a container with an init process could not run: {why}"),
@@ -1012,7 +1023,14 @@ mod tests {
         let runsc = find(&checks, "runsc");
         assert_eq!(runsc.status, CheckStatus::Fail);
         assert!(runsc.detail.contains("runsc: boom"), "{}", runsc.detail);
-        assert_eq!(runsc.hints.len(), 1);
+        assert_eq!(runsc.hints.len(), 2, "{:?}", runsc.hints);
+        // The fake's first container ID: the trial's.
+        assert!(
+            runsc.hints[1].contains("moby/moby#44399")
+                && runsc.hints[1].contains("`pgrep -af c0001`"),
+            "the hint names the processes a failed start under runsc can leave\n{:?}",
+            runsc.hints
+        );
         assert!(engine.state().containers.is_empty(), "the trial is removed");
     }
 
@@ -1033,7 +1051,7 @@ mod tests {
             "{}",
             runsc.detail
         );
-        assert_eq!(runsc.hints.len(), 2, "{:?}", runsc.hints);
+        assert_eq!(runsc.hints.len(), 3, "{:?}", runsc.hints);
         assert!(
             runsc.hints[0].contains(r#"`"runtimeArgs": ["--network=host"]`"#)
                 && runsc.hints[0].contains("`runtimes.runsc`"),

@@ -167,6 +167,8 @@ pub(crate) struct FakeState {
     pub proxy_exits: bool,
     /// Starting a container under this runtime fails with this message.
     pub failing_runtime: Option<(String, String)>,
+    /// The IDs of the containers whose start `failing_runtime` failed.
+    pub failed_starts: Vec<String>,
     pub build_delay: Option<Duration>,
     pub pull_delay: Option<Duration>,
     /// Pulls fail with this error (no registry has the image).
@@ -767,6 +769,7 @@ impl Engine for FakeEngine {
         if let Some((runtime, message)) = failing
             && c.runtime.as_deref() == Some(runtime.as_str())
         {
+            state.failed_starts.push(id.to_owned());
             return Err(EngineError::new(
                 ErrorKind::Other,
                 format!("start container `{id}`"),

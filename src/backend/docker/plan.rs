@@ -137,6 +137,20 @@ pub(crate) fn runsc_fix(detail: &str) -> Option<String> {
     })
 }
 
+/// What to do about the processes a container that failed to start under
+/// `runsc` may leave: Docker before 23.0 deletes the containerd task of a
+/// failed start without killing it (moby/moby#44399), and this gVisor refuses
+/// to signal a sandbox that never started, so its sandbox, gofer and shim
+/// outlive the container, out of the Engine API's reach.
+pub(crate) fn runsc_leftover_hint(id: &str) -> String {
+    format!(
+        "Docker before 23.0 can leave gVisor's processes of the failed container running after removing it \
+         (moby/moby#44399): `pgrep -af {id}` lists them; as root, \
+         `runsc --root=<the --root of those processes> delete --force {id}` and then \
+         `ctr --address /var/run/docker/containerd/containerd.sock -n moby task delete {id}` end them"
+    )
+}
+
 /// The OCI runtime of the agent container (the proxy always uses the default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Runtime {

@@ -964,7 +964,26 @@ async fn start_error_with_a_failing_runsc(failure: &str) -> BackendError {
     let err = session.start().await.unwrap_err();
     session.close().await.unwrap();
     assert_nothing_left(&engine);
+    let failed = engine.state().failed_starts.clone();
+    let [agent] = failed.as_slice() else {
+        panic!("one container's start failed, the agent's: {failed:?}");
+    };
+    assert_leftover_hint(&err, agent);
     err
+}
+
+/// The last hint names what a failed start under runsc can leave running:
+/// the processes of the agent container, by its ID.
+fn assert_leftover_hint(err: &BackendError, agent: &str) {
+    assert!(
+        err.hints
+            .last()
+            .is_some_and(|h| h.contains("moby/moby#44399")
+                && h.contains(&format!("`pgrep -af {agent}`"))
+                && h.contains(&format!("delete --force {agent}`"))),
+        "{:?}",
+        err.hints
+    );
 }
 
 #[tokio::test]
@@ -999,7 +1018,7 @@ async fn an_old_gvisor_on_a_new_kernel_is_a_clear_error_with_its_fix() {
         "{}",
         err.message
     );
-    assert_eq!(err.hints.len(), 2, "{:?}", err.hints);
+    assert_eq!(err.hints.len(), 3, "{:?}", err.hints);
     assert!(
         err.hints[0].contains(r#"`"runtimeArgs": ["--network=host"]`"#),
         "{:?}",
