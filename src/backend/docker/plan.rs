@@ -146,8 +146,8 @@ pub(crate) fn runsc_leftover_hint(id: &str) -> String {
     format!(
         "Docker before 23.0 can leave gVisor's processes of the failed container running after removing it \
          (moby/moby#44399): `pgrep -af {id}` lists them; as root, \
-         `runsc --root=<the --root of those processes> delete --force {id}` and then \
-         `ctr --address /var/run/docker/containerd/containerd.sock -n moby task delete {id}` end them"
+         `runsc --root=<the sandbox's --root> delete --force {id}` and then \
+         `ctr --address <the shim's -address> -n moby task delete {id}` end them"
     )
 }
 
