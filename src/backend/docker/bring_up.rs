@@ -176,7 +176,7 @@ impl Diagnostic for LaunchError {
                 );
                 let runsc = runtime == RUNSC;
                 let fix = runsc.then(|| runsc_fix(detail)).flatten();
-                let leftover = runsc.then(|| runsc_leftover_hint(id));
+                let leftover = runsc.then(|| runsc_leftover_hint(id, detail)).flatten();
                 return fix.into_iter().chain([general]).chain(leftover).collect();
             }
             Self::FenceFailed { image, .. } => super::fence::fence_hint(image),

@@ -243,8 +243,8 @@ async fn runsc_check<E: Engine>(engine: &E, info: &DaemonInfo, inputs: &Inputs) 
                 None => check,
             };
             let check = check.hint("`start` uses runsc whenever it is registered, so every bottle would fail: fix the gVisor install, or unregister `runsc` from the daemon's configuration");
-            match created {
-                Some(id) => check.hint(runsc_leftover_hint(&id)),
+            match created.and_then(|id| runsc_leftover_hint(&id, &why)) {
+                Some(leftover) => check.hint(leftover),
                 None => check,
             }
         }
@@ -1023,14 +1023,8 @@ mod tests {
         let runsc = find(&checks, "runsc");
         assert_eq!(runsc.status, CheckStatus::Fail);
         assert!(runsc.detail.contains("runsc: boom"), "{}", runsc.detail);
-        assert_eq!(runsc.hints.len(), 2, "{:?}", runsc.hints);
-        // The fake's first container ID: the trial's.
-        assert!(
-            runsc.hints[1].contains("moby/moby#44399")
-                && runsc.hints[1].contains("`pgrep -af c0001`"),
-            "the hint names the processes a failed start under runsc can leave\n{:?}",
-            runsc.hints
-        );
+        // The runtime's create step failed: no sandbox was made.
+        assert_eq!(runsc.hints.len(), 1, "{:?}", runsc.hints);
         assert!(engine.state().containers.is_empty(), "the trial is removed");
     }
 
@@ -1055,6 +1049,15 @@ mod tests {
         assert!(
             runsc.hints[0].contains(r#"`"runtimeArgs": ["--network=host"]`"#)
                 && runsc.hints[0].contains("`runtimes.runsc`"),
+            "{:?}",
+            runsc.hints
+        );
+        // Its sandbox was made, and can outlive the trial.
+        let trial = engine.state().failed_starts.clone();
+        assert_eq!(trial.len(), 1, "{trial:?}");
+        assert!(
+            runsc.hints[2].contains("moby/moby#44399")
+                && runsc.hints[2].contains(&format!("`pgrep -af {}`", trial[0])),
             "{:?}",
             runsc.hints
         );

@@ -137,18 +137,23 @@ pub(crate) fn runsc_fix(detail: &str) -> Option<String> {
     })
 }
 
-/// What to do about the processes a container that failed to start under
-/// `runsc` may leave: Docker before 23.0 deletes the containerd task of a
-/// failed start without killing it (moby/moby#44399), and this gVisor refuses
-/// to signal a sandbox that never started, so its sandbox, gofer and shim
-/// outlive the container, out of the Engine API's reach.
-pub(crate) fn runsc_leftover_hint(id: &str) -> String {
-    format!(
-        "Docker before 23.0 can leave gVisor's processes of the failed container running after removing it \
-         (moby/moby#44399): `pgrep -af {id}` lists them; as root, \
-         `runsc --root=<the sandbox's --root> delete --force {id}` and then \
-         `ctr --address <the shim's -address> -n moby task delete {id}` end them"
-    )
+/// What to do about what a container whose start under `runsc` failed
+/// (`detail`, the daemon's error) may leave, when its sandbox was made: Docker
+/// before 23.0 deletes the containerd task of a failed start without killing
+/// it (moby/moby#44399), and Debian's gVisor 20221219 will not be killed
+/// before it has started, so the sandbox, its gofer and its shim outlive the
+/// container, out of the Engine API's reach. A failure at the runtime's create
+/// step made no sandbox.
+pub(crate) fn runsc_leftover_hint(id: &str, detail: &str) -> Option<String> {
+    detail.contains("runtime start failed").then(|| {
+        format!(
+            "gVisor's sandbox of the failed container can outlive it (moby/moby#44399: Docker before 23.0 \
+             does not kill it, and gVisor 20221219 refuses to be killed before it starts): `pgrep -af {id}` \
+             lists it and its shim; as root, end them with `RUNSC --root=ROOT delete --force {id}`, then \
+             `ctr --address ADDRESS -n moby task delete {id}` and `ctr --address ADDRESS -n moby container delete {id}`, \
+             where RUNSC is the daemon's runsc, ROOT the sandbox's `--root` and ADDRESS the shim's `-address` in that list"
+        )
+    })
 }
 
 /// The OCI runtime of the agent container (the proxy always uses the default).
