@@ -197,15 +197,21 @@ for n in $bottles; do
         done | awk '$2 ~ /^bench-[0-9]+$/ {print $1}')
         # One container at a time: `docker stats` of many at once answered
         # `EOF` on Docker 20.10 here, and the script stopped.
-        mem_containers=$(for c in $containers; do
+        # The sum and how many figures were read: a row from fewer than the
+        # 2n containers would understate the memory per bottle.
+        read -r mem_containers mem_read < <(for c in $containers; do
             docker stats --no-stream --format '{{.MemUsage}}' "$c" || echo "bench: no memory figure for $c" >&2
         done | awk '
             {v=$1; u=v; gsub(/[0-9.]/, "", u); gsub(/[^0-9.]/, "", v)
-             m = (u=="GiB") ? v*1024 : (u=="MiB") ? v : (u=="KiB") ? v/1024 : v/1048576; s+=m}
-            END {print s}')
+             m = (u=="GiB") ? v*1024 : (u=="MiB") ? v : (u=="KiB") ? v/1024 : v/1048576; s+=m; k++}
+            END {print s+0, k+0}')
         mem_host=$(ps -o rss= -p "$(pgrep -d, -f "$bin --manifest $scratch/manifest.json start bench-" || echo 1)" | awk '{s+=$1} END {print s/1024}')
         mem_cli=$(pgrep -d, -f 'docker .*exec .*claude' >/dev/null && ps -o rss= -p "$(pgrep -d, -f 'docker .*exec .*claude')" | awk '{s+=$1} END {print s/1024}' || echo 0)
-        per=$(awk -v c="$mem_containers" -v h="$mem_host" -v d="$mem_cli" -v n="$n" 'BEGIN {printf "%.0f MiB (containers %.0f, tool %.0f, docker CLI %.0f)", (c+h+d)/n, c/n, h/n, d/n}')
+        if [ "$mem_read" -lt $((2 * n)) ]; then
+            per="failed: the memory of $mem_read of $((2 * n)) containers was read"
+        else
+            per=$(awk -v c="$mem_containers" -v h="$mem_host" -v d="$mem_cli" -v n="$n" 'BEGIN {printf "%.0f MiB (containers %.0f, tool %.0f, docker CLI %.0f)", (c+h+d)/n, c/n, h/n, d/n}')
+        fi
         scale_rows+=("$n|$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f s", b-a}')|$per")
     fi
     for i in $(seq "$n"); do

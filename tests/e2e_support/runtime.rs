@@ -383,9 +383,14 @@ pub struct OwnSandboxes {
 
 struct Watch {
     events: std::process::Child,
-    /// `<id> <name>` of each container created since the watch began.
-    created: std::thread::JoinHandle<Vec<String>>,
+    /// `<id> <name>` of each container created since the watch began, as
+    /// `docker events` reports them.
+    created: std::sync::mpsc::Receiver<String>,
 }
+
+/// How long [`OwnSandboxes::end`] waits for the creations of the test's
+/// containers to be reported: events reach `docker events` asynchronously.
+const CREATION_REPORT_LIMIT: Duration = Duration::from_secs(5);
 
 /// What [`OwnSandboxes::end`] found of the test's containers.
 #[derive(Debug)]
@@ -424,11 +429,13 @@ impl OwnSandboxes {
             .expect("run `docker events`");
         let stdout = events.stdout.take().expect("`docker events` stdout");
         // Read as they come, so a busy daemon cannot fill the pipe.
-        let created = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .collect()
+        let (report, created) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if report.send(line).is_err() {
+                    break;
+                }
+            }
         });
         Self {
             names: Vec::new(),
@@ -450,10 +457,27 @@ impl OwnSandboxes {
                 surviving: Vec::new(),
             };
         };
-        // A creation is reported as it happens: all the test's are in.
+        // Until every container the test owns has been reported, or for a
+        // bounded time: one the test never made is never reported.
+        let mut created = Vec::new();
+        let deadline = Instant::now() + CREATION_REPORT_LIMIT;
+        let all_in = |created: &[String]| {
+            self.names.iter().all(|name| {
+                created
+                    .iter()
+                    .any(|line| line.split_once(' ').is_some_and(|(_, n)| n == name))
+            })
+        };
+        while !all_in(&created) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match watch.created.recv_timeout(left) {
+                Ok(line) => created.push(line),
+                Err(_) => break,
+            }
+        }
+        created.extend(watch.created.try_iter());
         let _ = watch.events.kill();
         let _ = watch.events.wait();
-        let created = watch.created.join().unwrap_or_default();
         let own: Vec<(&str, &str)> = created
             .iter()
             .filter_map(|line| line.split_once(' '))
@@ -461,8 +485,11 @@ impl OwnSandboxes {
             .collect();
         let mut ids = Vec::new();
         for &(id, _) in &own {
-            let known = docker(&["container", "inspect", "--format", "{{.Id}}", id]);
-            if !known.status.success() {
+            // Spawned here, not through the panicking helpers: Drop runs this.
+            let known = std::process::Command::new("docker")
+                .args(["container", "inspect", "--format", "{{.Id}}", id])
+                .output();
+            if known.is_ok_and(|out| !out.status.success()) {
                 end_sandbox(id);
                 ids.push(id);
             }
