@@ -357,6 +357,59 @@ fn an_agent_without_a_prompt_gets_no_prompt_flag_but_an_empty_file() {
     fx.assert_nothing_left();
 }
 
+/// Docker can lose an exec that runs for minutes (its exec garbage collector
+/// takes one created while it scans), and the docker CLI then exits 1 with
+/// "No such exec instance" after Claude has ended. A `docker` first on PATH
+/// that runs the real one for Claude's exec and then answers like that
+/// stands in for the daemon: `start` still returns Claude's own exit code,
+/// which the bottle recorded, and says what happened.
+#[test]
+fn a_claude_exec_the_daemon_lost_still_returns_claudes_exit_code() {
+    require();
+    let fx = fixture("lostexec");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let real = std::env::split_paths(&path)
+        .map(|dir| dir.join("docker"))
+        .find(|p| p.is_file())
+        .expect("the docker CLI on PATH");
+    let shim = tempfile::tempdir().expect("tempdir");
+    let script = shim.path().join("docker");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             if [ \"$1 $2\" = \"exec -i\" ]; then\n\
+             \x20   '{real}' \"$@\"\n\
+             \x20   echo 'Error response from daemon: No such exec instance: 0123456789ab' >&2\n\
+             \x20   exit 1\n\
+             fi\n\
+             exec '{real}' \"$@\"\n",
+            real = real.display()
+        ),
+    )
+    .expect("write the docker shim");
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod the shim");
+    let mut dirs = vec![shim.path().to_path_buf()];
+    dirs.extend(std::env::split_paths(&path));
+    let out = fx
+        .command(&fx.start_args(&["--stub-exit", "3"]))
+        .env("PATH", std::env::join_paths(dirs).expect("PATH"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run claude-bottle");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("No such exec instance"),
+        "CONTROL: the shim stood in for the daemon\n{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(3), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("lost Claude's exec and exited 1; Claude itself exited 3"),
+        "{stderr}"
+    );
+    fx.assert_nothing_left();
+}
+
 #[test]
 fn piped_stdin_reaches_claude() {
     require();

@@ -8,8 +8,14 @@
 //! [`payload`] from its stdin into a file of a fresh directory on the
 //! container's `/dev/shm`, a memory filesystem of the container's own
 //! (under gVisor too). Claude's exec then runs [`launcher_command`], which
-//! loads that file, removes the directory and `exec`s `claude` with its
+//! loads that file, removes the directory and runs `claude` with its
 //! arguments, so the values live on only in Claude's environment.
+//!
+//! The launcher stays Claude's parent to write Claude's exit code to
+//! [`exit_record`] in the bottle: Docker can lose an exec that runs for
+//! minutes (its exec garbage collector takes one created while it scans for
+//! a stale one), and the docker CLI then reports "No such exec instance"
+//! instead of Claude's exit code.
 
 use std::fmt::Write as _;
 
@@ -48,14 +54,41 @@ mkdir -- "$1"
 set -C
 cat > "$1/env""#;
 
-/// The launcher's script. `$1` is the handoff directory, the rest is
-/// Claude's command line. The payload's assignments are exported as they
-/// are read; the directory goes before Claude starts. It keeps no shell
-/// variable of its own: the payload may set any name, and only the
-/// positional parameters are out of its reach.
-const LAUNCHER: &str = r#". "$1/env" && rm -rf -- "$1" && shift && exec "$@"
-echo "claude-bottle: could not load Claude's environment from $1" >&2
-exit 125"#;
+/// The file in the bottle that the launcher writes Claude's exit code to,
+/// for the session `session`.
+pub fn exit_record(session: &str) -> String {
+    format!("/tmp/claude-bottle-exit-{session}")
+}
+
+/// Claude's exit code as [`exit_record`] holds it.
+pub fn parse_exit_record(text: &str) -> Option<i32> {
+    text.trim()
+        .parse()
+        .ok()
+        .filter(|code| (0..=255).contains(code))
+}
+
+/// The launcher's script. `$1` is the exit record, `$2` the handoff
+/// directory (empty: no handoff), the rest Claude's command line. The
+/// payload's assignments are exported as they are read; the directory goes
+/// before Claude starts. It keeps no shell variable of its own: the payload
+/// may set any name, and only the positional parameters and functions are
+/// out of its reach. While Claude runs, a signal to the terminal's process
+/// group (Ctrl-C outside raw mode) is Claude's to act on: the launcher
+/// catches it, which leaves Claude's own handling as it was, and records the
+/// code Claude ends with.
+const LAUNCHER: &str = r#"if [ -n "$2" ]; then
+    . "$2/env" && rm -rf -- "$2" || {
+        echo "claude-bottle: could not load Claude's environment from $2" >&2
+        exit 125
+    }
+fi
+trap : INT QUIT TERM
+claude_bottle_run() { shift 2; "$@"; }
+claude_bottle_run "$@"
+set -- "$?" "$1"
+{ echo "$1" > "$2"; } 2>/dev/null
+exit "$1""#;
 
 /// `$0` of both scripts, for their error messages.
 const SCRIPT_NAME: &str = "claude-bottle";
@@ -72,15 +105,21 @@ pub fn writer_command(dir: &str) -> Vec<String> {
     ]
 }
 
-/// The command line that loads the handoff directory `dir` and then runs
-/// `command` (Claude's, from `claude` on).
-pub fn launcher_command(dir: &str, command: impl IntoIterator<Item = String>) -> Vec<String> {
+/// The command line that loads the handoff directory `handoff` (if any),
+/// runs `command` (Claude's, from `claude` on) and writes its exit code to
+/// `record` (see [`exit_record`]).
+pub fn launcher_command(
+    record: &str,
+    handoff: Option<&str>,
+    command: impl IntoIterator<Item = String>,
+) -> Vec<String> {
     let mut argv: Vec<String> = vec![
         "sh".into(),
         "-c".into(),
         LAUNCHER.into(),
         SCRIPT_NAME.into(),
-        dir.into(),
+        record.into(),
+        handoff.unwrap_or_default().into(),
     ];
     argv.extend(command);
     argv
@@ -237,7 +276,11 @@ mod tests {
             "$two",
         ];
         let ran = sh(
-            &launcher_command(&dir, printenv.iter().map(|s| (*s).to_owned())),
+            &launcher_command(
+                &record_in(shm.path()),
+                Some(&dir),
+                printenv.iter().map(|s| (*s).to_owned()),
+            ),
             b"",
         );
         assert!(ran.status.success(), "{ran:?}");
@@ -270,7 +313,10 @@ mod tests {
                 .success()
         );
         // `env` itself, not a shell: a shell takes no IFS from its environment.
-        let ran = sh(&launcher_command(&dir, ["env".to_owned()]), b"");
+        let ran = sh(
+            &launcher_command(&record_in(shm.path()), Some(&dir), ["env".to_owned()]),
+            b"",
+        );
         assert!(ran.status.success(), "{ran:?}");
         let env = String::from_utf8(ran.stdout).unwrap();
         let lines: Vec<&str> = env.lines().collect();
@@ -285,20 +331,91 @@ mod tests {
         assert!(elsewhere.join("keep").exists(), "and nothing else");
     }
 
+    /// The exit record, in `dir` (standing in for the bottle's `/tmp`).
+    fn record_in(dir: &std::path::Path) -> String {
+        dir.join("exit").display().to_string()
+    }
+
     #[test]
-    fn the_launcher_passes_the_exit_code_and_refuses_a_missing_file() {
+    fn the_launcher_passes_and_records_the_exit_code_and_refuses_a_missing_file() {
         let shm = tempfile::tempdir().unwrap();
         let (writer, dir) = scripts_in(shm.path());
+        let record = record_in(shm.path());
         assert!(sh(&writer, b"export A='1'\n").status.success());
         let cmd = ["sh", "-c", "exit 7"].map(str::to_owned);
         assert_eq!(
-            sh(&launcher_command(&dir, cmd.clone()), b"").status.code(),
+            sh(&launcher_command(&record, Some(&dir), cmd.clone()), b"")
+                .status
+                .code(),
             Some(7)
         );
+        let recorded = std::fs::read_to_string(&record).unwrap();
+        assert_eq!(parse_exit_record(&recorded), Some(7), "{recorded:?}");
+        std::fs::remove_file(&record).unwrap();
         // Loaded once: the second run finds nothing, and does not run the command.
-        let again = sh(&launcher_command(&dir, cmd), b"");
+        let again = sh(&launcher_command(&record, Some(&dir), cmd), b"");
         assert_ne!(again.status.code(), Some(7), "{again:?}");
         assert!(!again.status.success());
+        assert!(!std::path::Path::new(&record).exists(), "nothing ran");
+    }
+
+    #[test]
+    fn without_a_handoff_the_launcher_runs_the_command_and_records_its_code() {
+        let tmp = tempfile::tempdir().unwrap();
+        let record = record_in(tmp.path());
+        let cmd = ["sh", "-c", "printf '%s' \"$*\"; exit 3", "zero", "one two"].map(str::to_owned);
+        let ran = sh(&launcher_command(&record, None, cmd), b"");
+        assert_eq!(ran.status.code(), Some(3), "{ran:?}");
+        assert_eq!(String::from_utf8_lossy(&ran.stdout), "one two");
+        let recorded = std::fs::read_to_string(&record).unwrap();
+        assert_eq!(parse_exit_record(&recorded), Some(3));
+    }
+
+    #[test]
+    fn a_ctrl_c_to_the_terminal_group_is_claudes_and_its_code_is_recorded() {
+        use std::os::unix::process::CommandExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let record = record_in(tmp.path());
+        let ready = tmp.path().join("ready");
+        // Stands in for Claude: it handles SIGINT itself and ends with 5.
+        let script = format!(
+            "trap 'exit 5' INT; : > '{}'; while :; do sleep 0.05; done",
+            ready.display()
+        );
+        let argv = launcher_command(&record, None, ["sh", "-c", &script].map(str::to_owned));
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !ready.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the command never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // What a terminal does with Ctrl-C: SIGINT to the whole group.
+        let group = nix::unistd::Pid::from_raw(-i32::try_from(child.id()).unwrap());
+        nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGINT).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(
+            status.code(),
+            Some(5),
+            "the launcher outlived the signal: {status:?}"
+        );
+        let recorded = std::fs::read_to_string(&record).unwrap();
+        assert_eq!(parse_exit_record(&recorded), Some(5));
+    }
+
+    #[test]
+    fn an_exit_record_is_a_code_from_0_to_255() {
+        assert_eq!(parse_exit_record("0\n"), Some(0));
+        assert_eq!(parse_exit_record("130\n"), Some(130));
+        for bad in ["", "x", "256", "-1", "1 2"] {
+            assert_eq!(parse_exit_record(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

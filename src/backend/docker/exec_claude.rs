@@ -14,23 +14,29 @@ use crate::core::secret_handoff::launcher_command;
 /// meant for Claude detaches the terminal.
 pub(crate) const DETACH_KEYS: &str = "ctrl-_,ctrl-^,ctrl-_";
 
-/// The `docker exec` argument list that runs Claude (SPEC §6 "Running
-/// Claude"). With a `handoff_dir` (bring-up filled it), Claude starts
-/// through the launcher that loads it. Claude works in `workdir`: the
-/// workspace, or the directory of it that `--cwd` named (see
-/// `Workspace::subdir`).
-pub(crate) fn exec_args(
-    container: &str,
-    workdir: &str,
-    prompt_file: Option<&str>,
-    remote_control: bool,
-    claude_args: &[String],
-    tty: bool,
-    handoff_dir: Option<&str>,
-) -> Vec<String> {
+/// Where and how Claude runs in the bottle.
+pub(crate) struct ClaudeExec<'a> {
+    pub container: &'a str,
+    /// The workspace, or the directory of it that `--cwd` named (see
+    /// `Workspace::subdir`).
+    pub workdir: &'a str,
+    pub prompt_file: Option<&'a str>,
+    pub remote_control: bool,
+    /// Whether the CLI gets a terminal (`-t`).
+    pub tty: bool,
+    /// The handoff directory bring-up filled, when Claude has secrets.
+    pub handoff_dir: Option<&'a str>,
+    /// Where the launcher writes Claude's exit code.
+    pub exit_record: &'a str,
+}
+
+/// The `docker exec` argument list that runs Claude with `claude_args`
+/// (SPEC §6 "Running Claude"), through the launcher that loads the handoff
+/// directory, if any, and records Claude's exit code.
+pub(crate) fn exec_args(exec: &ClaudeExec<'_>, claude_args: &[String]) -> Vec<String> {
     // `-i` always: piped stdin reaches Claude; `-t` only on a real terminal.
     let mut argv: Vec<String> = vec!["exec".into(), "-i".into()];
-    if tty {
+    if exec.tty {
         argv.push("-t".into());
     }
     argv.extend([
@@ -39,22 +45,19 @@ pub(crate) fn exec_args(
         "-u".into(),
         container_user(),
         "-w".into(),
-        workdir.into(),
-        container.into(),
+        exec.workdir.into(),
+        exec.container.into(),
     ]);
     let mut claude: Vec<String> = vec!["claude".into()];
-    if remote_control {
+    if exec.remote_control {
         claude.push("remote-control".into());
     }
-    if let Some(prompt) = prompt_file {
+    if let Some(prompt) = exec.prompt_file {
         claude.push("--append-system-prompt-file".into());
         claude.push(prompt.into());
     }
     claude.extend(claude_args.iter().cloned());
-    match handoff_dir {
-        Some(dir) => argv.extend(launcher_command(dir, claude)),
-        None => argv.extend(claude),
-    }
+    argv.extend(launcher_command(exec.exit_record, exec.handoff_dir, claude));
     argv
 }
 

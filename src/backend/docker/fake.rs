@@ -849,8 +849,8 @@ impl Engine for FakeEngine {
         let mut state = self.state();
         let name = Self::container_name(&state, container);
         state.calls.push(Call::Exec {
-            container: name,
-            cmd,
+            container: name.clone(),
+            cmd: cmd.clone(),
         });
         if state
             .containers
@@ -862,6 +862,21 @@ impl Engine for FakeEngine {
                 "exec",
                 format!("container {container} is not running"),
             ));
+        }
+        // `cat FILE` reads what is in the container, as a shell would.
+        if let [cat, path] = cmd.as_slice()
+            && cat == "cat"
+        {
+            return Ok(match state.files.get(&(name, path.clone())) {
+                Some(bytes) => ExecOutput {
+                    exit_code: 0,
+                    output: String::from_utf8_lossy(bytes).into_owned(),
+                },
+                None => ExecOutput {
+                    exit_code: 1,
+                    output: format!("cat: {path}: No such file or directory\n"),
+                },
+            });
         }
         let exit_code = if state.probe_exits.len() > 1 {
             state.probe_exits.pop_front().unwrap_or(0)

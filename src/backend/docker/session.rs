@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::bring_up::{BringUp, LaunchError, Started, Timeouts};
 use super::client::Engine;
-use super::exec_claude::{exec_args, run_claude};
+use super::exec_claude::{ClaudeExec, exec_args, run_claude};
 use super::ledger::{Created, SharedLedger};
 use super::plan::Runtime;
 use super::plan::SessionPlan;
@@ -19,12 +19,16 @@ use super::remove::Detach;
 use super::teardown::{Keep, teardown};
 use super::work_export::{export_bundle, export_changed, find_repos, list_work};
 use crate::backend::{BackendError, KeptBottle, WorkListing};
+use crate::core::secret_handoff::{exit_record, parse_exit_record};
 use crate::core::work_home::refs::ObjectId;
 use crate::printer::Printer;
 use std::path::Path;
 
 /// How long the `Drop` backstop waits for its teardown before giving up.
 const BACKSTOP_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long reading Claude's exit record from the bottle may take.
+const EXIT_RECORD_LIMIT: Duration = Duration::from_secs(10);
 
 /// A session from `launch` to `close`.
 pub(crate) struct Session<E: Engine> {
@@ -130,7 +134,46 @@ impl<E: Engine> Session<E> {
     pub async fn exec_claude(&mut self, args: &[String], tty: bool) -> Result<i32, BackendError> {
         let argv = self.claude_exec_line(args, tty)?;
         // The CLI must talk to the daemon the session was made on.
-        run_claude(self.engine.endpoint(), &argv, tty).await
+        let code = run_claude(self.engine.endpoint(), &argv, tty).await?;
+        Ok(self.claude_exit_code(code).await)
+    }
+
+    /// Claude's exit code, given the docker CLI's `cli_code`. The CLI exits 1
+    /// as well when the daemon has lost Claude's exec (see
+    /// `secret_handoff::exit_record`); the launcher's record in the bottle
+    /// then tells what Claude ended with.
+    pub(crate) async fn claude_exit_code(&self, cli_code: i32) -> i32 {
+        let Some(started) = self.started.as_ref().filter(|_| cli_code == 1) else {
+            return cli_code;
+        };
+        let record = exit_record(&self.plan.owner.session);
+        let read = self
+            .engine
+            .exec(&started.agent_id, vec!["cat".into(), record.clone()]);
+        let recorded = match tokio::time::timeout(EXIT_RECORD_LIMIT, read).await {
+            Ok(Ok(out)) if out.exit_code == 0 => parse_exit_record(&out.output),
+            Ok(Ok(out)) => {
+                tracing::debug!(code = out.exit_code, "no exit record at `{record}`");
+                None
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "could not read the exit record");
+                None
+            }
+            Err(_) => None,
+        };
+        match recorded {
+            Some(code) if code != cli_code => {
+                self.printer.warn(
+                    format_args!(
+                        "the docker CLI lost Claude's exec and exited {cli_code}; Claude itself exited {code}, as the bottle recorded"
+                    ),
+                    &[],
+                );
+                code
+            }
+            _ => cli_code,
+        }
     }
 
     /// The `docker exec` line that runs Claude; with secrets, through the
@@ -144,15 +187,18 @@ impl<E: Engine> Session<E> {
             .started
             .as_ref()
             .ok_or_else(|| BackendError::failure("the bottle is not running"))?;
-        Ok(exec_args(
-            &started.names.agent,
-            &self.claude_dir(),
-            started.prompt_file.as_deref(),
-            self.plan.spec.remote_control,
-            args,
+        let workdir = self.claude_dir();
+        let record = exit_record(&self.plan.owner.session);
+        let exec = ClaudeExec {
+            container: &started.names.agent,
+            workdir: &workdir,
+            prompt_file: started.prompt_file.as_deref(),
+            remote_control: self.plan.spec.remote_control,
             tty,
-            started.handoff_dir.as_deref(),
-        ))
+            handoff_dir: started.handoff_dir.as_deref(),
+            exit_record: &record,
+        };
+        Ok(exec_args(&exec, args))
     }
 
     /// Stops an unfinished bring-up and removes everything. Idempotent.

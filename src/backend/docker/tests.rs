@@ -1502,53 +1502,65 @@ fn dropping_a_session_without_close_tears_it_down() {
 
 #[test]
 fn exec_line_follows_the_terminal_and_the_prompt() {
+    use super::exec_claude::{ClaudeExec, exec_args};
+    use crate::core::secret_handoff::launcher_command;
     let args = vec!["-p".to_owned(), "hello".to_owned()];
-    let line = super::exec_claude::exec_args(
-        "claude-bottle-a",
-        "/home/node/workspace",
-        Some("/home/node/.claude-bottle-prompt.txt"),
-        false,
-        &args,
-        true,
-        None,
-    );
+    let record = "/tmp/claude-bottle-exit-s1";
+    let mut exec = ClaudeExec {
+        container: "claude-bottle-a",
+        workdir: "/home/node/workspace",
+        prompt_file: Some("/home/node/.claude-bottle-prompt.txt"),
+        remote_control: false,
+        tty: true,
+        handoff_dir: None,
+        exit_record: record,
+    };
+    let line = exec_args(&exec, &args);
     assert_eq!(
-        line.join(" "),
-        "exec -i -t --detach-keys ctrl-_,ctrl-^,ctrl-_ -u 1000:1000 -w /home/node/workspace claude-bottle-a claude --append-system-prompt-file /home/node/.claude-bottle-prompt.txt -p hello"
+        line[..10].join(" "),
+        "exec -i -t --detach-keys ctrl-_,ctrl-^,ctrl-_ -u 1000:1000 -w /home/node/workspace claude-bottle-a"
     );
-    let line = super::exec_claude::exec_args(
-        "c",
-        "/home/node/workspace/sub dir",
-        None,
-        true,
-        &args,
-        false,
-        None,
-    );
+    // Claude's command line goes to the launcher, which records its code.
     assert_eq!(
-        line.join(" "),
-        "exec -i --detach-keys ctrl-_,ctrl-^,ctrl-_ -u 1000:1000 -w /home/node/workspace/sub dir c claude remote-control -p hello"
+        line[10..],
+        launcher_command(
+            record,
+            None,
+            [
+                "claude",
+                "--append-system-prompt-file",
+                "/home/node/.claude-bottle-prompt.txt",
+                "-p",
+                "hello"
+            ]
+            .map(str::to_owned)
+        )[..]
     );
-    // With secrets, the launcher that loads them runs Claude's command line.
-    let line = super::exec_claude::exec_args(
-        "c",
-        "/home/node/workspace",
-        None,
-        true,
-        &args,
-        false,
-        Some("/dev/shm/claude-bottle-env-s1"),
-    );
-    let launcher = crate::core::secret_handoff::launcher_command(
-        "/dev/shm/claude-bottle-env-s1",
-        ["claude", "remote-control", "-p", "hello"].map(str::to_owned),
-    );
+    exec.container = "c";
+    exec.workdir = "/home/node/workspace/sub dir";
+    exec.prompt_file = None;
+    exec.remote_control = true;
+    exec.tty = false;
+    let line = exec_args(&exec, &args);
     assert_eq!(
         line[..9].join(" "),
-        "exec -i --detach-keys ctrl-_,ctrl-^,ctrl-_ -u 1000:1000 -w /home/node/workspace c"
+        "exec -i --detach-keys ctrl-_,ctrl-^,ctrl-_ -u 1000:1000 -w /home/node/workspace/sub dir c"
     );
+    let claude = ["claude", "remote-control", "-p", "hello"].map(str::to_owned);
+    assert_eq!(
+        line[9..],
+        launcher_command(record, None, claude.clone())[..]
+    );
+    // With secrets, the launcher loads them first.
+    exec.handoff_dir = Some("/dev/shm/claude-bottle-env-s1");
+    let line = exec_args(&exec, &args);
+    let launcher = launcher_command(record, Some("/dev/shm/claude-bottle-env-s1"), claude);
     assert_eq!(line[9..], launcher[..]);
     assert_eq!(line[9..11], ["sh", "-c"]);
+    assert_eq!(
+        line[12..15],
+        ["claude-bottle", record, "/dev/shm/claude-bottle-env-s1"]
+    );
 }
 
 #[tokio::test]
@@ -1611,14 +1623,18 @@ async fn secrets_travel_only_in_the_stdin_of_the_handoff_exec() {
             "{value} in {argv:?}"
         );
     }
+    let record = format!("/tmp/claude-bottle-exit-{session_id}");
     let expected = super::exec_claude::exec_args(
-        "claude-bottle-reviewer",
-        "/home/node/workspace",
-        Some("/home/node/.claude-bottle-prompt.txt"),
-        false,
+        &super::exec_claude::ClaudeExec {
+            container: "claude-bottle-reviewer",
+            workdir: "/home/node/workspace",
+            prompt_file: Some("/home/node/.claude-bottle-prompt.txt"),
+            remote_control: false,
+            tty: false,
+            handoff_dir: Some(&dir),
+            exit_record: &record,
+        },
         &["-p".to_owned(), "hi".to_owned()],
-        false,
-        Some(&dir),
     );
     assert_eq!(argv, expected);
     let command = super::exec_claude::claude_command("unix:///run/d.sock", &argv);
@@ -1637,21 +1653,27 @@ async fn secrets_travel_only_in_the_stdin_of_the_handoff_exec() {
 }
 
 #[tokio::test]
-async fn without_secrets_claude_runs_directly_and_a_failed_handoff_names_its_cause() {
+async fn without_secrets_claude_runs_with_no_handoff_and_a_failed_handoff_names_its_cause() {
     let home = tempfile::tempdir().unwrap();
     let mut spec = spec("reviewer", home.path());
     spec.env.vars.retain(|v| v.source == EnvSource::Literal);
     let engine = engine();
     let session = started(&engine, spec).await;
     let argv = session.claude_exec_line(&[], true).unwrap();
+    let record = format!("/tmp/claude-bottle-exit-{}", session.plan().owner.session);
+    assert_eq!(argv[9], "claude-bottle-reviewer");
     assert_eq!(
-        argv[9..],
-        [
-            "claude-bottle-reviewer",
-            "claude",
-            "--append-system-prompt-file",
-            "/home/node/.claude-bottle-prompt.txt"
-        ],
+        argv[10..],
+        crate::core::secret_handoff::launcher_command(
+            &record,
+            None,
+            [
+                "claude",
+                "--append-system-prompt-file",
+                "/home/node/.claude-bottle-prompt.txt"
+            ]
+            .map(str::to_owned)
+        )[..],
         "{argv:?}"
     );
     assert!(
@@ -2262,4 +2284,53 @@ async fn a_fence_image_of_the_environment_must_be_present_before_anything_is_mad
         .unwrap();
     assert_eq!(plan.fence_image, "example/fence:1");
     assert_eq!(plan.fence_image_build, None);
+}
+
+#[tokio::test]
+async fn claudes_exit_code_comes_from_the_bottle_when_the_cli_lost_its_exec() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine();
+    let printer = Printer::capture(false);
+    let plan = prepared(&engine, spec("reviewer", home.path())).await;
+    let record = crate::core::secret_handoff::exit_record(&plan.owner.session);
+    let mut session = Session::new(engine.clone(), plan, printer.clone()).with_timeouts(quick());
+    session.start().await.unwrap();
+    let reads = |engine: &FakeEngine| {
+        engine
+            .state()
+            .calls
+            .iter()
+            .filter(|c| matches!(c, Call::Exec { cmd, .. } if cmd[..] == ["cat".to_owned(), record.clone()]))
+            .count()
+    };
+
+    // Any code but 1 is Claude's own: nothing is read.
+    for code in [0, 2, 130] {
+        assert_eq!(session.claude_exit_code(code).await, code);
+    }
+    assert_eq!(reads(&engine), 0);
+    // 1 with no record (the launcher never ended): the CLI's code stands.
+    assert_eq!(session.claude_exit_code(1).await, 1);
+    assert_eq!(reads(&engine), 1);
+    // The daemon lost the exec: the CLI says 1, the launcher recorded 3.
+    engine.state().files.insert(
+        ("claude-bottle-reviewer".into(), record.clone()),
+        b"3\n".to_vec(),
+    );
+    assert_eq!(session.claude_exit_code(1).await, 3);
+    assert_eq!(reads(&engine), 2);
+    let said = printer.captured();
+    assert!(
+        said.contains("lost Claude's exec and exited 1; Claude itself exited 3"),
+        "{said}"
+    );
+    // Claude's own 1 is read as 1, and nothing is said.
+    engine.state().files.insert(
+        ("claude-bottle-reviewer".into(), record.clone()),
+        b"1\n".to_vec(),
+    );
+    assert_eq!(session.claude_exit_code(1).await, 1);
+    assert_eq!(printer.captured(), said);
+    session.close().await.unwrap();
+    assert_nothing_left(&engine);
 }
